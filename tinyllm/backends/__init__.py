@@ -1,0 +1,86 @@
+"""The backend registry: which set of kernels runs the ops.
+
+A backend is a module-like object with the kernels named in DESIGN.md
+(`matmul`, `attention_forward`, `rmsnorm_backward`, ...). `ops.py` only ever
+calls `get_backend().<kernel>(...)`, so the autograd layer never knows which
+one runs. "numpy" (numpy_kernels.py) is the reference and always works; "c"
+and "cuda" register here when their libraries are built.
+
+Choose with `set_backend("c")` or the TINYLLM_BACKEND environment variable.
+Read numpy_kernels.py next: it defines what every kernel means.
+"""
+import importlib
+import os
+
+# name -> module path; tried in this order when picking the default (fastest
+# first). The C and CUDA backends add their entries here when they exist.
+_KNOWN = {
+    "numpy": "tinyllm.backends.numpy_kernels",
+}
+_loaded = {}
+_active = None
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend was asked for by name but is not built or cannot run here."""
+
+
+def _load(name):
+    if name in _loaded:
+        return _loaded[name]
+    if name not in _KNOWN:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(_KNOWN)}")
+    try:
+        module = importlib.import_module(_KNOWN[name])
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"backend {name!r} is not available ({e}); run `make` to build it, "
+            f"or use set_backend('numpy')") from e
+    check = getattr(module, "check_available", None)
+    if check is not None:
+        check()  # raises BackendUnavailable with the reason
+    _loaded[name] = module
+    return module
+
+
+def available_backends():
+    """Names of the backends that load and work on this machine."""
+    names = []
+    for name in _KNOWN:
+        try:
+            _load(name)
+            names.append(name)
+        except BackendUnavailable:
+            pass
+    return names
+
+
+def get_backend(name=None):
+    """The backend called `name`, or the active one when name is None."""
+    global _active
+    if name is not None:
+        return _load(name)
+    if _active is None:
+        wanted = os.environ.get("TINYLLM_BACKEND")
+        if wanted:
+            _active = _load(wanted)
+        else:
+            _active = _load(_default_name())
+    return _active
+
+
+def _default_name():
+    return available_backends()[0]
+
+
+def set_backend(name):
+    """Make `name` the backend that every op uses from now on; returns it."""
+    global _active
+    _active = _load(name)
+    return _active
+
+
+def backend_name(backend=None):
+    """The registry name of a backend module (the active one by default)."""
+    backend = backend or get_backend()
+    return backend.NAME

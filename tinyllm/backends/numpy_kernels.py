@@ -1,0 +1,258 @@
+"""The reference kernels, in plain NumPy, written to be read.
+
+Every kernel here is a plain function on arrays with explicit shapes. These
+functions *define* what each kernel means: the C and CUDA backends must give
+the same numbers (the parity tests check them against this file). Each forward
+returns what its backward needs and sits right above it; each backward
+returns the gradients of its inputs.
+
+Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
+hs head size, N = B*T rows. Arrays keep the dtype they come in (float32 in
+training, float64 in gradient checks).
+
+This is not the autograd layer (that is tensor.py and ops.py); read ops.py
+next to see how these kernels become differentiable operations.
+"""
+import math
+
+import numpy as np
+
+NAME = "numpy"
+
+# Query and key tile length of the attention kernels. The scores of one tile
+# pair are (B, nh, TILE, TILE), so memory grows with T, not T^2.
+ATTN_TILE = 128
+
+
+# ----------------------------------------------------------------------------
+# matmul
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """(M, K) @ (K, N) -> (M, N), or batched (Bt, M, K) @ (Bt, K, N) -> (Bt, M, N).
+
+    transpose_a / transpose_b use the last two axes of a / b transposed, which
+    is what a Linear layer's backward needs (dW = dy^T x, dx = dy W).
+    """
+    if transpose_a:
+        a = np.swapaxes(a, -1, -2)
+    if transpose_b:
+        b = np.swapaxes(b, -1, -2)
+    return np.matmul(a, b)
+
+
+# ----------------------------------------------------------------------------
+# causal self-attention, flash-style
+
+def _causal_scores(q_tile, k_tile, q_pos, k_pos, scale):
+    """Scaled scores of one (query tile, key tile) pair, -inf where the key is in the future."""
+    s = np.matmul(q_tile, np.swapaxes(k_tile, -1, -2)) * scale   # (B, nh, tq, tk)
+    visible = k_pos[None, :] <= q_pos[:, None]                    # (tq, tk)
+    return np.where(visible, s, -np.inf)
+
+
+def _tiles(T, tile):
+    return [(t0, min(t0 + tile, T)) for t0 in range(0, T, tile)]
+
+
+def attention_forward(q, k, v, tile=ATTN_TILE):
+    """Causal attention with online softmax over key tiles.
+
+    q: (B, nh, Tq, hs); k, v: (B, nh, Tk, hs) with Tk >= Tq. Query i sits at
+    position Tk - Tq + i, so Tq == Tk is ordinary causal attention and Tq < Tk
+    is decoding with a KV cache (the queries are the newest positions).
+    Returns out (B, nh, Tq, hs) and lse (B, nh, Tq), the log-sum-exp of each
+    query's scores, which is all the backward needs to rebuild the softmax.
+    """
+    B, nh, Tq, hs = q.shape
+    Tk = k.shape[2]
+    scale = 1.0 / math.sqrt(hs)
+    offset = Tk - Tq
+    out = np.empty_like(q)                                        # (B, nh, Tq, hs)
+    lse = np.empty((B, nh, Tq), dtype=q.dtype)                    # (B, nh, Tq)
+    for q0, q1 in _tiles(Tq, tile):
+        q_pos = np.arange(q0, q1) + offset                        # (tq,)
+        m = np.full((B, nh, q1 - q0, 1), -np.inf, dtype=q.dtype)  # running row max
+        l = np.zeros((B, nh, q1 - q0, 1), dtype=q.dtype)          # running sum of exp(s - m)
+        acc = np.zeros((B, nh, q1 - q0, hs), dtype=q.dtype)       # running sum of exp(s - m) v
+        for k0, k1 in _tiles(q_pos[-1] + 1, tile):                # key tiles up to the diagonal
+            s = _causal_scores(q[:, :, q0:q1], k[:, :, k0:k1],
+                               q_pos, np.arange(k0, k1), scale)   # (B, nh, tq, tk)
+            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))  # finite: key 0 is always visible
+            correction = np.exp(m - m_new)                        # rescale what was summed so far
+            p = np.exp(s - m_new)                                 # (B, nh, tq, tk)
+            l = l * correction + p.sum(axis=-1, keepdims=True)
+            acc = acc * correction + np.matmul(p, v[:, :, k0:k1])
+            m = m_new
+        out[:, :, q0:q1] = acc / l
+        lse[:, :, q0:q1] = (m + np.log(l))[..., 0]
+    return out, lse
+
+
+def attention_backward(dout, q, k, v, out, lse, tile=ATTN_TILE):
+    """Gradients of attention_forward, recomputing the probabilities tile by tile.
+
+    With P = softmax(S) rebuilt as exp(S - lse) and D = rowsum(dout * out):
+    dV = P^T dout, dP = dout V^T, dS = P * (dP - D), dQ = dS K * scale,
+    dK = dS^T Q * scale (FlashAttention-2's backward).
+    """
+    B, nh, Tq, hs = q.shape
+    Tk = k.shape[2]
+    scale = 1.0 / math.sqrt(hs)
+    offset = Tk - Tq
+    dq = np.zeros_like(q)                                         # (B, nh, Tq, hs)
+    dk = np.zeros_like(k)                                         # (B, nh, Tk, hs)
+    dv = np.zeros_like(v)                                         # (B, nh, Tk, hs)
+    D = np.sum(dout * out, axis=-1, keepdims=True)                # (B, nh, Tq, 1)
+    for q0, q1 in _tiles(Tq, tile):
+        q_pos = np.arange(q0, q1) + offset
+        for k0, k1 in _tiles(q_pos[-1] + 1, tile):
+            s = _causal_scores(q[:, :, q0:q1], k[:, :, k0:k1],
+                               q_pos, np.arange(k0, k1), scale)   # (B, nh, tq, tk)
+            p = np.exp(s - lse[:, :, q0:q1, None])                # (B, nh, tq, tk)
+            dv[:, :, k0:k1] += np.matmul(np.swapaxes(p, -1, -2), dout[:, :, q0:q1])
+            dp = np.matmul(dout[:, :, q0:q1], np.swapaxes(v[:, :, k0:k1], -1, -2))
+            ds = p * (dp - D[:, :, q0:q1]) * scale                # (B, nh, tq, tk)
+            dq[:, :, q0:q1] += np.matmul(ds, k[:, :, k0:k1])
+            dk[:, :, k0:k1] += np.matmul(np.swapaxes(ds, -1, -2), q[:, :, q0:q1])
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------
+# softmax over the last axis
+
+def softmax_forward(x):
+    """y = exp(x - max) / sum(exp(x - max)), row-wise over the last axis."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def softmax_backward(dy, y):
+    """dx = y * (dy - sum(dy * y)): the softmax Jacobian applied row by row."""
+    return y * (dy - np.sum(dy * y, axis=-1, keepdims=True))
+
+
+# ----------------------------------------------------------------------------
+# RMSNorm: y = x / rms(x) * weight
+
+def rmsnorm_forward(x, weight, eps=1e-5):
+    """x: (..., C), weight: (C,) -> y (..., C) and rstd (...,) = 1/sqrt(mean(x^2) + eps)."""
+    rstd = 1.0 / np.sqrt(np.mean(x * x, axis=-1) + eps)          # (...,)
+    y = x * rstd[..., None] * weight                             # (..., C)
+    return y, rstd.astype(x.dtype)
+
+
+def rmsnorm_backward(dy, x, weight, rstd):
+    """Returns dx (..., C) and dweight (C,)."""
+    xhat = x * rstd[..., None]                                   # (..., C) the normalized input
+    dweight = np.sum(dy * xhat, axis=tuple(range(dy.ndim - 1)))  # (C,)
+    dxhat = dy * weight                                          # (..., C)
+    # xhat = x * rstd and rstd depends on every x of the row
+    dx = rstd[..., None] * (dxhat - xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True))
+    return dx, dweight
+
+
+# ----------------------------------------------------------------------------
+# LayerNorm: y = (x - mean) / std * weight + bias (the GPT-2 variant)
+
+def layernorm_forward(x, weight, bias, eps=1e-5):
+    """x: (..., C) -> y (..., C), mean (...,), rstd (...,)."""
+    mean = x.mean(axis=-1)                                       # (...,)
+    xc = x - mean[..., None]
+    rstd = 1.0 / np.sqrt(np.mean(xc * xc, axis=-1) + eps)        # (...,)
+    y = xc * rstd[..., None] * weight + bias
+    return y, mean.astype(x.dtype), rstd.astype(x.dtype)
+
+
+def layernorm_backward(dy, x, weight, mean, rstd):
+    """Returns dx (..., C), dweight (C,), dbias (C,)."""
+    lead = tuple(range(dy.ndim - 1))
+    xhat = (x - mean[..., None]) * rstd[..., None]               # (..., C)
+    dweight = np.sum(dy * xhat, axis=lead)
+    dbias = np.sum(dy, axis=lead)
+    dxhat = dy * weight
+    dx = rstd[..., None] * (dxhat - dxhat.mean(axis=-1, keepdims=True)
+                            - xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True))
+    return dx, dweight, dbias
+
+
+# ----------------------------------------------------------------------------
+# SiLU: y = x * sigmoid(x)
+
+def _sigmoid(x):
+    # exp of a non-positive number only, so large |x| never overflows
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def silu_forward(x):
+    return x * _sigmoid(x)
+
+
+def silu_backward(dy, x):
+    s = _sigmoid(x)
+    return dy * s * (1.0 + x * (1.0 - s))
+
+
+# ----------------------------------------------------------------------------
+# embedding: row lookup, and its scatter-add backward
+
+def embedding_forward(ids, weight):
+    """ids: (...) integers in [0, V), weight: (V, C) -> (..., C)."""
+    return weight[ids]
+
+
+def embedding_backward(dout, ids, vocab_size):
+    """dweight (V, C): each row of dout added to the row of its id (ids may repeat)."""
+    C = dout.shape[-1]
+    dweight = np.zeros((vocab_size, C), dtype=dout.dtype)
+    np.add.at(dweight, ids.reshape(-1), dout.reshape(-1, C))
+    return dweight
+
+
+# ----------------------------------------------------------------------------
+# cross-entropy over logits, mean over the positions whose target is not -1
+
+def cross_entropy_forward(logits, targets):
+    """logits: (N, V), targets: (N,) ints, -1 = ignore.
+
+    Returns loss (a 0-d array: the mean of -log softmax(logits)[target] over
+    kept rows, 0 when no row is kept) and lse (N,), each row's log-sum-exp.
+    """
+    m = logits.max(axis=-1, keepdims=True)
+    lse = (m + np.log(np.sum(np.exp(logits - m), axis=-1, keepdims=True)))[:, 0]  # (N,)
+    kept = targets != -1                                                           # (N,)
+    picked = logits[np.nonzero(kept)[0], targets[kept]]                            # (n_kept,)
+    n_kept = max(int(kept.sum()), 1)
+    loss = np.sum(lse[kept] - picked) / n_kept
+    return np.asarray(loss, dtype=logits.dtype), lse
+
+
+def cross_entropy_backward(dloss, logits, targets, lse):
+    """dlogits (N, V) = (softmax(logits) - onehot(target)) * dloss / n_kept; 0 on ignored rows."""
+    kept = targets != -1
+    n_kept = max(int(kept.sum()), 1)
+    dlogits = np.exp(logits - lse[:, None])                      # (N, V) softmax
+    rows = np.nonzero(kept)[0]
+    dlogits[rows, targets[kept]] -= 1.0
+    dlogits[~kept] = 0.0
+    dlogits *= dloss / n_kept
+    return dlogits
+
+
+# ----------------------------------------------------------------------------
+# AdamW, in place
+
+def adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """One AdamW step on param, m and v in place (step counts from 1).
+
+    Decoupled weight decay as in Loshchilov & Hutter: the decay shrinks the
+    parameter directly (param *= 1 - lr * wd) instead of entering the gradient.
+    """
+    m *= beta1
+    m += (1.0 - beta1) * grad
+    v *= beta2
+    v += (1.0 - beta2) * grad * grad
+    m_hat = m / (1.0 - beta1 ** step)
+    v_hat = v / (1.0 - beta2 ** step)
+    param *= 1.0 - lr * weight_decay
+    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
