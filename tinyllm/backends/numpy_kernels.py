@@ -54,7 +54,7 @@ def _tiles(T, tile):
     return [(t0, min(t0 + tile, T)) for t0 in range(0, T, tile)]
 
 
-def attention_forward(q, k, v, tile=ATTN_TILE):
+def attention_forward(q, k, v, tile=None):
     """Causal attention with online softmax over key tiles.
 
     q: (B, nh, Tq, hs); k, v: (B, nh, Tk, hs) with Tk >= Tq. Query i sits at
@@ -65,6 +65,7 @@ def attention_forward(q, k, v, tile=ATTN_TILE):
     """
     B, nh, Tq, hs = q.shape
     Tk = k.shape[2]
+    tile = tile or ATTN_TILE
     scale = 1.0 / math.sqrt(hs)
     offset = Tk - Tq
     out = np.empty_like(q)                                        # (B, nh, Tq, hs)
@@ -88,7 +89,7 @@ def attention_forward(q, k, v, tile=ATTN_TILE):
     return out, lse
 
 
-def attention_backward(dout, q, k, v, out, lse, tile=ATTN_TILE):
+def attention_backward(dout, q, k, v, out, lse, tile=None):
     """Gradients of attention_forward, recomputing the probabilities tile by tile.
 
     With P = softmax(S) rebuilt as exp(S - lse) and D = rowsum(dout * out):
@@ -97,6 +98,7 @@ def attention_backward(dout, q, k, v, out, lse, tile=ATTN_TILE):
     """
     B, nh, Tq, hs = q.shape
     Tk = k.shape[2]
+    tile = tile or ATTN_TILE
     scale = 1.0 / math.sqrt(hs)
     offset = Tk - Tq
     dq = np.zeros_like(q)                                         # (B, nh, Tq, hs)

@@ -1,0 +1,268 @@
+"""The GPT: configuration, presets, the transformer, and generation with a KV cache.
+
+Architecture (DESIGN.md's model contract): learned token and position
+embeddings, pre-norm blocks (RMSNorm -> causal self-attention with one fused
+bias-free qkv projection -> residual; RMSNorm -> MLP Linear, SiLU, Linear
+at 4x width -> residual), a final RMSNorm, and an untied bias-free lm_head.
+Parameter names and shapes match PyTorch's GPT-2 spelling, so a state_dict
+or checkpoint moves between tinyllm and PyTorch code.
+
+Not here: the training loop (train.py) or the maths of each op (ops.py and
+the backend kernels). Read train.py next.
+"""
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from tinyllm import nn, ops
+from tinyllm.tensor import Tensor, no_grad
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 256     # token ids are in [0, vocab_size)
+    block_size: int = 128     # the longest sequence the model sees (its position table)
+    n_layer: int = 4          # transformer blocks
+    n_head: int = 4           # attention heads per block
+    n_embd: int = 128         # channels C; each head gets C / n_head
+    norm_eps: float = 1e-5    # added to mean(x^2) inside RMSNorm
+    dropout: float = 0.0      # on embeddings, attention output and MLP output
+    seed: int = 0             # initialisation seed
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
+                             f"each head gets n_embd / n_head channels, so choose n_embd a "
+                             f"multiple of n_head (e.g. n_embd={self.n_head * max(1, self.n_embd // self.n_head)})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+# Named model shapes. "default" is what examples/train.py trains in about five
+# minutes on two cores with the NumPy backend.
+PRESETS = {
+    "tiny":    dict(vocab_size=256, block_size=16, n_layer=2, n_head=2, n_embd=16),
+    "default": dict(vocab_size=256, block_size=128, n_layer=4, n_head=4, n_embd=128),
+    "bench":   dict(vocab_size=8192, block_size=256, n_layer=6, n_head=6, n_embd=384),
+    "gpt2":    dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+}
+
+
+def preset(name, **overrides):
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return GPTConfig(**{**PRESETS[name], **overrides})
+
+
+class KVCache:
+    """Keys and values of every past position, per layer, so a new token costs O(T)."""
+
+    def __init__(self, config, batch_size, dtype=np.float32):
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)
+        self.k = np.zeros(shape, dtype)    # (L, B, nh, block_size, hs)
+        self.v = np.zeros(shape, dtype)
+        self.length = 0                    # positions filled so far
+
+    def append(self, layer, k, v):
+        """Store k, v (B, nh, T, hs) after the cached ones; returns all keys and values so far."""
+        T = k.shape[2]
+        end = self.length + T
+        self.k[layer, :, :, self.length:end] = k
+        self.v[layer, :, :, self.length:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer, rng):
+        self.n_head = config.n_head
+        self.layer = layer
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, rng)     # rows: q, k, v
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, rng,
+                                std=0.02 / math.sqrt(2 * config.n_layer))  # residual projection
+        self.dropout = nn.Dropout(config.dropout, rng)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.shape
+        nh, hs = self.n_head, C // self.n_head
+        qkv = self.c_attn(x)                                               # (B, T, 3C)
+        qkv = qkv.reshape(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)          # (3, B, nh, T, hs)
+        q, k, v = qkv[0], qkv[1], qkv[2]                                   # (B, nh, T, hs) each
+        if cache is not None:   # inference only: attend to the cached past too
+            k_all, v_all = cache.append(self.layer, k.data, v.data)        # (B, nh, Tk, hs)
+            k, v = Tensor(k_all), Tensor(v_all)
+        y = ops.attention(q, k, v)                                         # (B, nh, T, hs)
+        y = y.permute(0, 2, 1, 3).reshape(B, T, C)                         # (B, T, C)
+        return self.dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config, rng):
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, rng)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, rng,
+                                std=0.02 / math.sqrt(2 * config.n_layer))
+        self.dropout = nn.Dropout(config.dropout, rng)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(ops.silu(self.c_fc(x))))            # (B, T, C)
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer, rng):
+        self.ln_1 = nn.RMSNorm(config.n_embd, config.norm_eps)
+        self.attn = CausalSelfAttention(config, layer, rng)
+        self.ln_2 = nn.RMSNorm(config.n_embd, config.norm_eps)
+        self.mlp = MLP(config, rng)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)                             # (B, T, C)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, config, rng):
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd, rng)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd, rng)
+        self.h = nn.ModuleList([Block(config, i, rng) for i in range(config.n_layer)])
+        self.ln_f = nn.RMSNorm(config.n_embd, config.norm_eps)
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        self.config = config
+        rng = np.random.default_rng(config.seed)
+        self.transformer = Transformer(config, rng)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, rng)
+        self.dropout = nn.Dropout(config.dropout, rng)
+
+    def forward(self, idx, targets=None, cache=None):
+        """idx (B, T) token ids -> logits (B, T, V) and the mean loss against targets (or None)."""
+        idx = self._check_ids(idx)
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than block_size "
+                             f"{self.config.block_size}: crop it to the last "
+                             f"{self.config.block_size} tokens, or train a model with a "
+                             f"larger block_size")
+        t = self.transformer
+        x = self.dropout(t.wte(idx) + t.wpe(np.arange(start, start + T)))  # (B, T, C)
+        for block in t.h:
+            x = block(x, cache)
+        if cache is not None:
+            cache.length += T
+        logits = self.lm_head(t.ln_f(x))                                   # (B, T, V)
+        loss = ops.cross_entropy(logits, targets) if targets is not None else None
+        return logits, loss
+
+    def _check_ids(self, idx):
+        idx = np.asarray(idx)
+        if idx.ndim != 2:
+            raise ValueError(f"idx must have shape (B, T), got {idx.shape}; "
+                             f"for one sequence use ids[None, :]")
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        if idx.shape[1] == 0:
+            raise ValueError("idx is empty (T = 0): give at least one token")
+        return idx
+
+    # -- size and cost --------------------------------------------------------
+    def flops_per_token(self, T=None):
+        """Training FLOPs per token (forward + backward): 6 N + 12 L C T (PaLM appendix B).
+
+        N counts the matmul weights (the embeddings are lookups); the second
+        term is the attention scores and weighted sum at sequence length T.
+        """
+        c = self.config
+        T = T or c.block_size
+        n_matmul = sum(p.size for name, p in self.named_parameters()
+                       if p.ndim == 2 and not p.is_embedding)
+        return 6 * n_matmul + 12 * c.n_layer * c.n_embd * T
+
+    def summary(self):
+        c = self.config
+        return (f"GPT: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} channels, "
+                f"context {c.block_size}, vocab {c.vocab_size}; "
+                f"{self.num_parameters() / 1e6:.2f}M parameters, "
+                f"{self.flops_per_token() / 1e6:.1f} MFLOP per training token")
+
+    # -- generation -----------------------------------------------------------
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 seed=None, use_cache=True):
+        """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + new).
+
+        temperature 0 picks the most likely token; top_k keeps the k most
+        likely; top_p keeps the smallest set whose probability reaches p.
+        The context is the last block_size tokens, as in training. With the
+        cache each new token costs one position's work; once the sequence
+        fills block_size, the learned positions of the window all shift, so
+        the window is recomputed for each further token.
+        """
+        idx = self._check_ids(idx)
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        rng = np.random.default_rng(seed)
+        block = self.config.block_size
+        was_training = self.training
+        self.eval()
+        cache, pending = None, idx   # pending: tokens not yet seen by the cache
+        try:
+            with no_grad():
+                for _ in range(max_new_tokens):
+                    if not use_cache or cache is None or cache.length + pending.shape[1] > block:
+                        cache = KVCache(self.config, idx.shape[0], self.dtype) if use_cache else None
+                        pending = idx[:, -block:]
+                    logits, _ = self(pending, cache=cache)
+                    nxt = _sample(logits.data[:, -1, :], temperature, top_k, top_p, rng)  # (B,)
+                    idx = np.concatenate([idx, nxt[:, None]], axis=1)
+                    pending = nxt[:, None]
+        finally:
+            self.train(was_training)
+        return idx
+
+    @property
+    def dtype(self):
+        return self.lm_head.weight.dtype
+
+
+def _sample(logits, temperature, top_k, top_p, rng):
+    """One token id per row of logits (B, V)."""
+    if temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
+        logits = np.where(logits < kth, -np.inf, logits)
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)                          # (B, V)
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-probs, axis=-1)
+        sorted_p = np.take_along_axis(probs, order, axis=-1)
+        # keep a token if the mass before it is still short of top_p (the first always stays)
+        drop_sorted = np.cumsum(sorted_p, axis=-1) - sorted_p >= top_p
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=-1)
+        probs = np.where(drop, 0.0, probs)
+        probs /= probs.sum(axis=-1, keepdims=True)
+    u = rng.random((probs.shape[0], 1))
+    return np.minimum((np.cumsum(probs, axis=-1) < u).sum(axis=-1), probs.shape[-1] - 1)

@@ -1,0 +1,159 @@
+"""Layers: Module, Parameter, Linear, Embedding, RMSNorm, LayerNorm, Dropout.
+
+A Module finds its parameters by walking its attributes in the order they
+were set, so names come out as PyTorch would spell them
+("transformer.h.0.attn.c_attn.weight") and a state_dict moves between the
+two. Layers hold parameters and call ops.py; they hold no maths of their own.
+
+Not here: the GPT itself (model.py) and the optimizer (optim.py).
+"""
+import numpy as np
+
+from tinyllm import ops
+from tinyllm.tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A leaf tensor that a Module owns and an optimizer updates."""
+    is_embedding = False  # embeddings skip weight decay by default (optim.param_groups)
+
+    def __init__(self, data, dtype=None):
+        super().__init__(data, requires_grad=True, dtype=dtype)
+
+
+class Module:
+    training = True
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def children(self):
+        """(name, module) of the direct sub-modules, in the order they were set."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+
+    def named_parameters(self, prefix=""):
+        for name, value in vars(self).items():
+            if isinstance(value, Parameter):
+                yield prefix + name, value
+            elif isinstance(value, Module):
+                yield from value.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self):
+        return int(sum(p.size for p in self.parameters()))
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode=True):
+        self.training = mode
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def astype(self, dtype):
+        """Convert every parameter in place (float64 for gradient checks)."""
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None
+        return self
+
+    def state_dict(self):
+        """{name: a copy of the parameter's NumPy array}."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state, strict=True):
+        """Copy arrays into the parameters; every name and shape must match (strict)."""
+        params = dict(self.named_parameters())
+        missing = [n for n in params if n not in state]
+        unexpected = [n for n in state if n not in params]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state dict does not match the model: missing {missing[:5]}"
+                           f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                           f"{' ...' if len(unexpected) > 5 else ''}; was it saved from a model "
+                           f"with another config?")
+        for name, p in params.items():
+            if name not in state:
+                continue
+            value = np.asarray(state[name])
+            if value.shape != p.shape:
+                raise ValueError(f"{name}: checkpoint has shape {value.shape} but the model "
+                                 f"expects {p.shape}; the checkpoint's config differs from the model's")
+            p.data = value.astype(p.dtype, copy=True)
+
+
+class ModuleList(Module):
+    """Sub-modules named 0, 1, 2, ... (the transformer blocks)."""
+
+    def __init__(self, modules):
+        for i, m in enumerate(modules):
+            setattr(self, str(i), m)
+
+    def __iter__(self):
+        return (m for _, m in self.children())
+
+    def __len__(self):
+        return sum(1 for _ in self.children())
+
+    def __getitem__(self, i):
+        return getattr(self, str(i))
+
+
+class Linear(Module):
+    """y = x W^T (+ b), W stored (out, in) as in PyTorch; init normal(0, std)."""
+
+    def __init__(self, n_in, n_out, rng, bias=False, std=0.02):
+        self.weight = Parameter(rng.normal(0.0, std, size=(n_out, n_in)).astype(np.float32))
+        self.bias = Parameter(np.zeros(n_out, np.float32)) if bias else None
+
+    def forward(self, x):
+        return ops.linear(x, self.weight, self.bias)
+
+
+class Embedding(Module):
+    """A table of vectors, one row per id."""
+
+    def __init__(self, n_rows, dim, rng, std=0.02):
+        self.weight = Parameter(rng.normal(0.0, std, size=(n_rows, dim)).astype(np.float32))
+        self.weight.is_embedding = True
+
+    def forward(self, ids):
+        return ops.embedding(ids, self.weight)
+
+
+class RMSNorm(Module):
+    def __init__(self, dim, eps=1e-5):
+        self.weight = Parameter(np.ones(dim, np.float32))
+        self.eps = eps
+
+    def forward(self, x):
+        return ops.rmsnorm(x, self.weight, self.eps)
+
+
+class LayerNorm(Module):
+    def __init__(self, dim, eps=1e-5):
+        self.weight = Parameter(np.ones(dim, np.float32))
+        self.bias = Parameter(np.zeros(dim, np.float32))
+        self.eps = eps
+
+    def forward(self, x):
+        return ops.layernorm(x, self.weight, self.bias, self.eps)
+
+
+class Dropout(Module):
+    """Dropout whose randomness comes from a Generator the caller owns (so resumes are exact)."""
+
+    def __init__(self, p, rng):
+        self.p = p
+        self.rng = rng
+
+    def forward(self, x):
+        return ops.dropout(x, self.p, self.rng, self.training)

@@ -1,0 +1,359 @@
+"""Differentiable operations: each a forward and the backward that undoes it.
+
+An op computes its output from NumPy arrays, then hands Tensor.from_op the
+parents and a `backward(g)` that turns the output gradient g into one
+gradient per parent. The ops a GPT needs (linear, attention, rmsnorm, silu,
+embedding, cross_entropy, softmax) call the active backend's kernels, so the
+same graph runs on NumPy, C or CUDA. The generic ones (broadcasting
+arithmetic, reshapes, indexing, ...) are plain NumPy: they are here for
+learning, for variants and for the gradient checks.
+
+Every op has a float64 finite-difference check in tests/test_gradcheck.py.
+Read nn.py next for the layers built from these ops.
+"""
+import numpy as np
+
+from tinyllm.backends import get_backend
+from tinyllm.tensor import Tensor
+
+
+def _tensor(x, like=None):
+    """Wrap a number or array; numbers take the dtype of the tensor they meet."""
+    if isinstance(x, Tensor):
+        return x
+    dtype = like.dtype if like is not None and np.isscalar(x) else None
+    return Tensor(x, dtype=dtype)
+
+
+def _unbroadcast(g, shape):
+    """Sum a broadcast gradient back down to the operand's shape."""
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and g.shape[axis] != 1:
+            g = g.sum(axis=axis, keepdims=True)
+    return g
+
+
+# ----------------------------------------------------------------------------
+# elementwise arithmetic (broadcasting)
+
+def add(a, b):
+    a, b = _tensor(a, b), _tensor(b, a)
+    return Tensor.from_op(a.data + b.data, (a, b),
+                          lambda g: (_unbroadcast(g, a.shape), _unbroadcast(g, b.shape)), "add")
+
+
+def sub(a, b):
+    a, b = _tensor(a, b), _tensor(b, a)
+    return Tensor.from_op(a.data - b.data, (a, b),
+                          lambda g: (_unbroadcast(g, a.shape), _unbroadcast(-g, b.shape)), "sub")
+
+
+def mul(a, b):
+    a, b = _tensor(a, b), _tensor(b, a)
+    return Tensor.from_op(a.data * b.data, (a, b),
+                          lambda g: (_unbroadcast(g * b.data, a.shape),
+                                     _unbroadcast(g * a.data, b.shape)), "mul")
+
+
+def div(a, b):
+    a, b = _tensor(a, b), _tensor(b, a)
+    out = a.data / b.data
+    return Tensor.from_op(out, (a, b),
+                          lambda g: (_unbroadcast(g / b.data, a.shape),
+                                     _unbroadcast(-g * out / b.data, b.shape)), "div")
+
+
+def neg(a):
+    return Tensor.from_op(-a.data, (a,), lambda g: (-g,), "neg")
+
+
+def pow(a, exponent):
+    """a ** exponent for a number exponent."""
+    if not np.isscalar(exponent):
+        raise TypeError(f"pow takes a number exponent, got {type(exponent).__name__}")
+    return Tensor.from_op(a.data ** exponent, (a,),
+                          lambda g: (g * exponent * a.data ** (exponent - 1),), "pow")
+
+
+# ----------------------------------------------------------------------------
+# elementwise functions
+
+def exp(a):
+    out = np.exp(a.data)
+    return Tensor.from_op(out, (a,), lambda g: (g * out,), "exp")
+
+
+def log(a):
+    return Tensor.from_op(np.log(a.data), (a,), lambda g: (g / a.data,), "log")
+
+
+def tanh(a):
+    out = np.tanh(a.data)
+    return Tensor.from_op(out, (a,), lambda g: (g * (1.0 - out * out),), "tanh")
+
+
+def relu(a):
+    return Tensor.from_op(np.maximum(a.data, 0), (a,), lambda g: (g * (a.data > 0),), "relu")
+
+
+def silu(a):
+    kernels = get_backend()
+    return Tensor.from_op(kernels.silu_forward(a.data), (a,),
+                          lambda g: (kernels.silu_backward(g, a.data),), "silu")
+
+
+_GELU_C = np.sqrt(2.0 / np.pi)
+
+
+def gelu(a):
+    """GELU, tanh approximation (as GPT-2): 0.5 x (1 + tanh(c (x + 0.044715 x^3)))."""
+    x = a.data
+    t = np.tanh(_GELU_C * (x + 0.044715 * x ** 3))
+    out = 0.5 * x * (1.0 + t)
+
+    def backward(g):
+        dt = (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x)
+        return (g * (0.5 * (1.0 + t) + 0.5 * x * dt),)
+    return Tensor.from_op(out, (a,), backward, "gelu")
+
+
+# ----------------------------------------------------------------------------
+# reductions and shape
+
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axis = (axis,) if np.isscalar(axis) else axis
+    return tuple(ax % ndim for ax in axis)
+
+
+def sum(a, axis=None, keepdims=False):
+    axes = _axes(axis, a.ndim)
+
+    def backward(g):
+        if not keepdims:
+            g = np.expand_dims(g, axes)
+        return (np.broadcast_to(g, a.shape).copy(),)
+    return Tensor.from_op(np.sum(a.data, axis=axes, keepdims=keepdims), (a,), backward, "sum")
+
+
+def mean(a, axis=None, keepdims=False):
+    count = int(np.prod([a.shape[ax] for ax in _axes(axis, a.ndim)]))
+    return sum(a, axis, keepdims) * (1.0 / count)
+
+
+def reshape(a, shape):
+    return Tensor.from_op(a.data.reshape(shape), (a,), lambda g: (g.reshape(a.shape),), "reshape")
+
+
+def permute(a, axes):
+    inverse = np.argsort(axes)
+    return Tensor.from_op(np.transpose(a.data, axes), (a,),
+                          lambda g: (np.transpose(g, inverse),), "permute")
+
+
+def transpose(a, axis1=-2, axis2=-1):
+    axes = list(range(a.ndim))
+    axes[axis1], axes[axis2] = axes[axis2], axes[axis1]
+    return permute(a, axes)
+
+
+def getitem(a, index):
+    """a[index] for any NumPy index; repeated integer indices add their gradients."""
+    if isinstance(index, Tensor):
+        raise TypeError("index with a NumPy array, not a Tensor")
+    parts = index if isinstance(index, tuple) else (index,)
+    basic = all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+
+    def backward(g):
+        da = np.zeros_like(a.data)
+        if basic:       # a view: each element picked at most once
+            da[index] = g
+        else:           # fancy indices may repeat: add, don't overwrite
+            np.add.at(da, index, g)
+        return (da,)
+    return Tensor.from_op(a.data[index], (a,), backward, "getitem")
+
+
+def concat(tensors, axis=0):
+    tensors = [_tensor(t) for t in tensors]
+    bounds = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    return Tensor.from_op(np.concatenate([t.data for t in tensors], axis=axis), tensors,
+                          lambda g: tuple(np.split(g, bounds, axis=axis)), "concat")
+
+
+def split(a, sections, axis=-1):
+    """a cut along axis into `sections` equal parts (an int) or parts of the given sizes (a list)."""
+    n = a.shape[axis]
+    if np.isscalar(sections):
+        if n % sections:
+            raise ValueError(f"cannot split axis of length {n} into {sections} equal parts")
+        sizes = [n // sections] * sections
+    else:
+        sizes = list(sections)
+        if np.sum(sizes) != n:
+            raise ValueError(f"split sizes {sizes} do not add up to the axis length {n}")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    slicer = [slice(None)] * a.ndim
+    pieces = []
+    for s0, s1 in zip(starts[:-1], starts[1:]):
+        slicer[axis] = slice(int(s0), int(s1))
+        pieces.append(getitem(a, tuple(slicer)))
+    return pieces
+
+
+def masked_fill(a, mask, value):
+    """a with `value` wherever the boolean mask (broadcast to a) is True; no gradient there."""
+    mask = np.broadcast_to(np.asarray(mask, dtype=bool), a.shape)
+    return Tensor.from_op(np.where(mask, np.asarray(value, dtype=a.dtype), a.data), (a,),
+                          lambda g: (np.where(mask, 0, g).astype(g.dtype),), "masked_fill")
+
+
+# ----------------------------------------------------------------------------
+# matrix products
+
+def matmul(a, b):
+    """a @ b; batched over leading axes (broadcasting as np.matmul)."""
+    a, b = _tensor(a), _tensor(b)
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError(f"matmul needs operands with >= 2 axes, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(f"matmul shapes {a.shape} @ {b.shape} do not match: "
+                         f"a's last axis ({a.shape[-1]}) must equal b's second-to-last ({b.shape[-2]})")
+    kernels = get_backend()
+
+    def backward(g):
+        da = kernels.matmul(g, b.data, transpose_b=True)         # dA = dOut B^T
+        db = kernels.matmul(a.data, g, transpose_a=True)         # dB = A^T dOut
+        return _unbroadcast(da, a.shape), _unbroadcast(db, b.shape)
+    return Tensor.from_op(kernels.matmul(a.data, b.data), (a, b), backward, "matmul")
+
+
+def linear(x, weight, bias=None):
+    """x @ weight^T (+ bias): x (..., in), weight (out, in) as PyTorch's Linear -> (..., out)."""
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input has {x.shape[-1]} features but the weight {weight.shape} "
+                         f"expects {weight.shape[1]}")
+    kernels = get_backend()
+    lead = x.shape[:-1]
+    x2 = x.data.reshape(-1, x.shape[-1])                         # (N, in)
+    y = kernels.matmul(x2, weight.data, transpose_b=True)        # (N, out)
+    if bias is not None:
+        y = y + bias.data
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g):
+        g2 = g.reshape(-1, weight.shape[0])                      # (N, out)
+        dx = kernels.matmul(g2, weight.data).reshape(x.shape)    # y = x W^T  ->  dx = g W
+        dw = kernels.matmul(g2, x2, transpose_a=True)            #            ->  dW = g^T x
+        return (dx, dw) if bias is None else (dx, dw, g2.sum(axis=0))
+    return Tensor.from_op(y.reshape(*lead, weight.shape[0]), parents, backward, "linear")
+
+
+# ----------------------------------------------------------------------------
+# softmax family
+
+def softmax(a, axis=-1):
+    kernels = get_backend()
+    x = np.moveaxis(a.data, axis, -1)
+    y = kernels.softmax_forward(np.ascontiguousarray(x))
+    return Tensor.from_op(np.moveaxis(y, -1, axis), (a,),
+                          lambda g: (np.moveaxis(kernels.softmax_backward(
+                              np.ascontiguousarray(np.moveaxis(g, axis, -1)), y), -1, axis),),
+                          "softmax")
+
+
+def log_softmax(a, axis=-1):
+    x = a.data
+    shifted = x - x.max(axis=axis, keepdims=True)
+    out = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    return Tensor.from_op(out, (a,),
+                          lambda g: (g - np.exp(out) * g.sum(axis=axis, keepdims=True),),
+                          "log_softmax")
+
+
+def cross_entropy(logits, targets):
+    """Mean cross-entropy of logits (..., V) against integer targets (...), -1 = ignore.
+
+    The mean is over the kept positions; with none kept the loss is 0.
+    """
+    targets = np.asarray(targets)
+    V = logits.shape[-1]
+    if targets.shape != logits.shape[:-1]:
+        raise ValueError(f"cross_entropy: targets shape {targets.shape} must equal "
+                         f"logits shape without its last axis {logits.shape[:-1]}")
+    if not np.issubdtype(targets.dtype, np.integer):
+        raise TypeError(f"cross_entropy: targets must be integers, got {targets.dtype}")
+    if targets.size and (targets.min() < -1 or targets.max() >= V):
+        bad = targets[(targets < -1) | (targets >= V)][0]
+        raise ValueError(f"cross_entropy: target {bad} is outside [0, {V}) "
+                         f"(use -1 for positions to ignore)")
+    kernels = get_backend()
+    x = logits.data.reshape(-1, V)                               # (N, V)
+    t = targets.reshape(-1)                                      # (N,)
+    loss, lse = kernels.cross_entropy_forward(x, t)
+    return Tensor.from_op(loss, (logits,),
+                          lambda g: (kernels.cross_entropy_backward(g, x, t, lse).reshape(logits.shape),),
+                          "cross_entropy")
+
+
+# ----------------------------------------------------------------------------
+# the layers of a GPT
+
+def embedding(ids, weight):
+    """Rows of weight (V, C) picked by integer ids (...) -> (..., C)."""
+    ids = np.asarray(ids)
+    V = weight.shape[0]
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= V):
+        bad = ids[(ids < 0) | (ids >= V)][0]
+        raise ValueError(f"embedding: id {bad} is outside the table's range [0, {V}); "
+                         f"was the data tokenized with a bigger vocabulary than vocab_size={V}?")
+    kernels = get_backend()
+    return Tensor.from_op(kernels.embedding_forward(ids, weight.data), (weight,),
+                          lambda g: (kernels.embedding_backward(g, ids, V),), "embedding")
+
+
+def rmsnorm(x, weight, eps=1e-5):
+    kernels = get_backend()
+    y, rstd = kernels.rmsnorm_forward(x.data, weight.data, eps)
+    return Tensor.from_op(y, (x, weight),
+                          lambda g: kernels.rmsnorm_backward(g, x.data, weight.data, rstd), "rmsnorm")
+
+
+def layernorm(x, weight, bias, eps=1e-5):
+    kernels = get_backend()
+    y, mu, rstd = kernels.layernorm_forward(x.data, weight.data, bias.data, eps)
+    return Tensor.from_op(y, (x, weight, bias),
+                          lambda g: kernels.layernorm_backward(g, x.data, weight.data, mu, rstd),
+                          "layernorm")
+
+
+def attention(q, k, v):
+    """Fused causal self-attention: q (B, nh, Tq, hs), k, v (B, nh, Tk, hs) -> (B, nh, Tq, hs).
+
+    softmax(q k^T / sqrt(hs), causal) v without ever storing the (T, T)
+    matrix: the kernel saves only each row's log-sum-exp for the backward.
+    """
+    if q.ndim != 4 or k.shape != v.shape or q.shape[:2] + q.shape[3:] != k.shape[:2] + k.shape[3:] \
+            or q.shape[2] > k.shape[2]:
+        raise ValueError(f"attention: expected q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs) with "
+                         f"Tq <= Tk, got {q.shape}, {k.shape}, {v.shape}")
+    kernels = get_backend()
+    out, lse = kernels.attention_forward(q.data, k.data, v.data)
+    return Tensor.from_op(out, (q, k, v),
+                          lambda g: kernels.attention_backward(np.ascontiguousarray(g), q.data, k.data,
+                                                               v.data, out, lse), "attention")
+
+
+def dropout(a, p, rng, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p); identity when not training."""
+    if not training or p == 0.0:
+        return a
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    keep = (rng.random(a.shape) >= p).astype(a.dtype) / (1.0 - p)
+    return Tensor.from_op(a.data * keep, (a,), lambda g: (g * keep,), "dropout")
