@@ -147,6 +147,7 @@ class GPT(nn.Module):
     def __init__(self, config):
         self.config = config
         rng = np.random.default_rng(config.seed)
+        self.rng = rng   # after init it drives dropout; checkpoints save its state
         self.transformer = Transformer(config, rng)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, rng)
         self.dropout = nn.Dropout(config.dropout, rng)

@@ -343,10 +343,12 @@ def attention(q, k, v):
         raise ValueError(f"attention: expected q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs) with "
                          f"Tq <= Tk, got {q.shape}, {k.shape}, {v.shape}")
     kernels = get_backend()
-    out, lse = kernels.attention_forward(q.data, k.data, v.data)
+    # heads come out of the qkv projection as strided views; kernels (and BLAS) want them packed
+    qd, kd, vd = (np.ascontiguousarray(t.data) for t in (q, k, v))   # (B, nh, T, hs) each
+    out, lse = kernels.attention_forward(qd, kd, vd)
     return Tensor.from_op(out, (q, k, v),
-                          lambda g: kernels.attention_backward(np.ascontiguousarray(g), q.data, k.data,
-                                                               v.data, out, lse), "attention")
+                          lambda g: kernels.attention_backward(np.ascontiguousarray(g), qd, kd, vd,
+                                                               out, lse), "attention")
 
 
 def dropout(a, p, rng, training=True):

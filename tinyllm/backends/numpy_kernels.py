@@ -181,9 +181,8 @@ def layernorm_backward(dy, x, weight, mean, rstd):
 # SiLU: y = x * sigmoid(x)
 
 def _sigmoid(x):
-    # exp of a non-positive number only, so large |x| never overflows
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    # the tanh form never overflows, unlike 1 / (1 + exp(-x)) for very negative x
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
 def silu_forward(x):

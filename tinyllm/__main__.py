@@ -1,0 +1,6 @@
+"""Entry point of `python -m tinyllm`; the commands are in cli.py."""
+import sys
+
+from tinyllm.cli import main
+
+sys.exit(main())
