@@ -156,11 +156,10 @@ def test_failed_write_leaves_the_old_picture(tmp_path, monkeypatch):
     plot_loss_curve(curve(), path)
     before = path.read_bytes()
 
-    def broken(tmp, text):
-        open(tmp, "w").write(text[:10])
+    def broken(fd):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(plot, "_write_text", broken)
+    monkeypatch.setattr(os, "fsync", broken)   # fails after the temp file was written
     with pytest.raises(OSError, match="disk full"):
         plot_loss_curve(curve(5), path)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["loss.svg"]

@@ -40,6 +40,8 @@ from collections import Counter
 
 import numpy as np
 
+from tinyllm.atomic import atomic_write
+
 MAX_HEADER_BYTES = 100_000_000  # the reference implementation's limit too
 _ALIGN = 8  # header padded so the data buffer starts on an 8-byte boundary
 
@@ -71,23 +73,11 @@ def save_safetensors(path, tensors, metadata=None):
     header_bytes = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     header_bytes += b" " * (-(8 + len(header_bytes)) % _ALIGN)
 
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(header_bytes)))
-            f.write(header_bytes)
-            for array in arrays:  # one tensor at a time: never a whole-checkpoint copy in memory
-                f.write(_tensor_bytes(array))
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them "the" checkpoint
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_directory(parent)
+    with atomic_write(path) as f:
+        f.write(struct.pack("<Q", len(header_bytes)))
+        f.write(header_bytes)
+        for array in arrays:  # one tensor at a time: never a whole-checkpoint copy in memory
+            f.write(_tensor_bytes(array))
 
 
 def _build_header(path, tensors, metadata):
@@ -137,17 +127,6 @@ def _tensor_bytes(array):
     """The array's little-endian C-order bytes as a buffer (a view when already so laid out)."""
     array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     return array.reshape(-1).view(np.uint8).data
-
-
-def _fsync_directory(directory):
-    """Persist the rename itself; POSIX only (Windows cannot open a directory)."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- reading

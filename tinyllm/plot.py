@@ -20,6 +20,8 @@ import math
 import os
 from xml.sax.saxutils import escape
 
+from tinyllm.atomic import atomic_write
+
 WIDTH, HEIGHT = 800, 480
 LEFT, RIGHT, TOP, BOTTOM = 72, 24, 48, 56  # margins (px): room for tick labels, titles
 RAW_COLOR, EMA_COLOR, VAL_COLOR = "#9ecae1", "#1f77b4", "#d62728"
@@ -65,7 +67,8 @@ def plot_loss_curve(records, path, title="tinyllm training", smoothing=0.9):
     ext = os.path.splitext(path)[1].lower()
     if ext == ".svg":
         svg = _svg(train, ema, val, title, smoothing)
-        _write_atomic(path, lambda tmp: _write_text(tmp, svg))
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            f.write(svg)
     elif ext == ".png":
         _write_png(train, ema, val, title, smoothing, path)
     else:
@@ -254,25 +257,8 @@ def _write_png(train, ema, val, title, smoothing, path):
     ax.grid(color=GRID_COLOR)
     if train or val:
         ax.legend()
-    _write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
-
-
-def _write_text(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _write_atomic(path, write):
-    """Call write(tmp_path), then rename over `path`; on any error remove the temp file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
 
 
 def main(argv=None):

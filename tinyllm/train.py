@@ -19,7 +19,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import pathlib
 import resource
 import signal
@@ -30,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyllm import backends
+from tinyllm.allocator import keep_freed_memory
+from tinyllm.atomic import atomic_write
 from tinyllm.checkpoint import CheckpointError
 from tinyllm.data import BatchLoader, ByteTokenizer, load_corpus, prepare_token_files, read_tokens
 from tinyllm.model import GPT, PRESETS, GPTConfig
@@ -52,7 +53,7 @@ class TrainConfig:
     n_head: int = None
     n_embd: int = None
     dropout: float = None
-    max_steps: int = 600       # optimizer steps
+    max_steps: int = 1400      # optimizer steps
     batch_size: int = 16       # sequences per micro-batch
     grad_accum: int = 1        # micro-batches per step (effective batch = batch_size * grad_accum)
     lr: float = 2e-3           # peak learning rate, reached after warmup
@@ -90,6 +91,7 @@ class Trainer:
         self.state_path = self.out / "train_state.safetensors"
         self.log_path = self.out / "log.jsonl"
         self.backend = backends.set_backend(c.backend) if c.backend else backends.get_backend()
+        keep_freed_memory()
 
         self.tokenizer = ByteTokenizer()
         corpus = load_corpus(c.data, c.val_fraction)
@@ -148,10 +150,8 @@ class Trainer:
         self.print(f"resumed from {self.ckpt_path} at step {self.step}")
 
     def _write_log(self):
-        self.out.mkdir(parents=True, exist_ok=True)
-        tmp = self.log_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
-        os.replace(tmp, self.log_path)
+        with atomic_write(self.log_path, "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in self.records))
 
     # -- the loop --------------------------------------------------------------
     def evaluate(self):
@@ -293,8 +293,8 @@ def config_from_args(argv=None):
 
 
 def main(argv=None):
-    config = config_from_args(argv)
     try:
+        config = config_from_args(argv)
         trainer = Trainer(config)
         summary = trainer.train()
     except (TrainingError, CheckpointError, ValueError, backends.BackendUnavailable) as e:

@@ -106,7 +106,8 @@ def _tokenize_split(texts, tokenizer, path, label, progress, allow_empty):
             docs += 1
             if progress:
                 nbytes += len(text.encode("utf-8"))
-                if time.monotonic() - last_draw > _PROGRESS_EVERY_S:
+                # redraw in place on a terminal; a log file gets the final line only
+                if sys.stderr.isatty() and time.monotonic() - last_draw > _PROGRESS_EVERY_S:
                     _draw(label, docs, nbytes, writer.count, end="")
                     last_draw = time.monotonic()
         if writer.count == 0 and not allow_empty:

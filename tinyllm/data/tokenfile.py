@@ -23,6 +23,8 @@ import struct
 
 import numpy as np
 
+from tinyllm.atomic import commit
+
 from tinyllm.data.corpus import DataError
 
 MAGIC = b"TLLMTOKS"
@@ -91,8 +93,7 @@ class TokenWriter:
             self.tmp_path.unlink(missing_ok=True)
             raise
         f.close()
-        os.replace(self.tmp_path, self.path)
-        _fsync_dir(self.path.parent)  # make the rename itself durable
+        commit(self.tmp_path, self.path)
 
     def abort(self):
         """Drop everything written; the final path is not touched."""
@@ -160,13 +161,3 @@ def read_tokens(path):
         return np.empty(0, dtype=dtype)  # mmap cannot map zero bytes
     return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_BYTES,
                      shape=(header["count"],))  # (count,)
-
-
-def _fsync_dir(folder):
-    if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a folder; rename is durable enough there
-        return
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

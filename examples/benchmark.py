@@ -1,0 +1,140 @@
+"""Benchmarks: training-step throughput and peak memory, side by side in one run.
+
+  python examples/benchmark.py                       # default and bench configs, every backend
+  python examples/benchmark.py --configs bench --steps 5 --batch-size 8
+
+For each model config and each backend that is built here (and PyTorch CPU
+eager on the same model, when torch is installed) it times full training
+steps (forward, backward, AdamW) after warm-up steps, each case in its own
+process so that peak memory (max RSS) belongs to that case alone, and prints
+one table with the ratio of every row to the NumPy backend. Nothing here
+asserts a time; record what it prints in BENCHMARKS.md.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+
+def measure_tinyllm(config_name, backend, batch_size, steps, warmup):
+    import numpy as np
+
+    from tinyllm import backends
+    from tinyllm.model import GPT, preset
+    from tinyllm.optim import AdamW, clip_grad_norm, param_groups
+
+    backends.set_backend(backend)
+    model = GPT(preset(config_name))
+    opt = AdamW(param_groups(model.named_parameters(), 0.1), lr=1e-4)
+    c = model.config
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, c.vocab_size, (batch_size, c.block_size))
+    y = rng.integers(0, c.vocab_size, (batch_size, c.block_size))
+
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        clip_grad_norm(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+    return _time(step, steps, warmup), model.num_parameters(), model.flops_per_token()
+
+
+def measure_torch(config_name, batch_size, steps, warmup):
+    import torch
+    from torch_gpt import from_tinyllm
+
+    from tinyllm.model import GPT, preset
+    model = from_tinyllm(GPT(preset(config_name)))
+    c = preset(config_name)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, c.vocab_size, (batch_size, c.block_size), generator=g)
+    y = torch.randint(0, c.vocab_size, (batch_size, c.block_size), generator=g)
+
+    def step():
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return _time(step, steps, warmup), None, None
+
+
+def _time(step, steps, warmup):
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def run_case(args):
+    """Child process: measure one case and print its result as JSON."""
+    from tinyllm.allocator import keep_freed_memory
+    config_name, who = args.case.split(":")
+    keep_freed_memory()   # both sides get the same allocator settings
+    if who == "torch":
+        seconds, params, flops = measure_torch(config_name, args.batch_size, args.steps, args.warmup)
+    else:
+        seconds, params, flops = measure_tinyllm(config_name, who, args.batch_size, args.steps, args.warmup)
+    print(json.dumps({"seconds": seconds, "params": params, "flops_per_token": flops,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=["default", "bench"], help="model presets to time")
+    p.add_argument("--batch-size", type=int, default=8, help="sequences per step (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per case (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
+    p.add_argument("--case", help=argparse.SUPPRESS)   # set when this script runs one case in a child
+    args = p.parse_args()
+    if args.case:
+        return run_case(args)
+
+    from tinyllm.backends import available_backends
+    from tinyllm.model import preset
+    who = list(reversed(available_backends()))        # numpy first: the ratios' baseline
+    try:
+        import torch
+        who.append("torch")
+        torch_note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    except ImportError:
+        torch_note = "torch not installed (pip install torch==2.13.0 to compare)"
+    print(f"training step, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
+          f"warm-up; {os.cpu_count()} CPUs; {torch_note}")
+    print(f"{'config':<8} {'params':>8} {'who':<7} {'ms/step':>9} {'tokens/s':>10} "
+          f"{'GFLOP/s':>8} {'peak MB':>8} {'vs numpy':>9}")
+    for config_name in args.configs:
+        c = preset(config_name)
+        tokens = args.batch_size * c.block_size
+        baseline, flops = None, None
+        for name in who:
+            cmd = [sys.executable, os.path.abspath(__file__), "--case", f"{config_name}:{name}",
+                   "--batch-size", str(args.batch_size), "--steps", str(args.steps),
+                   "--warmup", str(args.warmup)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{config_name:<8} {'':>8} {name:<7} failed: {done.stderr.strip().splitlines()[-1]}")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            flops = r["flops_per_token"] or flops
+            baseline = baseline or r["seconds"]
+            params = f"{r['params'] / 1e6:.1f}M" if r["params"] else ""
+            print(f"{config_name:<8} {params:>8} {name:<7} {r['seconds'] * 1e3:>9.1f} "
+                  f"{tokens / r['seconds']:>10,.0f} {flops * tokens / r['seconds'] / 1e9:>8.1f} "
+                  f"{r['peak_mb']:>8,.0f} {baseline / r['seconds']:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

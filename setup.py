@@ -1,0 +1,20 @@
+"""pip install . (or pip install -e . while developing).
+
+The run-time dependencies are numpy, cffi and regex; everything else
+(PyTorch for reference benchmarks, matplotlib for PNG loss curves) is
+optional and imported where it is used.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="tinyllm",
+    version="0.1.0",
+    description="A GPT built from scratch in Python + NumPy, with C and CUDA kernels",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tinyllm", "tinyllm.*"]),
+    python_requires=">=3.9",
+    install_requires=["numpy>=1.22", "cffi>=1.15", "regex>=2022.1"],
+    extras_require={"test": ["pytest>=7"], "plot": ["matplotlib"]},
+    entry_points={"console_scripts": ["tinyllm=tinyllm.cli:main"]},
+)
