@@ -43,32 +43,45 @@ from tinyllm.tensor import no_grad
 MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
 
 
+def _option(default, help):
+    """A TrainConfig field whose help text becomes the --flag's help."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    data: str = None           # a UTF-8 text file or folder; None = the Python standard library's source
-    out: str = "out"           # where the log, checkpoints, loss curve and token cache go
-    preset: str = "default"    # model shape (model.PRESETS); the fields below override it
-    block_size: int = None
-    n_layer: int = None
-    n_head: int = None
-    n_embd: int = None
-    dropout: float = None
-    max_steps: int = 1400      # optimizer steps
-    batch_size: int = 16       # sequences per micro-batch
-    grad_accum: int = 1        # micro-batches per step (effective batch = batch_size * grad_accum)
-    lr: float = 2e-3           # peak learning rate, reached after warmup
-    min_lr: float = 2e-4       # the cosine schedule ends here at max_steps
-    warmup_steps: int = 30
-    weight_decay: float = 0.1  # on matrices only (optim.param_groups)
-    grad_clip: float = 1.0     # global gradient-norm limit; 0 = off
-    eval_interval: int = 100   # steps between val-loss measurements and checkpoints
-    eval_batches: int = 8      # batches averaged per val loss
-    val_fraction: float = 0.05
-    seed: int = 1337
-    backend: str = None        # "numpy", "c", "cuda"; None = the fastest that works here
-    resume: bool = False
-    sample_tokens: int = 300   # length of the sample printed at the end; 0 = none
-    prompt: str = "\n"
+    data: str = _option(None, "a UTF-8 text file or folder (default: the Python standard library's source)")
+    out: str = _option("out", "folder for the log, checkpoints, loss curve and token cache")
+    preset: str = _option("default", f"model shape: {', '.join(PRESETS)}; the shape flags below override it")
+    block_size: int = _option(None, "context length (default: the preset's)")
+    n_layer: int = _option(None, "transformer blocks (default: the preset's)")
+    n_head: int = _option(None, "attention heads (default: the preset's)")
+    n_embd: int = _option(None, "channels, a multiple of n_head (default: the preset's)")
+    dropout: float = _option(None, "dropout probability (default: the preset's, 0)")
+    max_steps: int = _option(1400, "optimizer steps")
+    batch_size: int = _option(16, "sequences per micro-batch")
+    grad_accum: int = _option(1, "micro-batches per step (effective batch = batch size x this)")
+    lr: float = _option(2e-3, "peak learning rate, reached after the warmup")
+    min_lr: float = _option(2e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = _option(30, "steps of linear warmup")
+    weight_decay: float = _option(0.1, "AdamW weight decay, on weight matrices only")
+    grad_clip: float = _option(1.0, "limit on the global gradient norm; 0 = no clipping")
+    eval_interval: int = _option(100, "steps between val-loss measurements and checkpoints")
+    eval_batches: int = _option(8, "batches averaged for each val loss")
+    val_fraction: float = _option(0.05, "share of the data held out for validation")
+    seed: int = _option(1337, "seed of the batch sampler")
+    backend: str = _option(None, "numpy, c or cuda (default: the fastest one built here)")
+    resume: bool = _option(False, "continue the run saved in --out, exactly where it stopped")
+    sample_tokens: int = _option(300, "length of the sample printed at the end; 0 = none")
+    prompt: str = _option("\n", "text the final sample continues")
+
+    def __post_init__(self):
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
 
     def model_config(self, vocab_size):
         shape = {**PRESETS[self.preset], "vocab_size": vocab_size}
@@ -266,17 +279,14 @@ def build_parser():
         prog="train", description="Train a GPT on text. With no arguments: the default model "
         "on the Python standard library's source, about five minutes on two cores.",
         argument_default=argparse.SUPPRESS)
-    defaults = TrainConfig()
-    helps = {"data": "text file or folder (UTF-8); default: the Python standard library",
-             "preset": f"model shape: {', '.join(PRESETS)}", "resume": "continue the run in --out"}
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        help_text = helps.get(field.name, "") + ("" if default is None else f" (default: {default!r})")
+        help_text = field.metadata["help"]
         if field.type is bool:
             p.add_argument(flag, action="store_true", help=help_text)
         else:
-            p.add_argument(flag, type=field.type, help=help_text.strip())
+            shown = "" if field.default is None else f" (default: {field.default!r})"
+            p.add_argument(flag, type=field.type, help=help_text + shown)
     return p
 
 
