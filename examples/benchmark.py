@@ -114,7 +114,7 @@ def main():
     print(f"training step, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
           f"warm-up; {os.cpu_count()} CPUs; {torch_note}")
     print(f"{'config':<8} {'params':>8} {'who':<7} {'ms/step':>9} {'tokens/s':>10} "
-          f"{'GFLOP/s':>8} {'peak MB':>8} {'vs numpy':>9}")
+          f"{'GFLOP/s':>8} {'peak MB':>8} {'speed vs numpy':>15}")
     for config_name in args.configs:
         c = preset(config_name)
         tokens = args.batch_size * c.block_size
@@ -133,7 +133,7 @@ def main():
             params = f"{r['params'] / 1e6:.1f}M" if r["params"] else ""
             print(f"{config_name:<8} {params:>8} {name:<7} {r['seconds'] * 1e3:>9.1f} "
                   f"{tokens / r['seconds']:>10,.0f} {flops * tokens / r['seconds'] / 1e9:>8.1f} "
-                  f"{r['peak_mb']:>8,.0f} {baseline / r['seconds']:>8.2f}x")
+                  f"{r['peak_mb']:>8,.0f} {baseline / r['seconds']:>14.2f}x")
 
 
 if __name__ == "__main__":
