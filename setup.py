@@ -4,7 +4,23 @@ The run-time dependencies are numpy, cffi and regex; everything else
 (PyTorch for reference benchmarks, matplotlib for PNG loss curves) is
 optional and imported where it is used.
 """
+import subprocess
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithKernels(build_py):
+    """Compile the C kernels with the Makefile (the one place that knows the flags), then copy."""
+
+    def run(self):
+        try:
+            subprocess.run(["make", "tinyllm/backends/libtinyllm.so", "tinyllm/backends/tinyllm.h"],
+                           check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            print(f"warning: C kernels not built ({e}); tinyllm will use its NumPy backend")
+        super().run()
+
 
 setup(
     name="tinyllm",
@@ -13,6 +29,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tinyllm", "tinyllm.*"]),
+    package_data={"tinyllm.backends": ["libtinyllm.so", "tinyllm.h"]},
+    cmdclass={"build_py": BuildWithKernels},
     python_requires=">=3.9",
     install_requires=["numpy>=1.22", "cffi>=1.15", "regex>=2022.1"],
     extras_require={"test": ["pytest>=7"], "plot": ["matplotlib"]},

@@ -40,7 +40,11 @@ def _unbroadcast(g, shape):
 
 def add(a, b):
     a, b = _tensor(a, b), _tensor(b, a)
-    return Tensor.from_op(a.data + b.data, (a, b),
+    if a.shape == b.shape and a.dtype == b.dtype:   # the residual stream: a backend kernel
+        out = get_backend().add_forward(np.ascontiguousarray(a.data), np.ascontiguousarray(b.data))
+    else:
+        out = a.data + b.data
+    return Tensor.from_op(out, (a, b),
                           lambda g: (_unbroadcast(g, a.shape), _unbroadcast(g, b.shape)), "add")
 
 

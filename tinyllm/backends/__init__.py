@@ -11,14 +11,16 @@ Read numpy_kernels.py next: it defines what every kernel means.
 """
 import importlib
 import os
+import sys
 
-# name -> module path; tried in this order when picking the default (fastest
-# first). The C and CUDA backends add their entries here when they exist.
+# name -> module path; tried in this order when picking the default (fastest first)
 _KNOWN = {
+    "c": "tinyllm.backends.c_kernels",
     "numpy": "tinyllm.backends.numpy_kernels",
 }
 _loaded = {}
 _active = None
+_said_why = set()   # backends whose absence was already reported
 
 
 class BackendUnavailable(RuntimeError):
@@ -44,7 +46,7 @@ def _load(name):
 
 
 def available_backends():
-    """Names of the backends that load and work on this machine."""
+    """Names of the backends that load and work on this machine, fastest first."""
     names = []
     for name in _KNOWN:
         try:
@@ -70,7 +72,17 @@ def get_backend(name=None):
 
 
 def _default_name():
-    return available_backends()[0]
+    """The fastest backend that works; say once why a faster one was passed over."""
+    for name in _KNOWN:
+        try:
+            _load(name)
+            return name
+        except BackendUnavailable as e:
+            if name not in _said_why:
+                _said_why.add(name)
+                print(f"tinyllm: the {name!r} backend is not available, using a slower one: {e}",
+                      file=sys.stderr)
+    raise BackendUnavailable("no backend works, not even NumPy")
 
 
 def set_backend(name):

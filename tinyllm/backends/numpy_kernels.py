@@ -120,6 +120,14 @@ def attention_backward(dout, q, k, v, out, lse, tile=None):
 
 
 # ----------------------------------------------------------------------------
+# the residual add
+
+def add_forward(a, b):
+    """out = a + b for arrays of one shape (the residual stream); its backward is the identity."""
+    return a + b
+
+
+# ----------------------------------------------------------------------------
 # softmax over the last axis
 
 def softmax_forward(x):

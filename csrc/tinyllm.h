@@ -1,0 +1,78 @@
+/* tinyllm.h: the C API of tinyllm's CPU kernels, and the single source of the cffi cdef.
+ *
+ * tinyllm/backends/c_kernels.py reads this file, drops the preprocessor lines and
+ * hands the declarations to cffi, so a signature lives here and nowhere else.
+ * Every kernel has the name and the meaning of its twin in
+ * tinyllm/backends/numpy_kernels.py (read that file for the maths); the tests
+ * compare the two. Conventions:
+ *   - float32, C-contiguous (row-major) arrays; sizes are passed explicitly;
+ *   - token ids are int64; index loops use int64 so B*T*C never overflows;
+ *   - outputs are written, never accumulated into, unless a comment says so;
+ *   - the Python side checks shapes, dtypes and ranges before calling, so these
+ *     functions never validate user input and never abort the process.
+ * Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
+ * hs head size, N rows (= B*T).
+ */
+#ifndef TINYLLM_H
+#define TINYLLM_H
+#include <stdint.h>
+
+/* matmul.c: out = op(a) @ op(b), batch times.
+ * op(a) is (M, K): a is (M, K), or (K, M) when transpose_a. op(b) is (K, N): b is (K, N), or
+ * (N, K) when transpose_b. out is (M, N). With batch > 1 each operand holds `batch` such
+ * matrices back to back. */
+void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
+            int64_t K, int transpose_a, int transpose_b);
+
+/* attention.c: causal flash attention. q (B, nh, Tq, hs); k, v (B, nh, Tk, hs), Tk >= Tq;
+ * query i sits at position Tk - Tq + i. out (B, nh, Tq, hs); lse (B, nh, Tq) = log-sum-exp of
+ * each query's scaled scores (scale 1/sqrt(hs)). Extra memory O(tile), never O(Tq * Tk). */
+void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
+                       int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs);
+/* dq (B, nh, Tq, hs), dk and dv (B, nh, Tk, hs) are overwritten. */
+void attention_backward(const float *dout, const float *q, const float *k, const float *v,
+                        const float *out, const float *lse, float *dq, float *dk, float *dv,
+                        int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs);
+
+/* softmax.c: row-wise over the last axis. x, y, dy, dx: (N, C). */
+void softmax_forward(const float *x, float *y, int64_t N, int64_t C);
+void softmax_backward(const float *dy, const float *y, float *dx, int64_t N, int64_t C);
+
+/* norm.c: RMSNorm. x, y, dy, dx: (N, C); weight, dweight: (C,); rstd: (N,).
+ * rmsnorm_backward overwrites dx and dweight. */
+void rmsnorm_forward(const float *x, const float *weight, float *y, float *rstd, int64_t N,
+                     int64_t C, float eps);
+void rmsnorm_backward(const float *dy, const float *x, const float *weight, const float *rstd,
+                      float *dx, float *dweight, int64_t N, int64_t C);
+
+/* activation.c: SiLU y = x * sigmoid(x), elementwise over n values. */
+void silu_forward(const float *x, float *y, int64_t n);
+void silu_backward(const float *dy, const float *x, float *dx, int64_t n);
+
+/* embedding.c: out (N, C) = weight[ids]; ids (N,) in [0, V); weight (V, C).
+ * embedding_backward overwrites dweight (V, C) with the sum of dout's rows per id. */
+void embedding_forward(const int64_t *ids, const float *weight, float *out, int64_t N,
+                       int64_t V, int64_t C);
+void embedding_backward(const float *dout, const int64_t *ids, float *dweight, int64_t N,
+                        int64_t V, int64_t C);
+
+/* cross_entropy.c: logits (N, V), targets (N,) in [0, V) or -1 (ignored).
+ * Forward writes lse (N,) and returns the mean of lse - logit[target] over kept rows
+ * (0 when none is kept). Backward overwrites dlogits (N, V) with
+ * (softmax - onehot) * dloss / n_kept, zero on ignored rows; no other (N, V) buffer. */
+float cross_entropy_forward(const float *logits, const int64_t *targets, float *lse,
+                            int64_t N, int64_t V);
+void cross_entropy_backward(float dloss, const float *logits, const int64_t *targets,
+                            const float *lse, float *dlogits, int64_t N, int64_t V);
+
+/* elementwise.c: out = a + b over n values (the residual stream). */
+void add_forward(const float *a, const float *b, float *out, int64_t n);
+
+/* adamw.c: one AdamW step in place on param, m, v (n values each); step counts from 1. */
+void adamw_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, int64_t step);
+
+/* threads.c: the number of OpenMP threads the kernels use (1 without OpenMP). */
+int num_threads(void);
+
+#endif

@@ -1,0 +1,294 @@
+"""The "c" backend: cffi binding to the OpenMP kernels in csrc/, built by `make`.
+
+cffi ABI mode: `make` compiles csrc/*.c into tinyllm/backends/libtinyllm.so
+with the flags tuned for this machine (-O3 -march=native -fopenmp) and copies
+csrc/tinyllm.h beside it; this file hands that header to cffi as the cdef
+and opens the library. ABI mode keeps the build a plain compiler call that
+`make CFLAGS=...`, `make DEBUG=1` and `make sanitize` control, with no
+Python-version-specific extension module; a call costs about a microsecond
+more than API mode, nothing against kernels that run for microseconds to
+milliseconds.
+
+Every wrapper has the signature and the meaning of its twin in
+numpy_kernels.py, checks dtype, shape, contiguity and alignment before it
+calls into C (C never sees a bad buffer), and allocates its outputs.
+Kernels the C library does not implement (layernorm, used only by a model
+variant) are NumPy's, re-exported at the bottom. TINYLLM_LIB names another
+build of the library (the sanitizer build uses it).
+"""
+import os
+import re
+
+import numpy as np
+
+from tinyllm.backends import BackendUnavailable
+from tinyllm.backends import numpy_kernels as _reference
+
+NAME = "c"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+LIB_PATH = os.environ.get("TINYLLM_LIB") or os.path.join(_HERE, "libtinyllm.so")
+HEADER_PATH = os.path.join(_HERE, "tinyllm.h")
+
+
+def _open():
+    try:
+        import cffi
+    except ImportError as e:
+        raise BackendUnavailable(f"cffi is not installed ({e}); run `make`") from e
+    for path in (LIB_PATH, HEADER_PATH):
+        if not os.path.exists(path):
+            raise BackendUnavailable(f"{path} is missing: the C library is not built; run `make`")
+    ffi = cffi.FFI()
+    with open(HEADER_PATH) as f:
+        # cffi takes declarations only: drop the include guard and #include lines
+        ffi.cdef(re.sub(r"^\s*#.*$", "", f.read(), flags=re.MULTILINE))
+    try:
+        return ffi, ffi.dlopen(LIB_PATH)
+    except OSError as e:
+        raise BackendUnavailable(f"cannot load {LIB_PATH} ({e}); rebuild it with `make`") from e
+
+
+ffi, lib = _open()
+
+
+def check_available():
+    """Raise BackendUnavailable unless every kernel of the header is in the library."""
+    missing = [name for name in dir(lib) if not _has(name)]
+    if missing:
+        raise BackendUnavailable(f"{LIB_PATH} lacks {missing}; rebuild it with `make`")
+
+
+def _has(name):
+    try:
+        getattr(lib, name)
+        return True
+    except AttributeError:
+        return False
+
+
+# ----------------------------------------------------------------------------
+# argument checks: every pointer handed to C comes through here
+
+def _f32(name, a):
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(a).__name__}")
+    if a.dtype != np.float32:
+        raise TypeError(f"{name}: the C backend computes in float32, got {a.dtype}; convert with "
+                        f".astype(np.float32), or use set_backend('numpy') for float64")
+    return _contiguous(name, a)
+
+
+def _i64(name, a):
+    a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name}: expected integer ids, got {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def _contiguous(name, a):
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name}: the C kernels need C-contiguous arrays, got strides {a.strides} "
+                         f"for shape {a.shape}; pass np.ascontiguousarray(x)")
+    if a.ctypes.data % a.dtype.itemsize:
+        raise ValueError(f"{name}: array is not aligned to {a.dtype.itemsize} bytes")
+    return a
+
+
+def _shape(name, a, shape):
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
+
+
+def _p(a):
+    return ffi.cast("float *", a.ctypes.data)
+
+
+def _pi(a):
+    return ffi.cast("int64_t *", a.ctypes.data)
+
+
+# ----------------------------------------------------------------------------
+# matmul
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """As numpy_kernels.matmul; 2-D @ 2-D and equal-batch 3-D @ 3-D run in C, others in NumPy."""
+    a, b = _f32("matmul a", a), _f32("matmul b", b)
+    if a.ndim != b.ndim or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[0] != b.shape[0]):
+        return _reference.matmul(a, b, transpose_a, transpose_b)   # broadcasting: generic path
+    M, K = a.shape[-2:][::-1] if transpose_a else a.shape[-2:]
+    Kb, N = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
+    if K != Kb:
+        raise ValueError(f"matmul: shapes {a.shape}{'^T' if transpose_a else ''} @ "
+                         f"{b.shape}{'^T' if transpose_b else ''} do not match ({K} != {Kb})")
+    batch = a.shape[0] if a.ndim == 3 else 1
+    out = np.empty(a.shape[:-2] + (M, N), np.float32)
+    lib.matmul(_p(a), _p(b), _p(out), batch, M, N, K, int(transpose_a), int(transpose_b))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# attention
+
+def attention_forward(q, k, v):
+    q, k, v = _f32("attention q", q), _f32("attention k", k), _f32("attention v", v)
+    B, nh, Tq, hs = q.shape
+    Tk = k.shape[2]
+    _shape("attention k", k, (B, nh, Tk, hs))
+    _shape("attention v", v, (B, nh, Tk, hs))
+    if Tq > Tk:
+        raise ValueError(f"attention: Tq={Tq} queries but only Tk={Tk} keys")
+    out = np.empty_like(q)                                        # (B, nh, Tq, hs)
+    lse = np.empty((B, nh, Tq), np.float32)                       # (B, nh, Tq)
+    lib.attention_forward(_p(q), _p(k), _p(v), _p(out), _p(lse), B, nh, Tq, Tk, hs)
+    return out, lse
+
+
+def attention_backward(dout, q, k, v, out, lse):
+    dout, q, k, v = (_f32(f"attention_backward {n}", x) for n, x in
+                     (("dout", dout), ("q", q), ("k", k), ("v", v)))
+    out, lse = _f32("attention_backward out", out), _f32("attention_backward lse", lse)
+    B, nh, Tq, hs = q.shape
+    Tk = k.shape[2]
+    for name, x, shape in (("dout", dout, q.shape), ("out", out, q.shape), ("lse", lse, (B, nh, Tq)),
+                           ("k", k, (B, nh, Tk, hs)), ("v", v, (B, nh, Tk, hs))):
+        _shape(f"attention_backward {name}", x, shape)
+    dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
+    lib.attention_backward(_p(dout), _p(q), _p(k), _p(v), _p(out), _p(lse), _p(dq), _p(dk), _p(dv),
+                           B, nh, Tq, Tk, hs)
+    return dq, dk, dv
+
+
+# ----------------------------------------------------------------------------
+# softmax, rmsnorm, silu: row-wise or elementwise over the last axis
+
+def softmax_forward(x):
+    x = _f32("softmax x", x)
+    y = np.empty_like(x)
+    lib.softmax_forward(_p(x), _p(y), x.size // max(x.shape[-1], 1), x.shape[-1])
+    return y
+
+
+def softmax_backward(dy, y):
+    dy, y = _f32("softmax_backward dy", dy), _f32("softmax_backward y", y)
+    _shape("softmax_backward dy", dy, y.shape)
+    dx = np.empty_like(y)
+    lib.softmax_backward(_p(dy), _p(y), _p(dx), y.size // max(y.shape[-1], 1), y.shape[-1])
+    return dx
+
+
+def rmsnorm_forward(x, weight, eps=1e-5):
+    x, weight = _f32("rmsnorm x", x), _f32("rmsnorm weight", weight)
+    C = x.shape[-1]
+    _shape("rmsnorm weight", weight, (C,))
+    y = np.empty_like(x)                                          # (..., C)
+    rstd = np.empty(x.shape[:-1], np.float32)                     # (...,)
+    lib.rmsnorm_forward(_p(x), _p(weight), _p(y), _p(rstd), rstd.size, C, eps)
+    return y, rstd
+
+
+def rmsnorm_backward(dy, x, weight, rstd):
+    dy, x = _f32("rmsnorm_backward dy", dy), _f32("rmsnorm_backward x", x)
+    weight, rstd = _f32("rmsnorm_backward weight", weight), _f32("rmsnorm_backward rstd", rstd)
+    C = x.shape[-1]
+    _shape("rmsnorm_backward dy", dy, x.shape)
+    _shape("rmsnorm_backward rstd", rstd, x.shape[:-1])
+    dx, dweight = np.empty_like(x), np.empty(C, np.float32)
+    lib.rmsnorm_backward(_p(dy), _p(x), _p(weight), _p(rstd), _p(dx), _p(dweight), rstd.size, C)
+    return dx, dweight
+
+
+def silu_forward(x):
+    x = _f32("silu x", x)
+    y = np.empty_like(x)
+    lib.silu_forward(_p(x), _p(y), x.size)
+    return y
+
+
+def silu_backward(dy, x):
+    dy, x = _f32("silu_backward dy", dy), _f32("silu_backward x", x)
+    _shape("silu_backward dy", dy, x.shape)
+    dx = np.empty_like(x)
+    lib.silu_backward(_p(dy), _p(x), _p(dx), x.size)
+    return dx
+
+
+# ----------------------------------------------------------------------------
+# embedding and cross-entropy: integer ids, range-checked here so C can trust them
+
+def _check_ids(name, ids, low, high):
+    if ids.size and (ids.min() < low or ids.max() >= high):
+        bad = ids[(ids < low) | (ids >= high)][0]
+        raise ValueError(f"{name}: id {bad} is outside [{low}, {high})")
+
+
+def embedding_forward(ids, weight):
+    weight = _f32("embedding weight", weight)
+    ids64 = _i64("embedding ids", ids)
+    V, C = weight.shape
+    _check_ids("embedding", ids64, 0, V)
+    out = np.empty(ids64.shape + (C,), np.float32)                # (..., C)
+    lib.embedding_forward(_pi(ids64), _p(weight), _p(out), ids64.size, V, C)
+    return out
+
+
+def embedding_backward(dout, ids, vocab_size):
+    dout = _f32("embedding_backward dout", dout)
+    ids64 = _i64("embedding_backward ids", ids)
+    C = dout.shape[-1]
+    _shape("embedding_backward dout", dout, ids64.shape + (C,))
+    _check_ids("embedding_backward", ids64, 0, vocab_size)
+    dweight = np.empty((vocab_size, C), np.float32)
+    lib.embedding_backward(_p(dout), _pi(ids64), _p(dweight), ids64.size, vocab_size, C)
+    return dweight
+
+
+def cross_entropy_forward(logits, targets):
+    logits = _f32("cross_entropy logits", logits)
+    t = _i64("cross_entropy targets", targets)
+    N, V = logits.shape
+    _shape("cross_entropy targets", t, (N,))
+    _check_ids("cross_entropy target", t, -1, V)
+    lse = np.empty(N, np.float32)
+    loss = lib.cross_entropy_forward(_p(logits), _pi(t), _p(lse), N, V)
+    return np.asarray(loss, dtype=np.float32), lse
+
+
+def cross_entropy_backward(dloss, logits, targets, lse):
+    logits, lse = _f32("cross_entropy_backward logits", logits), _f32("cross_entropy_backward lse", lse)
+    t = _i64("cross_entropy_backward targets", targets)
+    N, V = logits.shape
+    _shape("cross_entropy_backward targets", t, (N,))
+    _shape("cross_entropy_backward lse", lse, (N,))
+    _check_ids("cross_entropy_backward target", t, -1, V)
+    dlogits = np.empty_like(logits)
+    lib.cross_entropy_backward(float(dloss), _p(logits), _pi(t), _p(lse), _p(dlogits), N, V)
+    return dlogits
+
+
+# ----------------------------------------------------------------------------
+# the residual add and the optimizer
+
+def add_forward(a, b):
+    a, b = _f32("add a", a), _f32("add b", b)
+    _shape("add b", b, a.shape)
+    out = np.empty_like(a)
+    lib.add_forward(_p(a), _p(b), _p(out), a.size)
+    return out
+
+
+def adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    param, grad = _f32("adamw param", param), _f32("adamw grad", grad)
+    m, v = _f32("adamw m", m), _f32("adamw v", v)
+    for name, x in (("grad", grad), ("m", m), ("v", v)):
+        _shape(f"adamw {name}", x, param.shape)
+    lib.adamw_update(_p(param), _p(grad), _p(m), _p(v), param.size, lr, beta1, beta2, eps,
+                     weight_decay, int(step))
+
+
+def num_threads():
+    return lib.num_threads()
+
+
+# a model variant's kernels that have no C version yet run in NumPy
+layernorm_forward = _reference.layernorm_forward
+layernorm_backward = _reference.layernorm_backward
