@@ -75,4 +75,34 @@ void adamw_update(float *param, const float *grad, float *m, float *v, int64_t n
 /* threads.c: the number of OpenMP threads the kernels use (1 without OpenMP). */
 int num_threads(void);
 
+/* bpe.c: byte-level BPE for tinyllm/tokenizer.py (bpe_encode.py and bpe_train.py call these).
+ * Token ids and ranks are int32 here (vocabularies stay far below 2^31).
+ * A rank table maps token bytes to ranks: token i is bytes[offsets[i] : offsets[i + 1]]
+ * with rank ranks[i], i < n, every token distinct; slots (n_slots,) is a power of two
+ * larger than n, filled by bpe_table_build. */
+typedef struct {
+    const uint8_t *bytes;
+    const int64_t *offsets;   /* (n + 1,) */
+    const int32_t *ranks;     /* (n,) */
+    int32_t *slots;           /* (n_slots,) */
+    int64_t n;
+    int64_t n_slots;
+} bpe_table;
+void bpe_table_build(const bpe_table *t);
+/* Encode n_chunks chunks held back to back in text; chunk c ends at byte ends[c]. Every
+ * single byte must be a token. Writes ids (capacity: ends[n_chunks - 1]) and id_ends
+ * (n_chunks,): the ids of chunk c end at id_ends[c]. Returns the number of ids, -1 when
+ * out of memory. */
+int64_t bpe_encode_chunks(const bpe_table *t, const uint8_t *text, const int64_t *ends,
+                          int64_t n_chunks, int32_t *ids, int64_t *id_ends);
+/* Training: words are the unique chunks, back to back in text (word w ends at ends[w]),
+ * seen counts[w] times; counts must outlive the trainer. NULL when out of memory. */
+typedef struct bpe_trainer bpe_trainer;
+bpe_trainer *bpe_trainer_new(const uint8_t *text, const int64_t *ends, const int64_t *counts,
+                             int64_t n_words);
+/* Up to n more merges, written to left[0:made], right[0:made]; the i-th merge ever made
+ * creates token 256 + i. Returns made (< n when no pair is left), -1 when out of memory. */
+int64_t bpe_trainer_merge(bpe_trainer *t, int64_t n, int32_t *left, int32_t *right);
+void bpe_trainer_free(bpe_trainer *t);
+
 #endif

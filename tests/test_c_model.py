@@ -12,6 +12,7 @@ import pytest
 
 from tinyllm import backends, ops
 from tinyllm.model import GPT, GPTConfig
+from tinyllm.gradcheck import gradcheck
 from tinyllm.tensor import Tensor
 
 try:
@@ -28,15 +29,12 @@ def rel_err(a, b):
 
 def grads_on(backend, f, arrays):
     """Output and input gradients of sum(f(*inputs) * w) on one backend."""
-    backends.set_backend(backend)
-    try:
+    with backends.using(backend):
         leaves = [Tensor(a.copy(), requires_grad=True) for a in arrays]
         out = f(*leaves)
         w = np.random.default_rng(0).standard_normal(out.shape).astype(np.float32)
         (out * Tensor(w)).sum().backward()
         return out.data, [leaf.grad for leaf in leaves]
-    finally:
-        backends.set_backend("numpy")
 
 
 def f32(*shape):
@@ -84,15 +82,30 @@ def test_whole_model_gradients_match_numpy():
     targets = rng.integers(0, 67, (3, 33))
     results = {}
     for backend in ("numpy", "c"):
-        backends.set_backend(backend)
-        try:
+        with backends.using(backend):
             model = GPT(config)
             _, loss = model(idx, targets)
             loss.backward()
             results[backend] = (loss.item(), {n: p.grad for n, p in model.named_parameters()})
-        finally:
-            backends.set_backend("numpy")
     (loss_np, grads_np), (loss_c, grads_c) = results["numpy"], results["c"]
     assert loss_c == pytest.approx(loss_np, rel=1e-5)
     for name, g in grads_np.items():
         assert rel_err(grads_c[name], g) < 1e-4, name
+
+
+def test_gradcheck_runs_on_numpy_whatever_the_active_backend():
+    backends.set_backend("c")
+    gradcheck(ops.silu, [rng.standard_normal((3, 4))])   # float64: the C kernels would refuse it
+    assert backends.get_backend().NAME == "c"
+
+
+def test_training_runs_on_the_c_backend(tmp_path):
+    from tinyllm.plot import read_log
+    from tinyllm.train import Trainer, TrainConfig
+    data = tmp_path / "text.txt"
+    data.write_text("to be or not to be, that is the question\n" * 300)
+    config = TrainConfig(data=str(data), out=str(tmp_path / "run"), preset="tiny", max_steps=20,
+                         batch_size=4, eval_interval=10, eval_batches=2, sample_tokens=0, backend="c")
+    summary = Trainer(config).train()
+    losses = [r["loss"] for r in read_log(tmp_path / "run" / "log.jsonl")]
+    assert np.isfinite(summary["val_loss"]) and np.mean(losses[-5:]) < np.mean(losses[:5])

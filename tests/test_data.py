@@ -341,5 +341,5 @@ def test_tokenizer_dict_and_fingerprint():
     tok = tokenizer_from_dict(ByteTokenizer().to_dict())
     assert isinstance(tok, ByteTokenizer)
     assert tok.fingerprint() == ByteTokenizer().fingerprint() and len(tok.fingerprint()) == 16
-    with pytest.raises(DataError, match=r"'type' must be one of \['bytes'\]"):
+    with pytest.raises(DataError, match=r"'type' must be one of \[.*'bytes'"):
         tokenizer_from_dict({"type": "sentencepiece"})

@@ -179,3 +179,24 @@ def test_command_line_trains_and_samples(text_file, tmp_path):
     helped = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train.py"), "--help"],
                             capture_output=True, text=True, env=env, timeout=60)
     assert helped.returncode == 0 and "--max-steps" in helped.stdout
+
+
+def test_trains_on_a_prepared_folder_and_refuses_another_tokenizer(tmp_path):
+    from tinyllm.data.prepare import PrepareConfig, prepare
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rng = np.random.default_rng(1)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
+    for i in range(40):
+        (raw / f"doc{i}.txt").write_text(" ".join(rng.choice(words, 300)) + ".\n")
+    prepare([str(raw)], tmp_path / "prepared", config=PrepareConfig(workers=1, quality=False),
+            progress=False)
+    trainer = Trainer(tiny_config(tmp_path / "prepared", tmp_path / "run", max_steps=4))
+    assert trainer.tokenizer.vocab_size == 256 and len(trainer.train_tokens) > 10_000
+    trainer.train()
+    manifest = tmp_path / "prepared" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["tokenizer"]["fingerprint"] = "0" * 16
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="tokenizer fingerprint"):
+        Trainer(tiny_config(tmp_path / "prepared", tmp_path / "run2"))

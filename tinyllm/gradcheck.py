@@ -11,6 +11,7 @@ Use it when you add an op: `gradcheck(lambda x, w: my_op(x, w), [x, w])`.
 """
 import numpy as np
 
+from tinyllm.backends import using
 from tinyllm.tensor import Tensor
 
 
@@ -47,9 +48,16 @@ def gradcheck(f, inputs, h=1e-6, rtol=1e-6, atol=1e-8, seed=0):
     """Check autograd against central differences for every input element.
 
     inputs: float64 arrays or Tensors (each becomes a leaf that requires grad).
-    Raises AssertionError naming the worst element when they disagree; returns
-    the largest relative error found.
+    Runs on the NumPy backend (the float64 reference; C and CUDA compute in
+    float32 and are held to NumPy by their parity tests). Raises
+    AssertionError naming the worst element when they disagree; returns the
+    largest relative error found.
     """
+    with using("numpy"):
+        return _gradcheck(f, inputs, h, rtol, atol, seed)
+
+
+def _gradcheck(f, inputs, h, rtol, atol, seed):
     leaves = [Tensor(np.array(x.data if isinstance(x, Tensor) else x, dtype=np.float64),
                      requires_grad=True) for x in inputs]
     out = f(*leaves)

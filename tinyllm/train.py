@@ -32,7 +32,8 @@ from tinyllm import backends
 from tinyllm.allocator import keep_freed_memory
 from tinyllm.atomic import atomic_write
 from tinyllm.checkpoint import CheckpointError
-from tinyllm.data import BatchLoader, ByteTokenizer, load_corpus, prepare_token_files, read_tokens
+from tinyllm.data import (BatchLoader, ByteTokenizer, is_prepared, load_corpus, open_prepared,
+                          prepare_token_files, prepared_tokenizer, read_tokens)
 from tinyllm.model import GPT, PRESETS, GPTConfig
 from tinyllm.model_io import (load_model, load_training_state, new_run_id, read_model_metadata,
                               save_model, save_training_state)
@@ -106,10 +107,14 @@ class Trainer:
         self.backend = backends.set_backend(c.backend) if c.backend else backends.get_backend()
         keep_freed_memory()
 
-        self.tokenizer = ByteTokenizer()
-        corpus = load_corpus(c.data, c.val_fraction)
-        train_path, val_path = prepare_token_files(corpus, self.tokenizer, self.out / "data")
-        self.train_tokens, self.val_tokens = read_tokens(train_path), read_tokens(val_path)
+        if c.data is not None and is_prepared(c.data):   # shards from `python -m tinyllm prepare`
+            self.tokenizer = prepared_tokenizer(c.data)
+            self.train_tokens, self.val_tokens = open_prepared(c.data, self.tokenizer)
+        else:
+            self.tokenizer = ByteTokenizer()
+            corpus = load_corpus(c.data, c.val_fraction)
+            train_path, val_path = prepare_token_files(corpus, self.tokenizer, self.out / "data")
+            self.train_tokens, self.val_tokens = read_tokens(train_path), read_tokens(val_path)
 
         self.model = GPT(c.model_config(self.tokenizer.vocab_size))
         groups = param_groups(self.model.named_parameters(), c.weight_decay)
@@ -148,6 +153,11 @@ class Trainer:
                 f"--resume: the checkpoint in {self.out} was trained with a different model "
                 f"(checkpoint vs asked: {diff}); use the same --preset and shape flags, "
                 f"or another --out")
+        if meta["tokenizer"].fingerprint() != self.tokenizer.fingerprint():
+            raise CheckpointError(
+                f"--resume: the checkpoint in {self.out} was trained with the tokenizer "
+                f"{meta['tokenizer'].name!r}, but this run uses {self.tokenizer.name!r}; resume "
+                f"with the same --data (and tokenizer) as the original run")
         model, _, _ = load_model(self.ckpt_path)
         self.model.load_state_dict(model.state_dict())
         state = load_training_state(self.state_path, self.names, self.optimizer, meta["run_id"])

@@ -9,6 +9,7 @@ and "cuda" register here when their libraries are built.
 Choose with `set_backend("c")` or the TINYLLM_BACKEND environment variable.
 Read numpy_kernels.py next: it defines what every kernel means.
 """
+import contextlib
 import importlib
 import os
 import sys
@@ -92,7 +93,13 @@ def set_backend(name):
     return _active
 
 
-def backend_name(backend=None):
-    """The registry name of a backend module (the active one by default)."""
-    backend = backend or get_backend()
-    return backend.NAME
+@contextlib.contextmanager
+def using(name):
+    """Run a block on the backend called `name`, then restore the active one."""
+    global _active
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield _active
+    finally:
+        _active = previous

@@ -55,18 +55,23 @@ class ByteTokenizer:
         return "ByteTokenizer()"
 
 
-_TOKENIZER_TYPES = {"bytes": ByteTokenizer}
+def _bpe_from_dict(d):
+    from tinyllm.tokenizer import Tokenizer  # imported on use: byte-level runs never need it
+    return Tokenizer.from_dict(d)
+
+
+_TOKENIZER_TYPES = {"bytes": lambda d: ByteTokenizer(), "bpe": _bpe_from_dict}
 
 
 def tokenizer_from_dict(d):
-    """Rebuild the tokenizer that `to_dict()` described."""
+    """Rebuild the tokenizer that `to_dict()` described (ByteTokenizer or BPE Tokenizer)."""
     kind = d.get("type") if isinstance(d, dict) else None
     if kind not in _TOKENIZER_TYPES:
         raise DataError(
-            f"unknown tokenizer description {d!r}: its 'type' must be one of "
+            f"unknown tokenizer description {str(d)[:200]}: its 'type' must be one of "
             f"{sorted(_TOKENIZER_TYPES)}; the checkpoint was probably written by a "
             "newer tinyllm, so update tinyllm or retrain with a known tokenizer")
-    return _TOKENIZER_TYPES[kind]()
+    return _TOKENIZER_TYPES[kind](d)
 
 
 def _utf8(text):

@@ -1,0 +1,298 @@
+/* attention.c: fused causal self-attention on the CPU, FlashAttention-2 style.
+ *
+ * The maths is numpy_kernels.attention_forward / attention_backward; this file
+ * does the same tile by tile with OpenMP. A query tile walks the key tiles up
+ * to the diagonal keeping a running max m, a running sum l and the output
+ * accumulator (the output rows themselves), so no (Tq, Tk) matrix ever exists:
+ * the extra memory is a few TILE x TILE blocks on each thread's stack.
+ * The backward rebuilds P = exp(S - lse) from the saved log-sum-exp.
+ *
+ * Not here: the KV cache (model.py keeps it; Tq < Tk is how it calls us) and
+ * the matmul of the projections (matmul.c). Read softmax.c for the plain
+ * row-wise softmax, and tests/test_c_kernels.py for how this is checked.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "tinyllm.h"
+
+/* Query rows and key rows per tile. A (TILE, TILE) block of scores is 16 KiB,
+ * so the blocks of one tile pair stay in L1/L2 while hs-long rows stream by. */
+#define TILE 64
+/* Head dimensions per transposed key chunk in tile_scores (TILE*HS_CHUNK floats). */
+#define HS_CHUNK 64
+
+typedef float Block[TILE][TILE];
+
+/* One (batch, head): its slices of every array, and the sizes they share. */
+typedef struct {
+    const float *q, *dout, *out, *lse;            // (Tq, hs), (Tq, hs), (Tq, hs), (Tq,)
+    const float *k, *v;                           // (Tk, hs) each
+    float *dq, *dk, *dv;                          // (Tq, hs), (Tk, hs), (Tk, hs)
+    int64_t Tq, Tk, hs;
+    float scale;
+} Head;
+
+static Head head_at(int64_t bh, const float *q, const float *k, const float *v, const float *dout,
+                    const float *out, const float *lse, float *dq, float *dk, float *dv,
+                    int64_t Tq, int64_t Tk, int64_t hs) {
+    // the forward has no gradients: NULL stays NULL (offsetting it would be undefined)
+    Head h = {.q = q + bh * Tq * hs, .dout = dout ? dout + bh * Tq * hs : NULL,
+              .out = out + bh * Tq * hs, .lse = lse + bh * Tq,
+              .k = k + bh * Tk * hs, .v = v + bh * Tk * hs,
+              .dq = dq ? dq + bh * Tq * hs : NULL, .dk = dk ? dk + bh * Tk * hs : NULL,
+              .dv = dv ? dv + bh * Tk * hs : NULL,
+              .Tq = Tq, .Tk = Tk, .hs = hs, .scale = 1.0f / sqrtf((float)hs)};
+    return h;
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* How many keys of the tile starting at k0 (nk keys) query row `pos` sees:
+ * key k0 + j is visible when k0 + j <= pos. Between 0 and nk. */
+static int64_t visible_keys(int64_t pos, int64_t k0, int64_t nk) {
+    int64_t n = pos - k0 + 1;
+    return n < 0 ? 0 : min64(n, nk);
+}
+
+/* exp(x) for the x <= 0 that softmax feeds it, within 2 ulp of expf; 0 below -87
+ * (expf's last normal results), NaN stays NaN. libm's expf is a call the compiler
+ * cannot vectorize, and the T^2/2 exponentials per head then cost as much as
+ * the tile matmuls; this one (Cephes' polynomial) vectorizes in `omp simd` loops. */
+static inline float exp_nonpositive(float x) {
+    float xc = x > -87.0f ? x : -87.0f;                          // NaN -> -87: the int cast
+    xc = xc < 88.0f ? xc : 88.0f;                                // and the shift stay defined
+    float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;   // round(x / ln 2): 1.5 * 2^23 trick
+    float r = fmaf(n, -0.693359375f, xc);                       // r = x - n ln 2, in two parts
+    r = fmaf(n, 2.12194440e-4f, r);                              // |r| <= ln 2 / 2
+    float p = 1.9875691500e-4f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p * r, r, r) + 1.0f;                                // exp(r)
+    int32_t bits = ((int32_t)n + 127) << 23;                     // 2^n, n in [-126, 127]
+    float two_n;
+    memcpy(&two_n, &bits, sizeof(two_n));
+    return x < -87.0f ? 0.0f : (x == x ? p * two_n : x);
+}
+
+/* c (M, N) += a (M, K) @ b (K, N): every tile matmul below. a's element (i, k)
+ * is a[i * a_rs + k * a_cs], so a block is used as it is (a_rs = TILE, a_cs = 1)
+ * or transposed (1, TILE) without a copy; b and c have row strides ldb, ldc.
+ * An MR x NR block of c stays in registers while k runs (NR floats are one
+ * AVX-512 register; MR of them hide the FMA latency): 2x the speed of a
+ * row-at-a-time axpy, which still takes the edges that do not fill a block.
+ * fmaf, not a * b + c: -std=c11 turns off GCC's contraction into FMA. */
+#define MR 8
+#define NR 16
+
+static void gemm_acc(const float *restrict a, int64_t a_rs, int64_t a_cs, const float *restrict b,
+                     int64_t ldb, float *restrict c, int64_t ldc, int64_t M, int64_t N, int64_t K) {
+    int64_t M_full = M - M % MR, N_full = N - N % NR;
+    for (int64_t i0 = 0; i0 < M_full; i0 += MR)
+        for (int64_t j0 = 0; j0 < N_full; j0 += NR) {
+            float acc[MR][NR];                                     // (MR, NR) block of c
+            for (int r = 0; r < MR; r++)
+#pragma omp simd
+                for (int j = 0; j < NR; j++) acc[r][j] = c[(i0 + r) * ldc + j0 + j];
+            for (int64_t k = 0; k < K; k++) {
+                const float *bk = b + k * ldb + j0;
+                for (int r = 0; r < MR; r++) {
+                    float ark = a[(i0 + r) * a_rs + k * a_cs];
+#pragma omp simd
+                    for (int j = 0; j < NR; j++) acc[r][j] = fmaf(ark, bk[j], acc[r][j]);
+                }
+            }
+            for (int r = 0; r < MR; r++)
+#pragma omp simd
+                for (int j = 0; j < NR; j++) c[(i0 + r) * ldc + j0 + j] = acc[r][j];
+        }
+    for (int64_t i = 0; i < M; i++) {                             // the edges: rows past M_full,
+        int64_t j_start = i < M_full ? N_full : 0;                 // columns past N_full
+        float *ci = c + i * ldc;
+        for (int64_t k = 0; k < K; k++) {
+            float aik = a[i * a_rs + k * a_cs];
+            const float *bk = b + k * ldb;
+#pragma omp simd
+            for (int64_t j = j_start; j < N; j++) ci[j] = fmaf(aik, bk[j], ci[j]);
+        }
+    }
+}
+
+/* s (na, TILE) = a (na, hs) @ b (nb, hs)^T, columns past nb 0: the scores Q K^T
+ * or dp = dout V^T of one tile pair. b is transposed HS_CHUNK dimensions at a
+ * time so that gemm_acc runs along TILE contiguous columns. */
+static void tile_scores(const float *a, int64_t na, const float *b, int64_t nb, int64_t hs,
+                        Block s) {
+    float bt[HS_CHUNK][TILE];                                      // (HS_CHUNK, TILE) b^T chunk
+    for (int64_t i = 0; i < na; i++) memset(s[i], 0, sizeof(s[i]));
+    for (int64_t d0 = 0; d0 < hs; d0 += HS_CHUNK) {
+        int64_t nd = min64(HS_CHUNK, hs - d0);
+        if (nb < TILE) memset(bt, 0, sizeof(bt));                  // columns past nb score 0
+        for (int64_t j = 0; j < nb; j++)
+            for (int64_t d = 0; d < nd; d++) bt[d][j] = b[j * hs + d0 + d];
+        gemm_acc(a + d0, hs, 1, &bt[0][0], TILE, &s[0][0], TILE, na, TILE, nd);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * forward: one query tile [q0, q0 + nq) of one head */
+
+/* out and lse are the head's (Tq, hs) and (Tq,) outputs. */
+static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0, int64_t nq) {
+    const int64_t hs = h->hs, offset = h->Tk - h->Tq;
+    out += q0 * hs;                                                // (nq, hs) the accumulator
+    Block s;                                                       // (nq, nk) scores, then p
+    float m[TILE], l[TILE];                                        // running max, running sum
+    for (int64_t i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0.0f;
+    memset(out, 0, (size_t)(nq * hs) * sizeof(float));
+    int64_t k_end = offset + q0 + nq;                              // the last query sees k < k_end
+    for (int64_t k0 = 0; k0 < k_end; k0 += TILE) {
+        int64_t nk = min64(TILE, k_end - k0);
+        tile_scores(h->q + q0 * hs, nq, h->k + k0 * hs, nk, hs, s);
+        for (int64_t i = 0; i < nq; i++) {
+            int64_t n = visible_keys(offset + q0 + i, k0, nk);
+            float *si = s[i], row_max = -INFINITY;
+#pragma omp simd reduction(max : row_max)
+            for (int64_t j = 0; j < n; j++) row_max = si[j] > row_max ? si[j] : row_max;
+            // finite from the first key tile on: key 0 is visible to every query
+            float m_new = fmaxf(m[i], row_max * h->scale);
+            float correction = expf(m[i] - m_new), sum = 0.0f;    // rescales what was summed
+#pragma omp simd reduction(+ : sum)
+            for (int64_t j = 0; j < n; j++) {
+                si[j] = exp_nonpositive(fmaf(si[j], h->scale, -m_new));
+                sum += si[j];
+            }
+            for (int64_t j = n; j < nk; j++) si[j] = 0.0f;        // masked: exp(-inf) = 0
+            l[i] = l[i] * correction + sum;
+            m[i] = m_new;
+            if (correction != 1.0f)
+                for (int64_t d = 0; d < hs; d++) out[i * hs + d] *= correction;
+        }
+        gemm_acc(&s[0][0], TILE, 1, h->v + k0 * hs, hs, out, hs, nq, hs, nk);   // acc += p v
+    }
+    for (int64_t i = 0; i < nq; i++) {
+        float inv = 1.0f / l[i];
+        for (int64_t d = 0; d < hs; d++) out[i * hs + d] *= inv;
+        lse[q0 + i] = m[i] + logf(l[i]);
+    }
+}
+
+void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
+                       int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
+    int64_t n_qt = (Tq + TILE - 1) / TILE;
+    // query tiles near the end see more keys: handed out longest first, on demand
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < B * nh; bh++) {
+        for (int64_t qt = 0; qt < n_qt; qt++) {
+            Head h = head_at(bh, q, k, v, NULL, out, lse, NULL, NULL, NULL, Tq, Tk, hs);
+            int64_t q0 = (n_qt - 1 - qt) * TILE;                   // the longest rows first
+            forward_query_tile(&h, out + bh * Tq * hs, lse + bh * Tq, q0, min64(TILE, Tq - q0));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * backward: FlashAttention-2's, per tile pair, in one of two race-free orders */
+
+/* The gradient contributions of query tile [q0, q0 + nq) x key tile [k0, k0 + nk):
+ * into dq when with_dq, into dk and dv when with_dkdv. */
+static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
+                               int with_dq, int with_dkdv) {
+    const int64_t hs = h->hs, offset = h->Tk - h->Tq;
+    const float *q = h->q + q0 * hs, *dout = h->dout + q0 * hs;   // (nq, hs)
+    const float *k = h->k + k0 * hs, *v = h->v + k0 * hs;          // (nk, hs)
+    Block p, ds;                                                   // (nq, nk) each
+    tile_scores(q, nq, k, nk, hs, p);
+    for (int64_t i = 0; i < nq; i++) {                             // forward: p = exp(s - m) / l
+        int64_t n = visible_keys(offset + q0 + i, k0, nk);
+        float lse_i = h->lse[q0 + i];
+#pragma omp simd
+        for (int64_t j = 0; j < n; j++) p[i][j] = exp_nonpositive(fmaf(p[i][j], h->scale, -lse_i));
+        for (int64_t j = n; j < nk; j++) p[i][j] = 0.0f;
+    }
+    if (with_dkdv) {                                               // forward: out = p v
+        gemm_acc(&p[0][0], 1, TILE, dout, hs, h->dv + k0 * hs, hs, nk, hs, nq);   // dv += p^T dout
+    }
+    tile_scores(dout, nq, v, nk, hs, ds);                          // dp = dout v^T
+    for (int64_t i = 0; i < nq; i++) {                             // forward: p = softmax(s)
+        const float *o = h->out + (q0 + i) * hs, *g = dout + i * hs;
+        float D = 0.0f;                                            // rowsum(dout * out) = p . dp
+#pragma omp simd reduction(+ : D)
+        for (int64_t d = 0; d < hs; d++) D += g[d] * o[d];
+#pragma omp simd
+        for (int64_t j = 0; j < nk; j++) ds[i][j] = p[i][j] * (ds[i][j] - D) * h->scale;
+    }
+    if (with_dq)                                                   // s = q k^T: dq += ds k
+        gemm_acc(&ds[0][0], TILE, 1, k, hs, h->dq + q0 * hs, hs, nq, hs, nk);
+    if (with_dkdv) {
+        gemm_acc(&ds[0][0], 1, TILE, q, hs, h->dk + k0 * hs, hs, nk, hs, nq);  // dk += ds^T q
+    }
+}
+
+/* Query tiles that see key tile [k0, ...) start at the tile of query k0 - offset. */
+static int64_t first_query_tile(const Head *h, int64_t k0) {
+    int64_t i = k0 - (h->Tk - h->Tq);
+    return i > 0 ? i / TILE : 0;
+}
+
+/* dk and dv of key tile kt (and dq as well when with_dq: the caller owns the whole head). */
+static void backward_key_tile(const Head *h, int64_t kt, int with_dq) {
+    int64_t k0 = kt * TILE, nk = min64(TILE, h->Tk - k0);
+    memset(h->dk + k0 * h->hs, 0, (size_t)(nk * h->hs) * sizeof(float));
+    memset(h->dv + k0 * h->hs, 0, (size_t)(nk * h->hs) * sizeof(float));
+    for (int64_t q0 = first_query_tile(h, k0) * TILE; q0 < h->Tq; q0 += TILE)
+        backward_tile_pair(h, q0, min64(TILE, h->Tq - q0), k0, nk, with_dq, 1);
+}
+
+/* dq of query tile qt alone. */
+static void backward_query_tile(const Head *h, int64_t qt) {
+    int64_t q0 = qt * TILE, nq = min64(TILE, h->Tq - q0);
+    int64_t k_end = h->Tk - h->Tq + q0 + nq;                      // as in forward_query_tile
+    memset(h->dq + q0 * h->hs, 0, (size_t)(nq * h->hs) * sizeof(float));
+    for (int64_t k0 = 0; k0 < k_end; k0 += TILE)
+        backward_tile_pair(h, q0, nq, k0, min64(TILE, k_end - k0), 1, 0);
+}
+
+/* Race-free parallelism. dq sums over key tiles and dk, dv over query tiles, so
+ * no single split of the tile pairs lets threads write disjoint rows of all three.
+ *  - B*nh >= threads: a thread owns whole heads and does every tile pair once
+ *    (5 tile matmuls per pair).
+ *  - fewer heads than threads (small batch, decoding): two passes, one parallel
+ *    over (head, key tile) for dk and dv, one over (head, query tile) for dq;
+ *    the second recomputes the scores and dp (7 tile matmuls per pair), which
+ *    beats leaving threads idle. */
+void attention_backward(const float *dout, const float *q, const float *k, const float *v,
+                        const float *out, const float *lse, float *dq, float *dk, float *dv,
+                        int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
+    int64_t n_qt = (Tq + TILE - 1) / TILE, n_kt = (Tk + TILE - 1) / TILE;
+    if (B * nh >= num_threads()) {
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < B * nh; bh++) {
+            Head h = head_at(bh, q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+            memset(h.dq, 0, (size_t)(Tq * hs) * sizeof(float));
+            for (int64_t kt = 0; kt < n_kt; kt++) backward_key_tile(&h, kt, 1);
+        }
+        return;
+    }
+#pragma omp parallel
+    {
+        // Work is handed out on demand, the longest tiles first (early key tiles
+        // see the most queries, late query tiles the most keys). The passes
+        // write different arrays (dk, dv / dq), so no barrier between them.
+#pragma omp for collapse(2) schedule(dynamic, 1) nowait
+        for (int64_t bh = 0; bh < B * nh; bh++)
+            for (int64_t kt = 0; kt < n_kt; kt++) {
+                Head h = head_at(bh, q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+                backward_key_tile(&h, kt, 0);
+            }
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < B * nh; bh++)
+            for (int64_t qt = 0; qt < n_qt; qt++) {
+                Head h = head_at(bh, q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+                backward_query_tile(&h, n_qt - 1 - qt);
+            }
+    }
+}

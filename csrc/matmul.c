@@ -1,0 +1,347 @@
+/* matmul.c: out = op(a) @ op(b), a GotoBLAS/BLIS-style float32 GEMM with OpenMP.
+ *
+ * What it is: the three cache-blocking loops around a register-tiled micro-kernel.
+ *   for each MC-tall row block of op(a)
+ *     for each KC-deep slice of K
+ *       pack op(a)[block, slice] into MR-tall micro-panels   (A block, MC x KC: L3)
+ *       for each NC-wide column block of op(b)
+ *         pack op(b)[slice, block] into NR-wide micro-panels (B block, KC x NC: L2)
+ *         for each MR micro-panel of the A block              (MR x KC: stays in L1)
+ *           for each NR micro-panel of the B block            (KC x NR: streams from L2)
+ *             micro-kernel: out's MR x NR tile += A panel @ B panel, in registers
+ * Packing copies the operands into the order the micro-kernel reads them, contiguous and
+ * 64-byte aligned, padded with zeros to whole MR/NR tiles; it also absorbs the transposes, so
+ * all four (transpose_a, transpose_b) cases run the same micro-kernel. Edge tiles are computed
+ * whole into a scratch tile and only their valid part is written back.
+ * Threads: out is cut into independent rectangles (per batch matrix, and within a matrix when
+ * the batch alone does not keep every thread busy); each thread packs its own operands into
+ * its own buffers, so there is no barrier and no shared writable state.
+ *
+ * What it is not: a BLAS. No alpha/beta, no strides other than row-major with the transposes,
+ * float32 only. The arithmetic order differs from NumPy's, so results agree to rounding, not
+ * bit for bit.
+ *
+ * Read next: tinyllm.h for the contract, numpy_kernels.py (matmul) for the meaning,
+ * tests/test_c_matmul.py for the checks, examples/bench_matmul.py for the speed.
+ */
+#include <stdlib.h>
+#include <math.h>
+#include "tinyllm.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * The micro-kernel's vector vocabulary. One kernel body below is written in these names; each
+ * instruction set gives them a meaning. MR x NR accumulators must fit in the register file with
+ * room for the NV vectors of a B row and one broadcast of A:
+ *   AVX-512: 32 zmm registers; 12 x 2 accumulators + 2 + 1 = 27.  (12 x 32 floats) 14 rows would
+ *     fit too and run as fast (both reach the FMA peak, ~117 GFLOP/s per Zen 4 core, on cached
+ *     panels), but the widths a transformer uses (384, 768, 1152, 1536) are multiples of 12, so
+ *     12 leaves no half-empty edge tiles; with 14, 128-row attention tiles lose 9% to padding.
+ *   AVX2+FMA: 16 ymm registers; 6 x 2 accumulators + 2 + 1 = 15.  (6 x 16 floats)
+ *   portable C: "vectors" of one float that the compiler vectorizes along NR. (4 x 16 floats) */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+typedef __m512 vec;
+#define VLEN 16
+#define MR 12
+#define NV 2
+#define vload(p) _mm512_load_ps(p)
+#define vloadu(p) _mm512_loadu_ps(p)
+#define vstoreu(p, v) _mm512_storeu_ps(p, v)
+#define vset1(x) _mm512_set1_ps(x)
+#define vfma(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define vadd(a, b) _mm512_add_ps(a, b)
+#define vzero() _mm512_setzero_ps()
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+typedef __m256 vec;
+#define VLEN 8
+#define MR 6
+#define NV 2
+#define vload(p) _mm256_load_ps(p)
+#define vloadu(p) _mm256_loadu_ps(p)
+#define vstoreu(p, v) _mm256_storeu_ps(p, v)
+#define vset1(x) _mm256_set1_ps(x)
+#define vfma(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define vadd(a, b) _mm256_add_ps(a, b)
+#define vzero() _mm256_setzero_ps()
+#else
+typedef float vec;
+#define VLEN 1
+#define MR 4
+#define NV 16
+#define vload(p) (*(p))
+#define vloadu(p) (*(p))
+#define vstoreu(p, v) (*(p) = (v))
+#define vset1(x) (x)
+#define vfma(a, b, c) ((a) * (b) + (c))
+#define vadd(a, b) ((a) + (b))
+#define vzero() 0.0f
+#endif
+#define NR (NV * VLEN)
+
+/* Cache blocks for Zen 4 (32 KiB L1d and 1 MiB L2 per core, 32 MiB L3 shared), measured with
+ * examples/bench_matmul.py: KC from 192 to 512 and NC from 256 to 768 came within noise of each
+ * other, so these are the ones that leave the most headroom in each level.
+ *   KC: an A micro-panel (MR x KC floats, 12 KiB) stays in L1 while B micro-panels stream past;
+ *   NC: the packed B block (KC x NC floats, 512 KiB, half the L2) is swept once per A panel;
+ *   MC: the packed A block (MC x KC floats, 3 MiB per thread) sits in L3; a 2048-row matrix is
+ *       one block, so each B block is packed once.
+ * Another CPU can be tuned without editing: make CFLAGS="-O3 -march=native -DKC=384". */
+#ifndef KC
+#define KC 256
+#endif
+#ifndef NC
+#define NC 512
+#endif
+#ifndef MC
+#define MC (MR * 256)
+#endif
+
+/* Below this many multiply-adds a matmul runs on one thread: waking the others costs more. */
+#define PARALLEL_MIN_FMAS (1 << 18)
+
+/* ---------------------------------------------------------------------------------------------
+ * micro-kernel: c[0:MR, 0:NR] (row stride ldc) = (accumulate ? c : 0) + ap @ bp, where ap is
+ * kc columns of MR floats and bp is kc rows of NR floats (both packed, 64-byte aligned). */
+static void micro_kernel(int64_t kc, const float *restrict ap, const float *restrict bp,
+                         float *restrict c, int64_t ldc, int accumulate) {
+    vec acc[MR][NV];
+    /* out's tile is read (or written) only after kc steps: start fetching it now */
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++) {
+        __builtin_prefetch(c + i * ldc, 1);
+        __builtin_prefetch(c + i * ldc + NR - 1, 1);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 16
+        for (int j = 0; j < NV; j++) acc[i][j] = vzero();
+    for (int64_t p = 0; p < kc; p++) {
+        vec b[NV];
+#pragma GCC unroll 16
+        for (int j = 0; j < NV; j++) b[j] = vload(bp + j * VLEN);
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; i++) {
+            vec ai = vset1(ap[i]);
+#pragma GCC unroll 16
+            for (int j = 0; j < NV; j++) acc[i][j] = vfma(ai, b[j], acc[i][j]);
+        }
+        ap += MR;
+        bp += NR;
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 16
+        for (int j = 0; j < NV; j++) {
+            float *cij = c + i * ldc + j * VLEN;
+            vstoreu(cij, accumulate ? vadd(vloadu(cij), acc[i][j]) : acc[i][j]);
+        }
+}
+
+/* One tile of out, mr x nr valid (<= MR x NR): full tiles go straight to out; edge tiles are
+ * computed whole into a scratch tile (the packed panels are zero-padded) and then clipped. */
+static void tile(int64_t kc, const float *ap, const float *bp, float *c, int64_t ldc,
+                 int64_t mr, int64_t nr, int accumulate) {
+    if (mr == MR && nr == NR) {
+        micro_kernel(kc, ap, bp, c, ldc, accumulate);
+        return;
+    }
+    _Alignas(64) float scratch[MR * NR];
+    micro_kernel(kc, ap, bp, scratch, NR, 0);
+    for (int64_t i = 0; i < mr; i++)
+        for (int64_t j = 0; j < nr; j++)
+            c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + scratch[i * NR + j];
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Packing. Element (r, q) of a rows x depth block of an operand (r along M or N, q along K) is
+ * x[r * rs + q * qs], and one of rs, qs is 1. It is written as ceil(rows / w) panels, each
+ * `depth` groups of w consecutive r, zero-padded past `rows`: the order the micro-kernel reads.
+ * pack_panel writes one panel of n <= w rows. */
+#if defined(__AVX512F__)
+static inline __mmask16 lanes(int64_t n) {   /* the first n of 16 lanes */
+    return n <= 0 ? 0 : n >= 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+}
+
+/* In-register transpose of a 16 x 16 block: r[i] holds row i on entry, column i on return. */
+static inline void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {        /* pairs of rows interleaved */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) {        /* u[g+c], 128-bit lane L: rows g..g+3, column 4L+c */
+        u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+        u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
+        u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {            /* gather lane L of u[c], u[4+c], u[8+c], u[12+c] */
+        __m512 w0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
+        __m512 w1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
+        __m512 x0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
+        __m512 x1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
+        r[c] = _mm512_shuffle_f32x4(w0, x0, 0x88);
+        r[4 + c] = _mm512_shuffle_f32x4(w1, x1, 0x88);
+        r[8 + c] = _mm512_shuffle_f32x4(w0, x0, 0xDD);
+        r[12 + c] = _mm512_shuffle_f32x4(w1, x1, 0xDD);
+    }
+}
+
+/* 16 lanes of each w-group at a time. Masked loads read nothing past the operand (masked-off
+ * lanes never fault) and give the zero padding; masked stores write exactly w lanes per group. */
+static void pack_panel(const float *restrict x, int64_t rs, int64_t qs, int64_t n, int64_t depth,
+                       int w, float *restrict dst) {
+    for (int r0 = 0; r0 < w; r0 += 16) {
+        __mmask16 store = lanes(w - r0);
+        if (qs == 1) {      /* rows run along depth: 16 x 16 blocks, transposed in registers */
+            for (int64_t q = 0; q < depth; q += 16) {
+                int64_t nq = depth - q < 16 ? depth - q : 16;
+                __m512 v[16];
+                for (int i = 0; i < 16; i++)
+                    v[i] = r0 + i < n ? _mm512_maskz_loadu_ps(lanes(nq), x + (r0 + i) * rs + q)
+                                      : _mm512_setzero_ps();
+                transpose16(v);
+                for (int j = 0; j < nq; j++)
+                    _mm512_mask_storeu_ps(dst + (q + j) * w + r0, store, v[j]);
+            }
+        } else {            /* rs == 1: each depth step is a contiguous run of rows */
+            __mmask16 valid = lanes(n - r0);
+            for (int64_t q = 0; q < depth; q++)
+                _mm512_mask_storeu_ps(dst + q * w + r0, store,
+                                      _mm512_maskz_loadu_ps(valid, x + q * qs + r0));
+        }
+    }
+}
+#else
+/* Portable: whichever of rs, qs is 1 is the inner loop, so the reads stay sequential. */
+static void pack_panel(const float *restrict x, int64_t rs, int64_t qs, int64_t n, int64_t depth,
+                       int w, float *restrict dst) {
+    if (qs == 1) {
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t q = 0; q < depth; q++) dst[q * w + r] = x[r * rs + q];
+    } else {
+        for (int64_t q = 0; q < depth; q++)
+            for (int64_t r = 0; r < n; r++) dst[q * w + r] = x[r + q * qs];
+    }
+    for (int64_t q = 0; q < depth; q++)
+        for (int64_t r = n; r < w; r++) dst[q * w + r] = 0.0f;
+}
+#endif
+
+static void pack(const float *x, int64_t rs, int64_t qs, int64_t rows, int64_t depth, int w,
+                 float *dst) {
+    for (int64_t r0 = 0; r0 < rows; r0 += w)
+        pack_panel(x + r0 * rs, rs, qs, rows - r0 < w ? rows - r0 : w, depth, w, dst + r0 * depth);
+}
+
+/* One operand: element (row r, depth q) at x[r * rs + q * qs]. */
+typedef struct {
+    const float *x;
+    int64_t rs, qs;
+} operand;
+
+/* The block length that cuts n into ceil(n / max) near-equal blocks, rounded up to whole units
+ * (max is a multiple of unit): K = 257 runs as 129 + 128, not 256 + 1 with a pass that is mostly
+ * overhead. */
+static int64_t even_block(int64_t n, int64_t max, int64_t unit) {
+    int64_t blocks = (n + max - 1) / max, len = (n + blocks - 1) / blocks;
+    return (len + unit - 1) / unit * unit;
+}
+
+/* out[m0:m1, n0:n1] (row stride N) = A[m0:m1, :] @ B[:, n0:n1] over the full depth K, using the
+ * caller's packing buffers ap (MC x KC) and bp (KC x NC). */
+static void gemm_block(operand A, operand B, float *out, int64_t N, int64_t K, int64_t m0,
+                       int64_t m1, int64_t n0, int64_t n1, float *ap, float *bp) {
+    int64_t mb = even_block(m1 - m0, MC, MR), nb = even_block(n1 - n0, NC, NR);
+    int64_t kb = even_block(K, KC, 1);
+    for (int64_t ic = m0; ic < m1; ic += mb) {
+        int64_t mc = m1 - ic < mb ? m1 - ic : mb;
+        for (int64_t pc = 0; pc < K; pc += kb) {
+            int64_t kc = K - pc < kb ? K - pc : kb;
+            pack(A.x + ic * A.rs + pc * A.qs, A.rs, A.qs, mc, kc, MR, ap);
+            for (int64_t jc = n0; jc < n1; jc += nb) {
+                int64_t nc = n1 - jc < nb ? n1 - jc : nb;
+                pack(B.x + jc * B.rs + pc * B.qs, B.rs, B.qs, nc, kc, NR, bp);
+                for (int64_t ir = 0; ir < mc; ir += MR)
+                    for (int64_t jr = 0; jr < nc; jr += NR)
+                        tile(kc, ap + ir * kc, bp + jr * kc, out + (ic + ir) * N + jc + jr, N,
+                             mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, pc > 0);
+            }
+        }
+    }
+}
+
+/* How many pieces (tm along M, tn along N) to cut each matrix into so that batch * tm * tn
+ * pieces share out evenly over `threads`: none when the batch divides evenly, otherwise one
+ * piece per thread per matrix, the tm x tn grid chosen to make the pieces closest to square
+ * (each thread packs its piece's rows of A and columns of B: a square piece packs the fewest
+ * per multiply-add). Ties cut M, so each thread transposes only its share of a row-major A. */
+static void split(int64_t batch, int64_t M, int64_t N, int threads, int64_t *tm, int64_t *tn) {
+    *tm = *tn = 1;
+    if (batch % threads == 0) return;
+    double best = INFINITY;
+    for (int d = threads; d >= 1; d--) {
+        if (threads % d) continue;
+        double rows = (double)M / d, cols = (double)N / (threads / d);
+        double aspect = rows > cols ? rows / cols : cols / rows;
+        if (aspect < best) {
+            best = aspect;
+            *tm = d;
+            *tn = threads / d;
+        }
+    }
+}
+
+void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
+            int64_t K, int transpose_a, int transpose_b) {
+    if (batch <= 0 || M <= 0 || N <= 0) return;
+    if (K <= 0) {                   /* an empty sum: out is zero */
+        for (int64_t i = 0; i < batch * M * N; i++) out[i] = 0.0f;
+        return;
+    }
+    int threads = 1;
+#ifdef _OPENMP
+    if (batch * M * N * K >= PARALLEL_MIN_FMAS) threads = omp_get_max_threads();
+#endif
+    int64_t tm, tn;
+    split(batch, M, N, threads, &tm, &tn);
+    /* A piece is tm-th of the rows and tn-th of the columns, rounded up to whole tiles. */
+    int64_t pm = ((M + tm - 1) / tm + MR - 1) / MR * MR;
+    int64_t pn = ((N + tn - 1) / tn + NR - 1) / NR * NR;
+    /* Each thread's buffers, sized for the biggest blocks any piece can use. */
+    int64_t mc = pm < MC ? pm : MC, kc = K < KC ? K : KC, nc = pn < NC ? pn : NC;
+    int64_t ap_size = (mc + MR - 1) / MR * MR * kc, bp_size = (nc + NR - 1) / NR * NR * kc;
+    /* sizes rounded up to 16 floats keep every buffer 64-byte aligned in one allocation */
+    ap_size = (ap_size + 15) / 16 * 16;
+    bp_size = (bp_size + 15) / 16 * 16;
+    float *buffers = aligned_alloc(64, (size_t)threads * (ap_size + bp_size) * sizeof(float));
+    if (!buffers) {                 /* no error channel: make the failure visible, never crash */
+        for (int64_t i = 0; i < batch * M * N; i++) out[i] = NAN;
+        return;
+    }
+    operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1};
+    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N};   /* B's rows are out's columns */
+    int64_t pieces = batch * tm * tn;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+#endif
+        float *ap = buffers + t * (ap_size + bp_size), *bp = ap + ap_size;
+#pragma omp for schedule(static)
+        for (int64_t piece = 0; piece < pieces; piece++) {
+            int64_t bi = piece / (tm * tn), mi = piece / tn % tm, ni = piece % tn;
+            int64_t m0 = mi * pm, n0 = ni * pn;
+            int64_t m1 = m0 + pm < M ? m0 + pm : M, n1 = n0 + pn < N ? n0 + pn : N;
+            if (m0 >= m1 || n0 >= n1) continue;
+            operand Ab = {A.x + bi * M * K, A.rs, A.qs}, Bb = {B.x + bi * K * N, B.rs, B.qs};
+            gemm_block(Ab, Bb, out + bi * M * N, N, K, m0, m1, n0, n1, ap, bp);
+        }
+    }
+    free(buffers);
+}

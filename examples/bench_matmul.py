@@ -1,0 +1,223 @@
+"""Benchmark of the C matmul (csrc/matmul.c) against NumPy's BLAS, side by side in one table.
+
+  python examples/bench_matmul.py                        # squares 512..4096 and the GPT shapes
+  python examples/bench_matmul.py --sizes 1024 2048 --repeats 10
+  OMP_NUM_THREADS=1 python examples/bench_matmul.py      # one core, for ours and for BLAS
+
+Rows: square matmuls, then every Linear layer of the GPT "bench" preset at batch 8 (rows
+N = B * T): the forward y = x W^T and both backward products dx = dy W and dW = dy^T x, with
+the transposes the training step really uses; last, attention's tile products, a batch of small
+matrices. Each row is the best of 2 x `repeats` runs, ours and NumPy's alternating (the machine
+may be shared: the best run is the one least disturbed); GFLOP/s = 2 * batch * M * N * K / time.
+NumPy's BLAS runs on as many threads as ours (OMP_NUM_THREADS, or every core). The header gives
+the CPU's float32 peak two ways: from the clock in /proc/cpuinfo times the FLOP per cycle of the
+core (an assumption, printed), and measured by a multiply-add loop compiled here with `cc` (the
+clock a busy core really runs at); "% peak" is against the measured one.
+
+This is not a test: nothing asserts a time. Read csrc/matmul.c for the kernel and
+examples/benchmark.py for whole training steps.
+"""
+import argparse
+import ctypes
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# float32 FLOP per cycle per core: 2 FMA pipes x 8 lanes (256 bits) x 2 FLOP. Zen 4 runs an
+# AVX-512 FMA as two 256-bit halves, so AVX-512 does not double it there; Intel server cores
+# with two 512-bit FMA units do 64, so the measured peak below is the number to trust.
+FLOP_PER_CYCLE = 32
+
+PEAK_C = r"""
+#include <stdio.h>
+#include <omp.h>
+typedef float v16 __attribute__((vector_size(64)));
+int main(void) {   /* 12 independent multiply-add chains per thread: enough to hide latency */
+    double best = 0;
+    for (int rep = 0; rep < 15; rep++) {
+        long iters = 10000000;
+        double t = omp_get_wtime(), flops = 0;
+#pragma omp parallel reduction(+ : flops)
+        {
+            v16 acc[12], m = {0}, c = {0};
+            m += 0.999999f; c += 1e-7f;
+            for (int i = 0; i < 12; i++) acc[i] = m * (float)i;
+            for (long it = 0; it < iters; it++) {
+                for (int i = 0; i < 12; i++) acc[i] = acc[i] * m + c;
+            }
+            float s = 0;
+            for (int i = 0; i < 12; i++) s += acc[i][0];
+            flops = iters * 12.0 * 32 + (s == 12345.f);
+        }
+        t = omp_get_wtime() - t;
+        if (flops / t > best) best = flops / t;
+    }
+    printf("%g\n", best);
+    return 0;
+}
+"""
+
+
+def measured_peak(threads):
+    """Float32 FLOP/s of a multiply-add loop on `threads` threads, or None without a compiler."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = os.path.join(tmp, "peak.c"), os.path.join(tmp, "peak")
+        with open(src, "w") as f:
+            f.write(PEAK_C)
+        cc = os.environ.get("CC", "cc")
+        flags = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+        try:
+            subprocess.run([cc, *flags, src, "-o", exe], check=True, capture_output=True)
+            out = subprocess.run([exe], check=True, capture_output=True, text=True,
+                                 env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+        except (OSError, subprocess.CalledProcessError):
+            return None
+    return float(out.stdout)
+
+
+def cpu_mhz():
+    """The highest "cpu MHz" in /proc/cpuinfo (under a hypervisor often the base clock)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return max(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":")[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
+def openblas():
+    """NumPy's OpenBLAS as a ctypes library (found among the loaded libraries), or None."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
+    except OSError:
+        return None
+    return ctypes.CDLL(sorted(paths)[0]) if paths else None
+
+
+def openblas_fn(lib, name, restype=ctypes.c_int):
+    """openblas_<name> under whichever prefix and suffix this build uses, or None."""
+    for symbol in (f"openblas_{name}", f"scipy_openblas_{name}64_", f"scipy_openblas_{name}",
+                   f"openblas_{name}64_"):
+        fn = getattr(lib, symbol, None) if lib is not None else None
+        if fn is not None:
+            fn.restype = restype
+            return fn
+    return None
+
+
+def cases(sizes, config="bench", batch_size=8):
+    """(label, batch, M, N, K, transpose_a, transpose_b) for every row of the table."""
+    from tinyllm.backends.numpy_kernels import ATTN_TILE
+    from tinyllm.model import preset
+    c = preset(config)
+    N, C = batch_size * c.block_size, c.n_embd
+    rows = [(f"square {n}", 1, n, n, n, False, False) for n in sizes]
+    layers = [("qkv", 3 * C, C), ("attn.proj", C, C), ("fc", 4 * C, C), ("mlp.proj", C, 4 * C),
+              ("lm_head", c.vocab_size, C)]
+    for name, n_out, n_in in layers:          # weight (n_out, n_in), x (N, n_in), y (N, n_out)
+        rows += [(f"{name} y=xW^T", 1, N, n_out, n_in, False, True),
+                 (f"{name} dx=dyW", 1, N, n_in, n_out, False, False),
+                 (f"{name} dW=dy^Tx", 1, n_out, n_in, N, True, False)]
+    # attention's tile products, one matrix per (batch, head)
+    hs, BH, tile = C // c.n_head, batch_size * c.n_head, min(ATTN_TILE, c.block_size)
+    rows += [("attn tile q@k^T", BH, tile, tile, hs, False, True),
+             ("attn tile p@v", BH, tile, hs, tile, False, False)]
+    return rows
+
+
+def best_seconds(fns, repeats, rounds=2):
+    """Best time of each function in fns: `rounds` turns each, alternating, of `repeats` timed
+    calls (alternating spreads both over the same stretch of a shared machine's load). Each turn
+    starts with a pause and a warm-up call: the pause lets the other library's threads stop
+    spinning (BLAS and OpenMP workers busy-wait after a call), the warm-up wakes this one's."""
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, fn in enumerate(fns):
+            time.sleep(0.2)
+            fn()
+            for _ in range(repeats):
+                t = time.perf_counter()
+                fn()
+                best[i] = min(best[i], time.perf_counter() - t)
+    return best
+
+
+def run(sizes=None, repeats=5, peak=True):
+    """Print the table; returns its rows as dicts."""
+    import numpy as np
+
+    from tinyllm.backends import c_kernels
+    sizes = [512, 1024, 2048, 4096] if sizes is None else sizes
+    threads = c_kernels.num_threads()
+    blas = openblas()
+    set_threads = openblas_fn(blas, "set_num_threads", None)
+    get_threads = openblas_fn(blas, "get_num_threads")
+    corename = openblas_fn(blas, "get_corename", ctypes.c_char_p)
+    if set_threads:
+        set_threads(threads)
+    blas_threads = get_threads() if get_threads else "?"
+    corename = corename().decode() if corename else "?"
+
+    mhz, measured = cpu_mhz(), measured_peak(threads) if peak else None
+    nominal = threads * mhz * 1e6 * FLOP_PER_CYCLE if mhz else None
+    print(f"CPU: {cpu_name()}, {threads} thread(s) for ours, "
+          f"{blas_threads} for NumPy's BLAS (OpenBLAS core {corename}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
+    if nominal:
+        print(f"peak, nominal: {threads} cores x {mhz:.0f} MHz x {FLOP_PER_CYCLE} FLOP/cycle "
+              f"= {nominal / 1e9:.0f} GFLOP/s (assumed FLOP/cycle; the clock is cpuinfo's)")
+    if measured:
+        print(f"peak, measured: {measured / 1e9:.0f} GFLOP/s from a multiply-add loop on {threads} "
+              f"thread(s) (= {measured / threads / FLOP_PER_CYCLE / 1e6:.0f} MHz "
+              f"at {FLOP_PER_CYCLE} FLOP/cycle)")
+    peak_flops = measured or nominal
+    print(f"{'case':<18} {'batch':>5} {'M':>5} {'N':>5} {'K':>5} {'op':>5} "
+          f"{'ours GF/s':>10} {'NumPy GF/s':>11} {'ratio':>6} {'% peak':>7}")
+    rng = np.random.default_rng(0)
+    results = []
+    for label, batch, M, N, K, ta, tb in cases(sizes):
+        lead = (batch,) if batch > 1 else ()
+        a = rng.standard_normal(lead + ((K, M) if ta else (M, K)), dtype=np.float32)
+        b = rng.standard_normal(lead + ((N, K) if tb else (K, N)), dtype=np.float32)
+        a_op = np.swapaxes(a, -1, -2) if ta else a   # a view: BLAS takes the transpose as a flag
+        b_op = np.swapaxes(b, -1, -2) if tb else b
+        flops = 2.0 * batch * M * N * K
+        seconds = best_seconds([lambda: c_kernels.matmul(a, b, ta, tb),
+                                lambda: np.matmul(a_op, b_op)], repeats)
+        ours, theirs = (flops / s / 1e9 for s in seconds)
+        op = ("T" if ta else "N") + ("T" if tb else "N")
+        share = f"{100 * ours * 1e9 / peak_flops:6.0f}%" if peak_flops else "      ?"
+        print(f"{label:<18} {batch:>5} {M:>5} {N:>5} {K:>5} {op:>5} {ours:>10.1f} {theirs:>11.1f} "
+              f"{ours / theirs:>6.2f} {share}", flush=True)
+        results.append(dict(case=label, batch=batch, M=M, N=N, K=K, op=op, ours=ours, numpy=theirs))
+    return results
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="*", default=[512, 1024, 2048, 4096],
+                   help="square sizes to time (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="timed runs per row, the best one kept (default: %(default)s)")
+    p.add_argument("--no-peak", action="store_true",
+                   help="skip compiling and running the peak-FLOP loop")
+    args = p.parse_args()
+    run(args.sizes, args.repeats, peak=not args.no_peak)
+
+
+if __name__ == "__main__":
+    main()

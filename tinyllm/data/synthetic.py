@@ -1,0 +1,122 @@
+"""Synthetic data with known answers: a corpus with planted near-duplicates, and
+labeled sentences in made-up languages.
+
+`near_duplicate_corpus` makes random documents (words drawn from a Zipf
+distribution over a made-up vocabulary) and plants clusters in it: an
+original plus copies with a few word edits, so every copy's word-5-gram
+Jaccard similarity to its original is at least `min_similarity`. It also
+plants "related" pairs that share about half their text (similarity well
+below 0.8), which a deduplicator must not merge. The clusters returned are
+the ground truth for precision and recall (examples/bench_dedup.py).
+
+`language_sentences` makes sentences in a few made-up languages, each with
+its own alphabet or syllables, for training and testing the fastText-style
+classifier (langid.py). Nothing here is real text; it is for tests and
+benchmarks only. Read dedup.py or langid.py next.
+"""
+import numpy as np
+
+# Made-up languages: each draws words from its own syllables; two share an
+# alphabet, so telling them apart needs character n-grams, not the alphabet.
+LANGUAGES = {
+    "lat": ["ka", "lo", "mi", "ne", "ru", "ta", "so", "vi", "pe", "du"],
+    "ort": ["sch", "ei", "ung", "ach", "ter", "ber", "st", "ie", "au", "gen"],
+    "cyr": ["ка", "ло", "ми", "не", "ру", "та", "со", "ви", "пе", "ду"],
+    "gre": ["κα", "λο", "μι", "νε", "ρυ", "τα", "σο", "βι", "πε", "δυ"],
+}
+
+
+def near_duplicate_corpus(n_docs=2000, dup_clusters=200, cluster_size=(2, 4), related_pairs=100,
+                          words=(100, 400), min_similarity=0.9, vocab_size=20000, seed=0):
+    """(docs, clusters): n_docs strings and the planted near-duplicate clusters (sorted index lists)."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    vocab = _vocabulary(rng, vocab_size)
+    weights = 1.0 / np.arange(1, vocab_size + 1)                  # Zipf: a few very common words
+    weights /= weights.sum()
+
+    def random_words(n):
+        return list(vocab[rng.choice(vocab_size, size=n, p=weights)])
+
+    groups, docs = [], []
+    for _ in range(dup_clusters):
+        original = random_words(int(rng.integers(*words)))
+        copies = int(rng.integers(cluster_size[0], cluster_size[1] + 1)) - 1
+        members = [original] + [_edit_until(rng, original, random_words, min_similarity)
+                                for _ in range(copies)]
+        groups.append(list(range(len(docs), len(docs) + len(members))))
+        docs.extend(members)
+    for _ in range(related_pairs):                                 # about half the text shared
+        shared = random_words(int(rng.integers(*words)) // 2)
+        docs.append(shared + random_words(len(shared)))
+        docs.append(random_words(len(shared)) + shared)
+    while len(docs) < n_docs:
+        docs.append(random_words(int(rng.integers(*words))))
+    if len(docs) > n_docs:
+        raise ValueError(f"n_docs={n_docs} is too small for {dup_clusters} clusters and "
+                         f"{related_pairs} related pairs ({len(docs)} documents); raise n_docs")
+    order = rng.permutation(len(docs))                             # clusters do not sit together
+    where = np.empty_like(order)
+    where[order] = np.arange(len(order))
+    clusters = sorted(sorted(int(where[i]) for i in g) for g in groups)
+    return [" ".join(docs[i]) for i in order], clusters
+
+
+def shingle_jaccard(a, b, n=5):
+    """Exact Jaccard similarity of the lower-cased word n-gram sets of two texts."""
+    sa, sb = _shingles(a.lower().split(), n), _shingles(b.lower().split(), n)
+    return len(sa & sb) / max(len(sa | sb), 1)
+
+
+def cluster_pairs(clusters):
+    """Every unordered pair (i, j), i < j, inside each cluster, as a set."""
+    return {(c[x], c[y]) for c in clusters for x in range(len(c)) for y in range(x + 1, len(c))}
+
+
+def language_sentences(n, seed=0, words=(4, 12), languages=None):
+    """n (label, sentence) pairs, labels cycling through the made-up languages."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    languages = languages or sorted(LANGUAGES)
+    out = []
+    for k in range(n):
+        label = languages[k % len(languages)]
+        syllables = LANGUAGES[label]
+        sentence = [
+            "".join(syllables[s] for s in rng.integers(0, len(syllables), size=int(rng.integers(1, 4))))
+            for _ in range(int(rng.integers(*words)))]
+        out.append((label, " ".join(sentence)))
+    return out
+
+
+def _edit_until(rng, original, random_words, min_similarity):
+    """A copy of original with random word edits, as many as keep similarity >= min_similarity."""
+    copy = list(original)
+    for _ in range(1 + int(rng.integers(0, max(len(original) // 50, 1)))):
+        trial = list(copy)
+        pos = int(rng.integers(0, len(trial)))
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            trial[pos] = random_words(1)[0]            # substitute
+        elif kind == 1 and len(trial) > 10:
+            del trial[pos]                             # delete
+        else:
+            trial.insert(pos, random_words(1)[0])      # insert
+        if shingle_jaccard(" ".join(trial), " ".join(original)) < min_similarity:
+            break
+        copy = trial
+    return copy
+
+
+def _vocabulary(rng, size):
+    """size distinct made-up lower-case words of 2-9 letters."""
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    seen = set()
+    while len(seen) < size:
+        length = int(rng.integers(2, 10))
+        seen.add("".join(letters[rng.integers(0, 26, size=length)]))
+    return np.array(sorted(seen))
+
+
+def _shingles(words, n):
+    if len(words) < n:
+        return {tuple(words)} if words else set()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
