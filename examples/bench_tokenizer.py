@@ -6,9 +6,9 @@
 Encode: the real GPT-4 ranks (../shared/data/cl100k_base.tiktoken) and the
 cl100k pattern, on tinyshakespeare and on ~4 MB of the Python standard
 library; tiktoken's `encode_ordinary` (one thread) against ours: "cold" is a
-fresh Tokenizer (empty chunk cache: every unique chunk is merged, in C when
-built), "warm" encodes the same text again, "no C" is cold with the C path
-off. Train: the stdlib sources (~12 MB) at vocab 8192 and 32768, ours
+fresh Tokenizer (its construction not timed; the chunk cache is empty, so
+every unique chunk is merged, in C when built), "warm" encodes the same text
+again, "no C" is cold with the C path off (one round). Train: the stdlib sources (~12 MB) at vocab 8192 and 32768, ours
 (Tokenizer.train) against `tokenizers`' BpeTrainer with the same regex split
 and byte-level alphabet. Best of --rounds for every number. Optional packages
 that are missing are skipped with a message. Nothing asserts a time.
@@ -30,11 +30,13 @@ CL100K = DATA / "cl100k_base.tiktoken"
 STDLIB_SAMPLE_BYTES = 4_000_000
 
 
-def best_time(fn, rounds):
+def best_time(fn, rounds, setup=lambda: None):
+    """The fastest of `rounds` calls fn(setup()), timing fn only."""
     best = float("inf")
     for _ in range(rounds):
+        arg = setup()
         start = time.perf_counter()
-        fn()
+        fn(arg)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -53,21 +55,22 @@ def encode_rows(rounds):
         tiktoken = None
         print("skipping tiktoken: pip install tiktoken", file=sys.stderr)
     ours = Tokenizer.from_tiktoken(CL100K, "gpt4")
+    ranks = ours.mergeable_ranks()
     if tiktoken is not None:
         theirs = tiktoken.Encoding(name="cl100k", pat_str=PATTERNS["gpt4"],
-                                   mergeable_ranks=ours.mergeable_ranks(), special_tokens={})
+                                   mergeable_ranks=ranks, special_tokens={})
     rows = []
     for name, text in texts.items():
         mb = len(text.encode("utf-8")) / 1e6
         speeds = {}
         if tiktoken is not None:
-            speeds["tiktoken"] = mb / best_time(lambda: theirs.encode_ordinary(text), rounds)
-        speeds["ours cold"] = mb / best_time(
-            lambda: Tokenizer(ours.mergeable_ranks(), "gpt4").encode(text), rounds)
+            speeds["tiktoken"] = mb / best_time(lambda _: theirs.encode_ordinary(text), rounds)
+        speeds["ours cold"] = mb / best_time(lambda tok: tok.encode(text), rounds,
+                                             lambda: Tokenizer(ranks, "gpt4"))
         ours.encode(text)
-        speeds["ours warm"] = mb / best_time(lambda: ours.encode(text), rounds)
-        speeds["ours no C"] = mb / best_time(
-            lambda: Tokenizer(ours.mergeable_ranks(), "gpt4", use_c=False).encode(text), 1)
+        speeds["ours warm"] = mb / best_time(lambda _: ours.encode(text), rounds)
+        speeds["ours no C"] = mb / best_time(lambda tok: tok.encode(text), 1,
+                                             lambda: Tokenizer(ranks, "gpt4", use_c=False))
         if tiktoken is not None:
             assert ours.encode(text) == theirs.encode_ordinary(text), f"ids differ on {name}"
         rows.append((name, mb, speeds))
@@ -96,10 +99,10 @@ def train_rows(vocab_sizes, rounds):
         print("skipping HF tokenizers: pip install tokenizers", file=sys.stderr)
     rows = []
     for vocab_size in vocab_sizes:
-        times = {"ours": best_time(lambda: Tokenizer.train(
+        times = {"ours": best_time(lambda _: Tokenizer.train(
             files, vocab_size, "gpt4", [ENDOFTEXT], progress=False), rounds)}
         if tokenizers is not None:
-            times["tokenizers"] = best_time(lambda: hf_train(tokenizers, files, vocab_size), rounds)
+            times["tokenizers"] = best_time(lambda _: hf_train(tokenizers, files, vocab_size), rounds)
         rows.append((vocab_size, times))
     return rows
 
