@@ -10,7 +10,7 @@
  * cache, file formats and every input check live in Python. The readable
  * reference of both loops is tinyllm/bpe_encode.py (merge_chunk) and
  * tinyllm/bpe_train.py (PythonMerger); tests/test_c_bpe.py holds them equal.
- * Read bpe_train.py next.
+ * Read tinyllm/bpe_format.py next.
  */
 #include <stdlib.h>
 #include <string.h>

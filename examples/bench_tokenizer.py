@@ -8,10 +8,12 @@ cl100k pattern, on tinyshakespeare and on ~4 MB of the Python standard
 library; tiktoken's `encode_ordinary` (one thread) against ours: "cold" is a
 fresh Tokenizer (its construction not timed; the chunk cache is empty, so
 every unique chunk is merged, in C when built), "warm" encodes the same text
-again, "no C" is cold with the C path off (one round). Train: the stdlib sources (~12 MB) at vocab 8192 and 32768, ours
-(Tokenizer.train) against `tokenizers`' BpeTrainer with the same regex split
-and byte-level alphabet. Best of --rounds for every number. Optional packages
-that are missing are skipped with a message. Nothing asserts a time.
+again, "no C" is cold with the C path off (one round). Train: the stdlib
+sources (~12 MB) at vocab 8192 and 32768, ours (Tokenizer.train) against
+`tokenizers`' BpeTrainer with the same regex split and byte-level alphabet.
+Best of --rounds for every number. Optional packages that are missing are
+skipped with a message. Nothing asserts a time; this is not a test.
+Read tinyllm/tokenizer.py for what is measured.
 """
 import argparse
 import os

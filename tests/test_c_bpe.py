@@ -49,8 +49,8 @@ def test_encode_long_chunks():
     rng = random.Random(1)
     ranks = random_vocabulary(rng, 100, alphabet=b"ab")   # of the 124 strings of 2..6 "a"s and "b"s
     pieces = [b"a" * 1000, b"ab" * 700, bytes(rng.choice(b"ab") for _ in range(1500))]
-    assert ChunkEncoder(ranks, use_c=True).encode(pieces) == [tuple(merge_chunk(p, ranks))
-                                                               for p in pieces]
+    expected = [tuple(merge_chunk(p, ranks)) for p in pieces]
+    assert ChunkEncoder(ranks, use_c=True).encode(pieces) == expected
 
 
 def test_encode_whole_chunk_shortcut():
@@ -66,8 +66,8 @@ def test_encode_cl100k_unique_chunks():
     text = pathlib.Path(__file__).read_text(encoding="utf-8") + "\u00e9\U0001F600\u4e2d\u6587 " * 5
     pieces = [c.encode("utf-8") for c in dict.fromkeys(Splitter("gpt4").findall(text))]
     pieces += [bytes(range(256)), "\U0001F600\U0001F601".encode() * 50]
-    assert ChunkEncoder(ranks, use_c=True).encode(pieces) == [tuple(merge_chunk(p, ranks))
-                                                               for p in pieces]
+    expected = [tuple(merge_chunk(p, ranks)) for p in pieces]
+    assert ChunkEncoder(ranks, use_c=True).encode(pieces) == expected
 
 
 def test_tokenizer_c_and_python_paths_agree():

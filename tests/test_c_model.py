@@ -105,7 +105,8 @@ def test_training_runs_on_the_c_backend(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text("to be or not to be, that is the question\n" * 300)
     config = TrainConfig(data=str(data), out=str(tmp_path / "run"), preset="tiny", max_steps=20,
-                         batch_size=4, eval_interval=10, eval_batches=2, sample_tokens=0, backend="c")
+                         batch_size=4, eval_interval=10, eval_batches=2, sample_tokens=0, backend="c",
+                         tokenizer="bytes")
     summary = Trainer(config).train()
     losses = [r["loss"] for r in read_log(tmp_path / "run" / "log.jsonl")]
     assert np.isfinite(summary["val_loss"]) and np.mean(losses[-5:]) < np.mean(losses[:5])

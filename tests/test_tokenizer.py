@@ -62,6 +62,12 @@ def test_train_stops_early_when_every_chunk_is_one_token():
     assert tok.encode("abc abc") == [257, 258] and tok.eot_token == 259
 
 
+def test_train_on_single_byte_chunks_makes_no_merges():
+    for use_c in (None, False):
+        tok = Tokenizer.train("a\nb\nc", 300, progress=False, use_c=use_c)
+        assert tok.vocab_size == 256 and tok.encode("a\nb") == [97, 10, 98]
+
+
 def test_train_reads_files_in_blocks_like_one_text(tmp_path, monkeypatch):
     path = tmp_path / "corpus.txt"
     path.write_bytes((SAMPLE * 3 + "\r\n  trailing   \n\n").encode())

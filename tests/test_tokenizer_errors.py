@@ -110,6 +110,11 @@ def test_special_token_bytes_collide_with_ordinary_token():
         Tokenizer.train("text", 300, special_tokens=["<a>", "<a>"], progress=False)
 
 
+def test_special_token_that_is_not_utf8():
+    with pytest.raises(TokenizerError, match="valid UTF-8"):
+        Tokenizer(BYTES, special_tokens={"<\ud800>": 300})
+
+
 def test_duplicate_ranks_in_a_dict():
     ranks = dict(BYTES) | {b"ab": 97}
     with pytest.raises(TokenizerError, match="share rank 97"):

@@ -4,7 +4,11 @@ tiktoken.Encoding is built offline from the same ranks and pattern (no
 download). The ranks file is ../shared/data/cl100k_base.tiktoken next to the
 repository; tests that need it or tiktoken skip with the reason. Texts:
 tinyshakespeare, a sample of the Python standard library, and strings that
-hypothesis draws from all of Unicode. Read tinyllm/tokenizer.py.
+hypothesis draws from all of Unicode. Unassigned code points (category Cn in
+this Python's unicodedata) are left out: the `regex` package may already know
+characters newer than tiktoken's Rust regex does (regex 2026.5 has Unicode 17:
+the digits U+11DE0..U+11DE9 group with digits there and not in tiktoken 0.14),
+and such a character can split differently. Read tinyllm/tokenizer.py.
 """
 import base64
 import pathlib
@@ -72,11 +76,18 @@ def test_cl100k_file_loads_as_tiktoken_reads_it(cl100k):
 @pytest.mark.skipif(not SHAKESPEARE.exists(), reason=f"{SHAKESPEARE} is not there")
 def test_cl100k_shakespeare(cl100k):
     text = SHAKESPEARE.read_text(encoding="utf-8")
+    # and with a non-ASCII word every ~10k characters: most blocks ASCII, some not (bpe_split.py)
+    mixed = "".join(part + " café 中文 " for part in pieces(text, 10_000))
     ours, theirs = cl100k
     for p in ours:
-        ids = ours[p].encode(text)
-        assert ids == theirs[p].encode_ordinary(text), p
-        assert ours[p].decode(ids) == text
+        for t in (text, mixed):
+            ids = ours[p].encode(t)
+            assert ids == theirs[p].encode_ordinary(t), p
+            assert ours[p].decode(ids) == t
+
+
+def pieces(text, n):
+    return [text[i:i + n] for i in range(0, len(text), n)]
 
 
 @needs_cl100k
@@ -105,14 +116,16 @@ def test_trained_vocabulary_matches_tiktoken(trained, stdlib_text):
     assert ours.encode(stdlib_text, "all") == theirs.encode(stdlib_text, allowed_special="all")
 
 
-# Strings from all of Unicode, weighted towards what pre-tokenization treats specially.
+# Strings from all of Unicode, weighted towards what pre-tokenization treats specially:
+# any assigned character, whitespace runs, digits, emoji, CJK, combining marks, contractions.
+_NOT_DRAWN = ("Cs", "Cn")   # lone surrogates (no UTF-8) and unassigned code points (see the top)
 _chars = st.one_of(
-    st.characters(exclude_categories=("Cs",)),                       # anything but surrogates
+    st.characters(exclude_categories=_NOT_DRAWN),                    # all of (assigned) Unicode
     st.sampled_from(" \t\n\r\x0b\x0c\x85\xa0\u1680\u2028\u3000"),     # whitespace, in runs
     st.sampled_from("0123456789\u0660\u0967\uff11"),                  # digits, some not ASCII
-    st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF),     # emoji
-    st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF),       # CJK
-    st.characters(min_codepoint=0x0300, max_codepoint=0x036F),       # combining marks
+    st.characters(min_codepoint=0x1F300, max_codepoint=0x1FAFF, exclude_categories=_NOT_DRAWN),
+    st.characters(min_codepoint=0x4E00, max_codepoint=0x9FFF, exclude_categories=_NOT_DRAWN),
+    st.characters(min_codepoint=0x0300, max_codepoint=0x036F, exclude_categories=_NOT_DRAWN),
     st.sampled_from("'sdmtlvreSDMTLVRE"),                            # contractions
     st.characters(max_codepoint=0x7F),                               # ASCII
 )

@@ -27,7 +27,7 @@ def text_file(tmp_path):
 
 
 def tiny_config(data, out, **overrides):
-    return TrainConfig(**{**dict(data=str(data), out=str(out), preset="tiny", max_steps=12,
+    return TrainConfig(**{**dict(data=str(data), out=str(out), preset="tiny", max_steps=12, tokenizer="bytes",
                                  batch_size=4, eval_interval=4, eval_batches=2, warmup_steps=2,
                                  sample_tokens=0, dropout=0.1), **overrides})
 
@@ -200,3 +200,25 @@ def test_trains_on_a_prepared_folder_and_refuses_another_tokenizer(tmp_path):
     manifest.write_text(json.dumps(data))
     with pytest.raises(DataError, match="tokenizer fingerprint"):
         Trainer(tiny_config(tmp_path / "prepared", tmp_path / "run2"))
+
+
+def test_bpe_vocabulary_is_trained_once_cached_and_recorded(text_file, tmp_path):
+    out = tmp_path / "bpe"
+    first = Trainer(tiny_config(text_file, out, tokenizer="bpe", vocab_size=300, max_steps=4))
+    # 11 words give fewer merges than asked for: the vocabulary stops when nothing is left to merge
+    assert 256 < first.tokenizer.vocab_size <= 300
+    assert first.model.config.vocab_size == first.tokenizer.vocab_size
+    assert first.tokenizer.eot_token is not None        # documents are separated in the token stream
+    cached = list((out / "data").glob("tokenizer-*.bpe"))
+    assert len(cached) == 1
+    first.train()
+    mtime = cached[0].stat().st_mtime_ns
+    second = Trainer(tiny_config(text_file, out, tokenizer="bpe", vocab_size=300, resume=True))
+    assert cached[0].stat().st_mtime_ns == mtime       # reused, not retrained
+    assert second.tokenizer.fingerprint() == first.tokenizer.fingerprint()
+    _, tokenizer, _ = load_model(out / "ckpt.safetensors")
+    assert tokenizer.fingerprint() == first.tokenizer.fingerprint()
+    assert tokenizer.decode(tokenizer.encode("the king wept.")) == "the king wept."
+    # a resumed run must use the tokenizer its checkpoint was trained with
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        Trainer(tiny_config(text_file, out, tokenizer="bytes", resume=True))

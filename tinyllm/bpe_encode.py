@@ -8,8 +8,9 @@ chunks in one call, in C (csrc/bpe.c, through the cffi library that `make lib`
 builds) when it is there and in Python otherwise; tests/test_c_bpe.py holds
 the two equal.
 
-This is not the tokenizer: regex splitting, special tokens and the chunk
-cache live in tokenizer.py (read that first); training is bpe_train.py.
+This is not the tokenizer: special tokens and the chunk cache live in
+tokenizer.py (read that first), regex splitting in bpe_split.py. Read
+bpe_train.py next.
 TokenizerError, the error every tokenizer module raises, lives here because
 every one of them imports this file.
 """
@@ -29,7 +30,9 @@ def c_library():
     except (BackendUnavailable, ImportError):
         return None
     try:  # a library built before bpe.c existed lacks the symbols (AttributeError)
-        lib.bpe_encode_chunks, lib.bpe_trainer_new
+        for name in ("bpe_table_build", "bpe_encode_chunks", "bpe_trainer_new",
+                     "bpe_trainer_merge", "bpe_trainer_free"):
+            getattr(lib, name)
     except AttributeError:
         return None
     return ffi, lib

@@ -17,9 +17,9 @@ to_dict() (checkpoints) holds the same token lines without the comments.
 The .tiktoken format: one "<base64 token> <rank>" line per token, nothing else
 (no pattern, no special tokens).
 
-This is not the Tokenizer (tokenizer.py) and checks only the file's own
-consistency (syntax, counts, duplicates); Tokenizer checks the vocabulary.
-Read tokenizer.py first.
+This is not the Tokenizer (tokenizer.py, read it first) and checks only the
+file's own consistency (syntax, counts, duplicates); Tokenizer checks the
+vocabulary. Read bpe_cli.py next.
 """
 import base64
 import binascii
@@ -92,10 +92,27 @@ def _add_token(ranks, by_rank, token, rank, where):
 def dumps(pattern, special_tokens, ranks):
     """The text of our format for (pattern str, {special: id}, {bytes: rank})."""
     head = [f"{MAGIC} {VERSION}", _HELP.rstrip("\n"), f"pattern {json.dumps(pattern)}"]
-    head += [f"special {json.dumps(s)} {i}" for s, i in sorted(special_tokens.items(),
-                                                                key=lambda kv: kv[1])]
+    by_id = sorted(special_tokens.items(), key=lambda kv: kv[1])
+    head += [f"special {json.dumps(s)} {i}" for s, i in by_id]
     head.append(f"tokens {len(ranks)}")
     return "\n".join(head + token_lines(ranks, comments=True)) + "\n"
+
+
+def write_bpe(path, pattern, special_tokens, ranks):
+    """Write our format for (pattern str, {special: id}, {bytes: rank})."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(dumps(pattern, special_tokens, ranks))
+
+
+def read_bpe(path):
+    """(pattern, {special: id}, {bytes: rank}) from a file of our format."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path}: cannot read it as a tinyllm BPE file ({e}); "
+                             "check the path") from None
+    return loads(text, str(path))
 
 
 def loads(text, where):

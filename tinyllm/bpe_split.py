@@ -11,8 +11,14 @@ always have (after a newline with non-space on both sides), and each ASCII
 block goes to the twin, the rest to `regex`. tests/test_tokenizer_split.py
 checks the twins and the cut rule against `regex`.
 
-This is not the BPE (bpe_encode.py) nor the tokenizer (tokenizer.py).
-Read tokenizer.py first.
+tiktoken runs the same patterns in Rust (fancy-regex), so the chunks match
+for every character both engines know; the `regex` package can know newer
+Unicode than tiktoken's build (regex 2026.5 has Unicode 17, where U+11DE0..
+U+11DE9 are digits, unknown to tiktoken 0.14), and such characters can split
+differently.
+
+This is not the BPE (bpe_encode.py) nor the tokenizer (tokenizer.py, read
+it first). Read bpe_encode.py next.
 """
 import re
 

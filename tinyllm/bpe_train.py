@@ -16,7 +16,7 @@ wins, then the smallest (left id, right id). Merge k creates token 256 + k.
 `PythonMerger` is the readable reference; csrc/bpe.c runs the same loop
 (`CMerger`) when built, and tests/test_c_bpe.py holds the two equal.
 This is not the Tokenizer class (tokenizer.py, whose `train` calls this).
-Read bpe_encode.py next.
+Read csrc/bpe.c next, then bpe_format.py.
 """
 import collections
 import heapq
@@ -57,16 +57,18 @@ def _documents(text_or_files):
         return
     if isinstance(text_or_files, (bytes, bytearray)):
         raise TokenizerError("train() takes text (str), not bytes: decode it first, "
-                            "e.g. data.decode('utf-8')")
+                             "e.g. data.decode('utf-8')")
     for i, doc in enumerate(text_or_files):
-        if isinstance(doc, str) and "\n" not in doc and len(doc) < 4096 and os.path.isfile(doc):
+        # a list of path strings is the likely mistake: it shows at the first item
+        if i == 0 and isinstance(doc, str) and "\n" not in doc and len(doc) < 4096 and \
+                os.path.isfile(doc):
             raise TokenizerError(
                 f"train() item {i} is the str {doc!r}, which names a file: str items are "
                 "training text. Pass pathlib.Path objects to train on files "
                 "(e.g. [pathlib.Path(p) for p in paths])")
         if not isinstance(doc, (str, os.PathLike)):
             raise TokenizerError(f"train() item {i} is a {type(doc).__name__}; items must be "
-                                "str (text) or pathlib.Path (a UTF-8 text file)")
+                                 "str (text) or pathlib.Path (a UTF-8 text file)")
         yield doc
 
 
@@ -98,9 +100,8 @@ def _file_chunks(path, pat):
                     carry = text[len(text) - sum(map(len, chunks[-CARRY_CHUNKS:])):]
                     yield chunks[:-CARRY_CHUNKS], len(block)
     except UnicodeDecodeError as e:
-        raise TokenizerError(f"{path}: not valid UTF-8 ({e.reason} near byte {e.start} of a "
-                             f"block); convert it, e.g. `iconv -f latin1 -t utf-8`, or leave "
-                             "the file out") from None
+        raise TokenizerError(f"{path}: not valid UTF-8 ({e.reason}); convert it, e.g. "
+                             "`iconv -f latin1 -t utf-8`, or leave the file out") from None
     except OSError as e:
         raise TokenizerError(f"{path}: cannot read it ({e.strerror}); check the path") from None
 
@@ -116,8 +117,8 @@ def learn_merges(counts, n_merges, progress=True, use_c=None):
             piece = chunk.encode("utf-8")
         except UnicodeEncodeError as e:
             raise TokenizerError(f"the training text holds a lone surrogate {chunk[e.start]!r} "
-                                f"(in the chunk {chunk!r}), which has no UTF-8 bytes; read "
-                                "files as strict UTF-8 or remove it") from None
+                                 f"(in the chunk {chunk!r}), which has no UTF-8 bytes; read "
+                                 "files as strict UTF-8 or remove it") from None
         if len(piece) >= 2:      # a single byte holds no pair
             pieces.append(piece)
             weights.append(count)

@@ -1,5 +1,6 @@
 """`python -m tinyllm <command>`: train a model, or sample from a checkpoint.
 
+  python -m tinyllm tokenizer {train,encode,decode} [--help]  byte-level BPE (tinyllm/tokenizer.py)
   python -m tinyllm prepare [--help]  raw text -> clean, deduplicated token shards (tinyllm/data/prepare.py)
   python -m tinyllm train   [--help]  the training loop (tinyllm/train.py)
   python -m tinyllm sample  [--help]  continue a prompt with a trained model
@@ -51,7 +52,9 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     from tinyllm import train
     from tinyllm.data.prepare import main as prepare_main
-    commands = {"prepare": prepare_main, "train": train.main, "sample": sample_main}
+    from tinyllm.tokenizer import main as tokenizer_main
+    commands = {"tokenizer": tokenizer_main, "prepare": prepare_main, "train": train.main,
+                "sample": sample_main}
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2

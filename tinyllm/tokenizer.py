@@ -17,8 +17,9 @@ common words), and cache misses are encoded in C (csrc/bpe.c) when built.
 Special tokens follow tiktoken: `allowed_special` ones are encoded as their
 id, and by default any other special token in the text raises.
 
-This is not training (bpe_train.py), the file formats (bpe_format.py) or the
-command line (bpe_cli.py). Read bpe_encode.py next.
+This is not pre-tokenization (bpe_split.py), the merge loops (bpe_encode.py,
+bpe_train.py, csrc/bpe.c), the file formats (bpe_format.py) or the command
+line (bpe_cli.py): read them in that order, bpe_split.py next.
 """
 import hashlib
 import json
@@ -96,13 +97,7 @@ class Tokenizer:
     @classmethod
     def load(cls, path, use_c=None):
         """Read a file written by save()."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise TokenizerError(f"{path}: cannot read it as a tinyllm BPE file ({e}); "
-                                 "check the path") from None
-        pattern, specials, ranks = bpe_format.loads(text, str(path))
+        pattern, specials, ranks = bpe_format.read_bpe(path)
         return cls(ranks, pattern, specials, use_c)
 
     @classmethod
@@ -114,26 +109,21 @@ class Tokenizer:
     @classmethod
     def from_dict(cls, d, use_c=None):
         """Rebuild the tokenizer that to_dict() described."""
-        try:
-            if d["type"] != "bpe" or d["version"] != bpe_format.VERSION:
-                raise ValueError
-            lines = enumerate(d["tokens"].split("\n"), 1)
-            ranks = bpe_format.parse_token_lines(lines, "tokenizer dict")
-            return cls(ranks, d["pattern"], d["special_tokens"], use_c)
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            if isinstance(e, TokenizerError):
-                raise
-            raise TokenizerError("the tokenizer description is not a BPE to_dict() of version "
-                                 f"{bpe_format.VERSION} (keys {sorted(d) if isinstance(d, dict) else d!r}); "
-                                 "it comes from another tinyllm version: retrain or update") from None
+        expected = {"type": "bpe", "version": bpe_format.VERSION}
+        if not isinstance(d, dict) or any(d.get(k) != v for k, v in expected.items()) or \
+                not isinstance(d.get("tokens"), str) or not isinstance(d.get("special_tokens"), dict):
+            keys = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise TokenizerError(f"the tokenizer description ({keys}) is not a BPE to_dict() of "
+                                 f"version {bpe_format.VERSION}: it comes from another tinyllm "
+                                 "version; update tinyllm or retrain")
+        ranks = bpe_format.parse_token_lines(enumerate(d["tokens"].split("\n"), 1), "tokenizer dict")
+        return cls(ranks, d.get("pattern"), d["special_tokens"], use_c)
 
     # ------------------------------------------------------------------ saving
 
     def save(self, path):
         """Write our readable format (bpe_format.py); load() reads it back."""
-        from tinyllm.atomic import atomic_write
-        with atomic_write(path, "w", encoding="utf-8") as f:
-            f.write(bpe_format.dumps(self.pattern, self._special, self._ranks))
+        bpe_format.write_bpe(path, self.pattern, self._special, self._ranks)
 
     def to_tiktoken(self, path):
         """Write the mergeable ranks as a .tiktoken file (it has no pattern or special tokens)."""
@@ -302,8 +292,10 @@ def _check_vocabulary(ranks, specials):
                              "tokens so that any text encodes; this is not a byte-level vocabulary")
     by_rank = {r: t for t, r in ranks.items()}
     for s, i in specials.items():
-        if not isinstance(s, str) or not s or not isinstance(i, (int, np.integer)) or i < 0:
-            raise TokenizerError(f"special token {s!r}: {i!r}: give a non-empty str and an id >= 0")
+        if not isinstance(s, str) or not s or _has_surrogate(s) or \
+                not isinstance(i, (int, np.integer)) or not 0 <= i < 2**31:
+            raise TokenizerError(f"special token {s!r}: {i!r}: give a non-empty str (valid UTF-8) "
+                                 "and an id in [0, 2**31)")
         if i in by_rank:
             raise TokenizerError(f"special token {s!r} has id {i}, which is already the "
                                  f"ordinary token {by_rank[i]!r}; give it an unused id "
@@ -314,6 +306,10 @@ def _check_vocabulary(ranks, specials):
                                  "apart: pick another special string")
     if len(set(specials.values())) != len(specials):
         raise TokenizerError(f"special tokens {specials} share an id; give each its own")
+
+
+def _has_surrogate(s):
+    return any(0xD800 <= ord(ch) <= 0xDFFF for ch in s)
 
 
 def main(argv=None):

@@ -40,6 +40,7 @@ from tinyllm.model_io import (load_model, load_training_state, new_run_id, read_
 from tinyllm.optim import AdamW, clip_grad_norm, cosine_lr, param_groups
 from tinyllm.plot import plot_loss_curve
 from tinyllm.tensor import no_grad
+from tinyllm.tokenizer import ENDOFTEXT, Tokenizer
 
 MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
 
@@ -71,13 +72,16 @@ class TrainConfig:
     eval_batches: int = _option(8, "batches averaged for each val loss")
     val_fraction: float = _option(0.05, "share of the data held out for validation")
     seed: int = _option(1337, "seed of the batch sampler")
+    tokenizer: str = _option("bpe", "bpe (trained on the data once, then cached), bytes, or a "
+                                    ".bpe / .tiktoken file")
+    vocab_size: int = _option(8192, "vocabulary size of the trained BPE tokenizer")
     backend: str = _option(None, "numpy, c or cuda (default: the fastest one built here)")
     resume: bool = _option(False, "continue the run saved in --out, exactly where it stopped")
     sample_tokens: int = _option(300, "length of the sample printed at the end; 0 = none")
     prompt: str = _option("\n", "text the final sample continues")
 
     def __post_init__(self):
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "vocab_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "min_lr", "warmup_steps", "weight_decay", "grad_clip", "sample_tokens"):
@@ -111,10 +115,12 @@ class Trainer:
             self.tokenizer = prepared_tokenizer(c.data)
             self.train_tokens, self.val_tokens = open_prepared(c.data, self.tokenizer)
         else:
-            self.tokenizer = ByteTokenizer()
             corpus = load_corpus(c.data, c.val_fraction)
+            self.tokenizer = self._tokenizer_for(corpus)
             train_path, val_path = prepare_token_files(corpus, self.tokenizer, self.out / "data")
             self.train_tokens, self.val_tokens = read_tokens(train_path), read_tokens(val_path)
+        # val loss per byte makes runs with different tokenizers comparable
+        self.val_bytes_per_token = len(self.tokenizer.decode_bytes(self.val_tokens)) / len(self.val_tokens)
 
         self.model = GPT(c.model_config(self.tokenizer.vocab_size))
         groups = param_groups(self.model.named_parameters(), c.weight_decay)
@@ -131,6 +137,26 @@ class Trainer:
             self._resume()
         self._stop_requested = False
 
+    def _tokenizer_for(self, corpus):
+        """bytes, a saved .bpe/.tiktoken file, or a BPE vocabulary trained once on the corpus and cached."""
+        c = self.config
+        if c.tokenizer == "bytes":
+            return ByteTokenizer()
+        if c.tokenizer != "bpe":
+            path = pathlib.Path(c.tokenizer)
+            if not path.exists():
+                raise ValueError(f"--tokenizer {c.tokenizer}: no such file; use bpe, bytes, or a "
+                                 f".bpe / .tiktoken file (python -m tinyllm tokenizer train ...)")
+            return Tokenizer.from_tiktoken(path) if path.suffix == ".tiktoken" else Tokenizer.load(path)
+        cached = self.out / "data" / f"tokenizer-{corpus.name}-{corpus.fingerprint()}-{c.vocab_size}.bpe"
+        if cached.exists():
+            return Tokenizer.load(cached)
+        self.print(f"training a {c.vocab_size}-token BPE vocabulary on the train split (cached in {cached})")
+        tokenizer = Tokenizer.train(corpus.iter_train(), c.vocab_size, special_tokens=[ENDOFTEXT])
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(cached)
+        return tokenizer
+
     # -- checkpoints -----------------------------------------------------------
     def save(self):
         """Training state first, then the model: see model_io.py for why."""
@@ -146,6 +172,11 @@ class Trainer:
             raise CheckpointError(f"--resume: no checkpoint at {self.ckpt_path}; "
                                   f"train without --resume first, or point --out at the run")
         meta = read_model_metadata(self.ckpt_path)
+        if meta["tokenizer"].fingerprint() != self.tokenizer.fingerprint():
+            raise CheckpointError(
+                f"--resume: the checkpoint in {self.out} was trained with the tokenizer "
+                f"{meta['tokenizer'].name!r}, but this run uses {self.tokenizer.name!r}; resume "
+                f"with the same --data (and tokenizer) as the original run")
         if meta["config"] != self.model.config:
             diff = {k: (v, getattr(self.model.config, k)) for k, v in meta["config"].to_dict().items()
                     if getattr(self.model.config, k) != v}
@@ -153,11 +184,6 @@ class Trainer:
                 f"--resume: the checkpoint in {self.out} was trained with a different model "
                 f"(checkpoint vs asked: {diff}); use the same --preset and shape flags, "
                 f"or another --out")
-        if meta["tokenizer"].fingerprint() != self.tokenizer.fingerprint():
-            raise CheckpointError(
-                f"--resume: the checkpoint in {self.out} was trained with the tokenizer "
-                f"{meta['tokenizer'].name!r}, but this run uses {self.tokenizer.name!r}; resume "
-                f"with the same --data (and tokenizer) as the original run")
         model, _, _ = load_model(self.ckpt_path)
         self.model.load_state_dict(model.state_dict())
         state = load_training_state(self.state_path, self.names, self.optimizer, meta["run_id"])
@@ -238,6 +264,7 @@ class Trainer:
                           "tokens_per_sec": tokens_per_step / dt, "grad_norm": norm}
                 if self.step % c.eval_interval == 0 or self.step == c.max_steps:
                     record["val_loss"] = val_loss = self.evaluate()
+                    record["val_bpb"] = val_loss / math.log(2) / self.val_bytes_per_token
                 self.records.append(record)
                 with open(self.log_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -267,7 +294,7 @@ class Trainer:
         line = (f"step {r['step']:>5}/{self.config.max_steps} | loss {r['loss']:.4f} | "
                 f"lr {r['lr']:.2e} | {r['tokens_per_sec']:,.0f} tok/s | ETA {_duration(eta)}")
         if "val_loss" in r:
-            self.print(f"\r{line} | val {r['val_loss']:.4f}")
+            self.print(f"\r{line} | val {r['val_loss']:.4f} ({r['val_bpb']:.3f} bits/byte)")
         elif sys.stderr.isatty():
             print(f"\r{line}", end="", file=sys.stderr, flush=True)
         elif r["step"] % max(1, self.config.eval_interval // 5) == 0:

@@ -32,15 +32,19 @@ class ByteTokenizer:
         """UTF-8 bytes of `text` as a uint16 array, without a Python int per byte."""
         return np.frombuffer(_utf8(text), dtype=np.uint8).astype(np.uint16)  # (n,)
 
-    def decode(self, ids):
-        """Ids (list or 1-D array of 0..255) back to text; invalid UTF-8 becomes U+FFFD."""
+    def decode_bytes(self, ids):
+        """Ids (list or 1-D array of 0..255) back to the raw bytes."""
         arr = np.asarray(ids).reshape(-1)  # (n,)
         if arr.size and (arr.min() < 0 or arr.max() > 255):
             bad = int(arr[(arr < 0) | (arr > 255)][0])
             raise DataError(
                 f"ByteTokenizer.decode got id {bad}, but byte ids are 0..255: "
                 "these ids come from a different tokenizer; decode them with that one")
-        return arr.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+        return arr.astype(np.uint8).tobytes()
+
+    def decode(self, ids):
+        """Ids back to text; invalid UTF-8 becomes U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def to_dict(self):
         """What a checkpoint stores to rebuild this tokenizer (see tokenizer_from_dict)."""
