@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fastmath.h"
 #include "tinyllm.h"
 
 static int64_t count_kept(const int64_t *targets, int64_t N) {
@@ -28,7 +29,8 @@ float cross_entropy_forward(const float *logits, const int64_t *targets, float *
 #pragma omp simd reduction(max : max)
         for (int64_t i = 0; i < V; i++) max = row[i] > max ? row[i] : max;
         double sum = 0.0;                                  // V terms: double keeps lse exact
-        for (int64_t i = 0; i < V; i++) sum += expf(row[i] - max);
+#pragma omp simd reduction(+ : sum)
+        for (int64_t i = 0; i < V; i++) sum += exp_nonpositive(row[i] - max);
         lse[n] = max + (float)log(sum);
         if (targets[n] != -1) loss += (double)lse[n] - (double)row[targets[n]];
     }
@@ -51,7 +53,9 @@ void cross_entropy_backward(float dloss, const float *logits, const int64_t *tar
             continue;
         }
         float lse_n = lse[n];
-        for (int64_t i = 0; i < V; i++) drow[i] = expf(row[i] - lse_n) * factor;
+        // row[i] - lse_n <= 0 up to rounding; exp_nonpositive is exact enough just above 0 too
+#pragma omp simd
+        for (int64_t i = 0; i < V; i++) drow[i] = exp_nonpositive(row[i] - lse_n) * factor;
         drow[targets[n]] -= factor;
     }
 }

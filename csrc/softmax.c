@@ -7,6 +7,7 @@
  */
 #include <math.h>
 
+#include "fastmath.h"
 #include "tinyllm.h"
 
 void softmax_forward(const float *x, float *y, int64_t N, int64_t C) {
@@ -18,8 +19,9 @@ void softmax_forward(const float *x, float *y, int64_t N, int64_t C) {
 #pragma omp simd reduction(max : max)
         for (int64_t c = 0; c < C; c++) max = xn[c] > max ? xn[c] : max;
         float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int64_t c = 0; c < C; c++) {
-            yn[c] = expf(xn[c] - max);
+            yn[c] = exp_nonpositive(xn[c] - max);
             sum += yn[c];
         }
         float inv = 1.0f / sum;                            // sum >= 1: the max term is exp(0)

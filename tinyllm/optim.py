@@ -227,8 +227,10 @@ def clip_grad_norm(params, max_norm):
     grads = [p.grad for p in params if p.grad is not None]
     total = 0.0
     for g in grads:
-        g64 = g.astype(np.float64, copy=False).ravel()
-        total += float(np.dot(g64, g64))
+        # a float64 sum of squares, not np.dot: a BLAS call here wakes OpenBLAS's thread
+        # pool, whose spinning threads then fight the C kernels' OpenMP threads for the
+        # cores (measured: 0.16 s per step instead of 0.08 on the default config)
+        total += float(np.sum(np.square(g, dtype=np.float64)))
     norm = math.sqrt(total)
     if math.isfinite(norm) and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
