@@ -1,14 +1,19 @@
-"""Benchmarks: training-step throughput and peak memory, side by side in one run.
+"""Benchmarks: every speed claim of tinyllm, measured side by side in one run.
 
-  python examples/benchmark.py                       # default and bench configs, every backend
-  python examples/benchmark.py --configs bench --steps 5 --batch-size 8
+  python examples/benchmark.py                      # everything (make bench): several minutes
+  python examples/benchmark.py --what train matmul  # some sections
+  python examples/benchmark.py --what train --configs bench --steps 5
 
-For each model config and each backend that is built here (and PyTorch CPU
-eager on the same model, when torch is installed) it times full training
-steps (forward, backward, AdamW) after warm-up steps, each case in its own
-process so that peak memory (max RSS) belongs to that case alone, and prints
-one table with the ratio of every row to the NumPy backend. Nothing here
-asserts a time; record what it prints in BENCHMARKS.md.
+Sections (each also runs alone as examples/bench_<name>.py --help):
+  train      full training steps (forward, backward, AdamW) of each preset on each
+             backend built here and on PyTorch CPU eager (when installed), each case
+             in its own process so peak memory (max RSS) is that case's alone
+  matmul     GFLOP/s of the C matmul vs NumPy's BLAS, and the CPU's peak
+  attention  fused attention forward + backward vs NumPy and torch SDPA; memory vs T
+  tokenizer  BPE encode MB/s vs tiktoken, training time vs HuggingFace tokenizers
+  dedup      MinHash-LSH near-duplicate precision, recall and time vs datasketch
+Every table prints ratios measured in the same run; nothing asserts a time.
+Record what it prints in BENCHMARKS.md.
 """
 import argparse
 import json
@@ -90,18 +95,7 @@ def run_case(args):
                       "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["default", "bench"], help="model presets to time")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per step (default: %(default)s)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per case (default: %(default)s)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
-    p.add_argument("--case", help=argparse.SUPPRESS)   # set when this script runs one case in a child
-    args = p.parse_args()
-    if args.case:
-        return run_case(args)
-
+def bench_train(args):
     from tinyllm.backends import available_backends
     from tinyllm.model import preset
     who = list(reversed(available_backends()))        # numpy first: the ratios' baseline
@@ -134,6 +128,27 @@ def main():
             print(f"{config_name:<8} {params:>8} {name:<7} {r['seconds'] * 1e3:>9.1f} "
                   f"{tokens / r['seconds']:>10,.0f} {flops * tokens / r['seconds'] / 1e9:>8.1f} "
                   f"{r['peak_mb']:>8,.0f} {baseline / r['seconds']:>14.2f}x")
+
+
+def main():
+    sections = ["train", "matmul", "attention", "tokenizer", "dedup"]
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--what", nargs="+", choices=sections, default=sections, help="sections to run")
+    p.add_argument("--configs", nargs="+", default=["default", "bench"], help="train: model presets")
+    p.add_argument("--batch-size", type=int, default=8, help="train: sequences per step (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=5, help="train: timed steps per case (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=2, help="train: untimed steps first (default: %(default)s)")
+    p.add_argument("--case", help=argparse.SUPPRESS)   # set when this script runs one case in a child
+    args = p.parse_args()
+    if args.case:
+        return run_case(args)
+    for name in args.what:
+        print(f"\n=== {name} ===", flush=True)
+        if name == "train":
+            bench_train(args)
+        else:
+            __import__(f"bench_{name}").run()
 
 
 if __name__ == "__main__":

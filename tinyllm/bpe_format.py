@@ -31,9 +31,9 @@ from tinyllm.bpe_encode import TokenizerError, merge_chunk
 
 MAGIC = "tinyllm-bpe"
 VERSION = 1
-_HELP = (f"# Byte-level BPE vocabulary of tinyllm: load it with tinyllm.tokenizer.Tokenizer.load.\n"
-         f"# Token lines: '<id> <hex bytes>', or '<id> <left id> <right id>' (the two tokens "
-         f"joined).\n")
+_HELP = ("# Byte-level BPE vocabulary of tinyllm: load it with tinyllm.tokenizer.Tokenizer.load.\n"
+         "# Token lines: '<id> <hex bytes>', or '<id> <left id> <right id>' (the two tokens "
+         "joined).\n")
 
 
 def token_lines(ranks, comments=False):

@@ -60,7 +60,7 @@ class TrainConfig:
     n_head: int = _option(None, "attention heads (default: the preset's)")
     n_embd: int = _option(None, "channels, a multiple of n_head (default: the preset's)")
     dropout: float = _option(None, "dropout probability (default: the preset's, 0)")
-    max_steps: int = _option(1400, "optimizer steps")
+    max_steps: int = _option(1100, "optimizer steps")
     batch_size: int = _option(16, "sequences per micro-batch")
     grad_accum: int = _option(1, "micro-batches per step (effective batch = batch size x this)")
     lr: float = _option(2e-3, "peak learning rate, reached after the warmup")
