@@ -82,9 +82,9 @@ typedef float vec;
 #endif
 #define NR (NV * VLEN)
 
-/* Cache blocks for Zen 4 (32 KiB L1d and 1 MiB L2 per core, 32 MiB L3 shared), measured with
- * examples/bench_matmul.py: KC from 192 to 512 and NC from 256 to 768 came within noise of each
- * other, so these are the ones that leave the most headroom in each level.
+/* Cache blocks for Zen 4 (32 KiB L1d and 1 MiB L2 per core, 32 MiB L3 shared). Measured on one
+ * core over the shapes of examples/bench_matmul.py, KC from 192 to 512 and NC from 256 to 768
+ * came within 3% of each other; these leave the most headroom in each level.
  *   KC: an A micro-panel (MR x KC floats, 12 KiB) stays in L1 while B micro-panels stream past;
  *   NC: the packed B block (KC x NC floats, 512 KiB, half the L2) is swept once per A panel;
  *   MC: the packed A block (MC x KC floats, 3 MiB per thread) sits in L3; a 2048-row matrix is
@@ -275,25 +275,34 @@ static void gemm_block(operand A, operand B, float *out, int64_t N, int64_t K, i
     }
 }
 
-/* How many pieces (tm along M, tn along N) to cut each matrix into so that batch * tm * tn
- * pieces share out evenly over `threads`: none when the batch divides evenly, otherwise one
- * piece per thread per matrix, the tm x tn grid chosen to make the pieces closest to square
- * (each thread packs its piece's rows of A and columns of B: a square piece packs the fewest
- * per multiply-add). Ties cut M, so each thread transposes only its share of a row-major A. */
+/* How to share the work over `threads`: each of the batch's matrices is cut into tm x tn
+ * pieces (whole tiles; tm * tn <= threads) and the pieces are dealt out evenly. The cut is the
+ * one whose busiest thread finishes first, counting per step of K the multiply-adds of its
+ * tiles (padding included) and the elements it packs, at PACK_COST multiply-adds each
+ * (packing runs at about 0.5 cycles per element, the micro-kernel at 16 multiply-adds per
+ * cycle). Cutting N costs COLUMN_CUT more: a thread that owns half of every row of out runs
+ * 2-5% slower than one that owns whole rows (measured on 2048 x 1152 and 2048 x 1536, same
+ * balance), so a matrix is cut along M unless that balances or packs clearly worse. A batch
+ * that divides evenly over the threads is not cut at all. */
+#define PACK_COST 8
+#define COLUMN_CUT 1.03
 static void split(int64_t batch, int64_t M, int64_t N, int threads, int64_t *tm, int64_t *tn) {
-    *tm = *tn = 1;
-    if (batch % threads == 0) return;
+    int64_t mt = (M + MR - 1) / MR, nt = (N + NR - 1) / NR;   /* tiles along each side */
     double best = INFINITY;
-    for (int d = threads; d >= 1; d--) {
-        if (threads % d) continue;
-        double rows = (double)M / d, cols = (double)N / (threads / d);
-        double aspect = rows > cols ? rows / cols : cols / rows;
-        if (aspect < best) {
-            best = aspect;
-            *tm = d;
-            *tn = threads / d;
+    *tm = *tn = 1;
+    for (int64_t i = 1; i <= threads; i++)
+        for (int64_t j = 1; i * j <= threads; j++) {
+            int64_t rows = (mt + i - 1) / i, cols = (nt + j - 1) / j;   /* tiles per piece */
+            int64_t per_thread = (batch * i * j + threads - 1) / threads;
+            double cost = (double)per_thread *
+                          (rows * cols * MR * NR + PACK_COST * (rows * MR + cols * NR)) *
+                          (j > 1 ? COLUMN_CUT : 1.0);
+            if (cost < best) {
+                best = cost;
+                *tm = i;
+                *tn = j;
+            }
         }
-    }
 }
 
 void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
@@ -309,9 +318,9 @@ void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M
 #endif
     int64_t tm, tn;
     split(batch, M, N, threads, &tm, &tn);
-    /* A piece is tm-th of the rows and tn-th of the columns, rounded up to whole tiles. */
-    int64_t pm = ((M + tm - 1) / tm + MR - 1) / MR * MR;
-    int64_t pn = ((N + tn - 1) / tn + NR - 1) / NR * NR;
+    /* a piece: tm-th of the row tiles by tn-th of the column tiles */
+    int64_t pm = ((M + MR - 1) / MR + tm - 1) / tm * MR;
+    int64_t pn = ((N + NR - 1) / NR + tn - 1) / tn * NR;
     /* Each thread's buffers, sized for the biggest blocks any piece can use. */
     int64_t mc = pm < MC ? pm : MC, kc = K < KC ? K : KC, nc = pn < NC ? pn : NC;
     int64_t ap_size = (mc + MR - 1) / MR * MR * kc, bp_size = (nc + NR - 1) / NR * NR * kc;
