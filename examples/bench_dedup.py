@@ -53,7 +53,7 @@ def datasketch_clusters(docs, threshold, num_perm, ngram):
     return union_find_clusters(len(docs), np.asarray(i), np.asarray(j))
 
 
-def run(n_docs=5000, threshold=0.8, num_perm=128, ngram=5, seed=0, with_datasketch=True):
+def measure(n_docs=5000, threshold=0.8, num_perm=128, ngram=5, seed=0, with_datasketch=True):
     """Rows of {method, seconds, precision, recall, pairs} for each method that ran."""
     docs, truth = near_duplicate_corpus(n_docs=n_docs, dup_clusters=n_docs // 10,
                                         related_pairs=n_docs // 20, seed=seed)
@@ -77,16 +77,9 @@ def run(n_docs=5000, threshold=0.8, num_perm=128, ngram=5, seed=0, with_datasket
             "num_perm": num_perm, "ngram": ngram, "rows": rows}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--docs", type=int, default=5000, help="documents in the corpus (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default: %(default)s)")
-    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default: %(default)s)")
-    p.add_argument("--ngram", type=int, default=5, help="words per shingle (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="corpus and hash seed (default: %(default)s)")
-    p.add_argument("--no-datasketch", action="store_true", help="time ours only")
-    args = p.parse_args(argv)
-    result = run(args.docs, args.threshold, args.num_perm, args.ngram, args.seed, not args.no_datasketch)
+def run(n_docs=5000, threshold=0.8, num_perm=128, ngram=5, seed=0, with_datasketch=True):
+    """Measure, then print the table."""
+    result = measure(n_docs, threshold, num_perm, ngram, seed, with_datasketch)
     print(f"{result['docs']:,} documents, {result['true_pairs']:,} planted duplicate pairs, "
           f"threshold {result['threshold']}, num_perm {result['num_perm']}, {result['ngram']}-word shingles")
     base = next((r["seconds"] for r in result["rows"] if "seconds" in r), None)
@@ -97,6 +90,19 @@ def main(argv=None):
             continue
         print(f"{r['method']:<18} {r['seconds']:>8.2f} {r['seconds'] / base:>7.1f}x "
               f"{r['precision']:>10.3f} {r['recall']:>8.3f} {r['pairs']:>7,}")
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--docs", type=int, default=5000, help="documents in the corpus (default: %(default)s)")
+    p.add_argument("--threshold", type=float, default=0.8, help="Jaccard threshold (default: %(default)s)")
+    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default: %(default)s)")
+    p.add_argument("--ngram", type=int, default=5, help="words per shingle (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="corpus and hash seed (default: %(default)s)")
+    p.add_argument("--no-datasketch", action="store_true", help="time ours only")
+    args = p.parse_args(argv)
+    run(args.docs, args.threshold, args.num_perm, args.ngram, args.seed, not args.no_datasketch)
     return 0
 
 

@@ -7,12 +7,13 @@
 Rows: square matmuls, then every Linear layer of the GPT "bench" preset at batch 8 (rows
 N = B * T): the forward y = x W^T and both backward products dx = dy W and dW = dy^T x, with
 the transposes the training step really uses; last, attention's tile products, a batch of small
-matrices. Each row is the best of 2 x `repeats` runs, ours and NumPy's alternating (the machine
-may be shared: the best run is the one least disturbed); GFLOP/s = 2 * batch * M * N * K / time.
-NumPy's BLAS runs on as many threads as ours (OMP_NUM_THREADS, or every core). The header gives
-the CPU's float32 peak two ways: from the clock in /proc/cpuinfo times the FLOP per cycle of the
-core (an assumption, printed), and measured by a multiply-add loop compiled here with `cc` (the
-clock a busy core really runs at); "% peak" is against the measured one.
+matrices. Each row is the best of 2 x `repeats` runs or more (quick ones run for 0.25 s), ours
+and NumPy's alternating (the machine may be shared: the best run is the one least disturbed);
+GFLOP/s = 2 * batch * M * N * K / time. NumPy's BLAS runs on as many threads as ours
+(OMP_NUM_THREADS, or every core). The header gives the CPU's float32 peak two ways: from the
+clock in /proc/cpuinfo times the FLOP per cycle of the core (an assumption, printed), and
+measured by a multiply-add loop compiled here with `cc` (the clock a busy core really runs at);
+"% peak" is against the measured one.
 
 This is not a test: nothing asserts a time. Read csrc/matmul.c for the kernel and
 examples/benchmark.py for whole training steps.
@@ -139,16 +140,20 @@ def cases(sizes, config="bench", batch_size=8):
 
 
 def best_seconds(fns, repeats, rounds=2):
-    """Best time of each function in fns: `rounds` turns each, alternating, of `repeats` timed
-    calls (alternating spreads both over the same stretch of a shared machine's load). Each turn
-    starts with a pause and a warm-up call: the pause lets the other library's threads stop
-    spinning (BLAS and OpenMP workers busy-wait after a call), the warm-up wakes this one's."""
+    """Best time of each function in fns: `rounds` turns each, alternating, of at least `repeats`
+    timed calls, and more for quick calls, up to a quarter of a second a turn (alternating
+    spreads both over the same stretch of a shared machine's load). Each turn starts with a
+    pause and a warm-up call: the pause lets the other library's threads stop spinning (BLAS
+    and OpenMP workers busy-wait after a call), the warm-up wakes this one's."""
     best = [float("inf")] * len(fns)
     for _ in range(rounds):
         for i, fn in enumerate(fns):
             time.sleep(0.2)
+            t = time.perf_counter()
             fn()
-            for _ in range(repeats):
+            once = max(time.perf_counter() - t, 1e-6)
+            calls = max(repeats, min(200, int(0.25 / once)))
+            for _ in range(calls):
                 t = time.perf_counter()
                 fn()
                 best[i] = min(best[i], time.perf_counter() - t)
