@@ -236,7 +236,8 @@ def test_interrupted_run_resumes_to_the_same_output(corpus, reference, tmp_path,
 def test_killed_process_resumes(corpus, reference, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "tinyllm.data.prepare", "--input", str(corpus[0]),
-               "--out", str(tmp_path), "--shard-tokens", "2000", "--workers", "2", "--no-progress"]
+               "--out", str(tmp_path), "--shard-tokens", "2000", "--workers", "2", "--no-progress",
+               "--tokenizer", "bytes"]
     proc = subprocess.Popen(command, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -323,6 +324,10 @@ def test_cli_end_to_end_subprocess(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "documents:" in done.stdout and "dropped:" in done.stdout and "near_duplicate" in done.stdout
     assert "filter: done" in done.stderr and "tokenize: done" in done.stderr
-    train, val = open_prepared(tmp_path / "out", ByteTokenizer())
-    assert len(train) > 0 and len(val) > 0
+    # the default tokenizer: BPE trained once on the inputs, cached beside the shards
+    tokenizer = prepared_tokenizer(tmp_path / "out")
+    assert tokenizer.name.startswith("bpe") and tokenizer.eot_token is not None
+    assert len(list((tmp_path / "out").glob("tokenizer-*.bpe"))) == 1
+    train, val = open_prepared(tmp_path / "out", tokenizer)
+    assert len(train) > 0 and len(val) > 0 and tokenizer.eot_token in np.asarray(train)
     assert read_tokens(tmp_path / "out" / "train_000000.bin").dtype == np.uint16

@@ -30,6 +30,7 @@ train_*.bin and val_*.bin are replaced. Read prepare_steps.py for the per-docume
 import argparse
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -327,8 +328,11 @@ def build_parser():
     p.add_argument("--input", nargs="+", required=True, action="extend", metavar="PATH",
                    help="files or folders to read")
     p.add_argument("--out", required=True, help="output folder for shards, manifest and report")
-    p.add_argument("--tokenizer", default="bytes",
-                   help="'bytes' (default) or a tokenizer file saved by tinyllm's BPE Tokenizer")
+    p.add_argument("--tokenizer", default="bpe",
+                   help="'bpe' (default: a BPE vocabulary trained once on the inputs and cached "
+                        "in OUT), 'bytes', or a tokenizer file saved by tinyllm's BPE Tokenizer")
+    p.add_argument("--vocab-size", type=int, default=8192,
+                   help="vocabulary size of the trained BPE tokenizer (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     for f in dataclasses.fields(PrepareConfig):
         if f.name == "clean":
@@ -350,10 +354,13 @@ def build_parser():
     return p
 
 
-def load_tokenizer(spec):
-    """'bytes' -> ByteTokenizer; a path -> tinyllm.tokenizer.Tokenizer.load(path)."""
+def load_tokenizer(spec, inputs=(), out=".", vocab_size=8192, progress=True):
+    """'bytes' -> ByteTokenizer; 'bpe' -> a vocabulary trained on the inputs (cached in OUT);
+    a path -> tinyllm.tokenizer.Tokenizer.load(path)."""
     if spec == "bytes":
         return ByteTokenizer()
+    if spec == "bpe":
+        return _trained_bpe(inputs, pathlib.Path(out).expanduser(), vocab_size, progress)
     if not pathlib.Path(spec).exists():
         raise DataError(f"--tokenizer {spec}: no such file; pass 'bytes' or a saved tokenizer file")
     try:
@@ -364,12 +371,35 @@ def load_tokenizer(spec):
     return Tokenizer.load(spec)
 
 
+def _trained_bpe(inputs, out, vocab_size, progress):
+    """Train BPE once on the raw input documents; the cache is keyed by the inputs' paths,
+    sizes and times and the vocab size, and survives a re-run of the pipeline."""
+    from tinyllm.tokenizer import ENDOFTEXT, Tokenizer
+    files = list_inputs(inputs, SourceStats())
+    h = hashlib.sha1(str(vocab_size).encode())
+    for path in files:
+        try:
+            st = path.stat()
+            h.update(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        except OSError:          # unreadable: read_documents counts it; the key still names it
+            h.update(f"{path}:unreadable\n".encode())
+    cached = out / f"tokenizer-{h.hexdigest()[:16]}-{vocab_size}.bpe"
+    if cached.exists():
+        return Tokenizer.load(cached)
+    _say(progress, f"training a {vocab_size}-token BPE vocabulary on the inputs (cached in {cached})")
+    texts = (doc.text for doc in read_documents(files, SourceStats()) if doc.text)
+    tokenizer = Tokenizer.train(texts, vocab_size, special_tokens=[ENDOFTEXT], progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(cached)
+    return tokenizer
+
+
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
     try:
         clean = CleanConfig(**{f.name: args.pop(f.name) for f in dataclasses.fields(CleanConfig)})
         inputs, out, progress = args.pop("input"), args.pop("out"), not args.pop("no_progress")
-        tokenizer = load_tokenizer(args.pop("tokenizer"))
+        tokenizer = load_tokenizer(args.pop("tokenizer"), inputs, out, args.pop("vocab_size"), progress)
         report = prepare(inputs, out, tokenizer, PrepareConfig(clean=clean, **args), progress)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
