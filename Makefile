@@ -1,10 +1,15 @@
 # tinyllm
-#   make             install the package and its dependencies for $(PYTHON), build the C kernels
-#   make test        the test suite        make bench      the benchmarks
+#   make             install the package and its dependencies for $(PYTHON), build the C kernels,
+#                    and the CUDA kernels when nvcc is on the PATH
+#   make cuda        the CUDA kernels (nvcc, sm_80 and sm_90, warnings are errors)
+#   make cuda-emu    the CUDA kernels built for the CPU emulation (csrc/cuda/emu; needs g++)
+#   make test        the test suite, then the CUDA tests on the emulation
+#   make bench       the benchmarks
 #   make sanitize    the kernel tests against an AddressSanitizer + UBSan build
 #   make clean
 # Options: PYTHON=python3.12, CC=clang, CFLAGS="-O2", NO_OMP=1 (single-threaded kernels),
-# DEBUG=1 (-O0 -g, no -march=native).
+# DEBUG=1 (-O0 -g, no -march=native), NO_CUDA=1 (skip the CUDA build), NVCC=/path/to/nvcc,
+# CUDA_ARCHS="80 90" (the GPUs to compile for).
 PYTHON ?= python3
 CC ?= cc
 ifeq ($(DEBUG),1)
@@ -29,9 +34,29 @@ SIMD := $(if $(OMP),,-fopenmp-simd)
 FLAGS_STAMP := build/cflags.txt
 BUILD_FLAGS := $(CC) $(CFLAGS) $(OMP) $(SIMD) $(WARN)
 
-.PHONY: all install lib test bench sanitize clean FORCE
+# CUDA: built when nvcc is found, unless NO_CUDA=1; the CPU build never depends on it
+NVCC ?= nvcc
+ifneq ($(NO_CUDA),1)
+HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
+endif
+CUDA_ARCHS ?= 80 90
+CUDA_SRCS := $(wildcard csrc/cuda/*.cu)
+CUDA_DEPS := $(wildcard csrc/cuda/*.cuh) csrc/cuda/tinyllm_cuda.h
+CUDA_LIB := tinyllm/backends/libtinyllm_cuda.so
+CUDA_HEADER := tinyllm/backends/tinyllm_cuda.h
+NVCC_FLAGS := -std=c++17 -O3 -Icsrc/cuda $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
+	-Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fPIC -Werror all-warnings
+CUDA_OBJS := $(patsubst csrc/cuda/%.cu,build/cuda/%.o,$(CUDA_SRCS))
+# the emulation: the same .cu sources compiled as C++ against csrc/cuda/emu/cuda_emu.h
+CXX_FOUND := $(shell command -v $(CXX) 2>/dev/null)
+EMU_DIR := build/cuda-emu
+EMU_LIB := $(EMU_DIR)/libtinyllm_cuda.so
+EMU_FLAGS := -std=c++17 -O2 -g -fPIC -DTINYLLM_CUDA_EMU -Icsrc/cuda -Wall -Wextra -Werror \
+	-Wno-unused-parameter -Wno-unknown-pragmas
 
-all: install lib
+.PHONY: all install lib cuda cuda-status cuda-emu test bench sanitize clean FORCE
+
+all: install lib $(if $(HAVE_NVCC),cuda) cuda-status
 
 install:
 	@$(PYTHON) -c "import sys; assert sys.version_info >= (3, 9)" 2>/dev/null \
@@ -53,10 +78,43 @@ $(FLAGS_STAMP): FORCE
 $(HEADER): csrc/tinyllm.h
 	cp $< $@
 
-test: all
+cuda: $(CUDA_LIB) $(CUDA_HEADER)
+
+cuda-status:
+	@echo "CUDA kernels: $(if $(HAVE_NVCC),$(CUDA_LIB) [nvcc$(foreach a,$(CUDA_ARCHS), sm_$(a))],\
+	not built ($(if $(filter 1,$(NO_CUDA)),NO_CUDA=1,no nvcc on the PATH: install the CUDA toolkit for the GPU backend)))"
+
+build/cuda/%.o: csrc/cuda/%.cu $(CUDA_DEPS)
+	@mkdir -p build/cuda
+	$(NVCC) $(NVCC_FLAGS) -c $< -o $@
+
+# cudart is linked statically (nvcc's default): the library needs only the driver at run time
+$(CUDA_LIB): $(CUDA_OBJS)
+	$(NVCC) -shared -o $@ $^
+
+$(CUDA_HEADER): csrc/cuda/tinyllm_cuda.h
+	cp $< $@
+
+cuda-emu: $(EMU_LIB) $(EMU_DIR)/tinyllm_cuda.h
+
+$(EMU_LIB): $(CUDA_SRCS) $(CUDA_DEPS) $(wildcard csrc/cuda/emu/*)
+	@mkdir -p $(EMU_DIR)
+	$(CXX) $(EMU_FLAGS) -shared -o $@ -x c++ $(CUDA_SRCS) -x none csrc/cuda/emu/emu.cpp -lpthread
+
+$(EMU_DIR)/tinyllm_cuda.h: csrc/cuda/tinyllm_cuda.h
+	@mkdir -p $(EMU_DIR)
+	cp $< $@
+
+# the CUDA tests run a second time on the emulation, where CI (no GPU) checks the kernels
+test: all $(if $(CXX_FOUND),cuda-emu)
 	@$(PYTHON) -m pytest --version >/dev/null 2>&1 \
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check pytest
 	$(PYTHON) -m pytest -q tests
+ifneq ($(CXX_FOUND),)
+	TINYLLM_CUDA_LIB=$(EMU_LIB) $(PYTHON) -m pytest -q tests/test_cuda*.py
+else
+	@echo "make test: no C++ compiler ($(CXX)), so the CUDA kernels were not tested on the emulation"
+endif
 
 bench: all
 	$(PYTHON) examples/benchmark.py
@@ -72,5 +130,5 @@ sanitize: install $(HEADER)
 		$(PYTHON) -m pytest -q -p no:cacheprovider tests/test_c_*.py
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache $(LIB) $(HEADER)
+	rm -rf build dist *.egg-info .pytest_cache $(LIB) $(HEADER) $(CUDA_LIB) $(CUDA_HEADER)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

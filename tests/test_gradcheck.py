@@ -94,6 +94,21 @@ def test_attention_gradient(monkeypatch, Tq, Tk, tile):
     gradcheck(ops.attention, [rand(2, 2, Tq, 4), rand(2, 2, Tk, 4), rand(2, 2, Tk, 4)])
 
 
+@pytest.mark.parametrize("T, n_head, tile", [(5, 2, 128), (9, 3, 4)])
+def test_causal_self_attention_gradient(monkeypatch, T, n_head, tile):
+    # the GPT block's path: split the fused qkv into heads, attend, merge the heads
+    monkeypatch.setattr(numpy_kernels, "ATTN_TILE", tile)
+    gradcheck(lambda qkv: ops.causal_self_attention(qkv, n_head), [rand(2, T, 3 * n_head * 2)])
+
+
+def test_causal_self_attention_equals_attention_on_permuted_heads():
+    B, T, nh, hs = 2, 6, 3, 4
+    qkv = Tensor(rand(B, T, 3 * nh * hs))
+    q, k, v = (qkv.reshape(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)[i] for i in range(3))
+    expected = ops.attention(q, k, v).permute(0, 2, 1, 3).reshape(B, T, nh * hs)
+    np.testing.assert_allclose(ops.causal_self_attention(qkv, nh).data, expected.data, rtol=1e-12)
+
+
 def test_gradients_accumulate_over_backward_calls():
     x = Tensor(rand(3), requires_grad=True)
     (x * 2.0).sum().backward()

@@ -83,7 +83,7 @@ def test_cached_logits_equal_full_forward():
     model = GPT(GPTConfig(**TINY))
     idx = np.random.default_rng(1).integers(0, 11, (2, 7))
     full, _ = model(idx)
-    cache = KVCache(model.config, 2)
+    cache = KVCache(model.config)
     first, _ = model(idx[:, :4], cache=cache)
     rest = [model(idx[:, t:t + 1], cache=cache)[0].data for t in range(4, 7)]
     np.testing.assert_allclose(np.concatenate([first.data] + rest, axis=1), full.data, rtol=1e-5, atol=1e-6)

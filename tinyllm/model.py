@@ -10,13 +10,15 @@ or checkpoint moves between tinyllm and PyTorch code.
 Not here: the training loop (train.py) or the maths of each op (ops.py and
 the backend kernels). Read train.py next.
 """
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
 from tinyllm import nn, ops
-from tinyllm.tensor import Tensor, no_grad
+from tinyllm.backends import get_backend
+from tinyllm.tensor import no_grad, to_numpy
 
 
 @dataclass
@@ -71,22 +73,27 @@ def preset(name, **overrides):
 
 
 class KVCache:
-    """Keys and values of every past position, per layer, so a new token costs O(T)."""
+    """Keys and values of every past position, per layer, so a new token costs O(T).
 
-    def __init__(self, config, batch_size, dtype=np.float32):
-        hs = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)
-        self.k = np.zeros(shape, dtype)    # (L, B, nh, block_size, hs)
-        self.v = np.zeros(shape, dtype)
+    Each append copies the layer's keys and values into one array one
+    position longer: the attention kernel reads them all anyway, so the copy
+    costs the same order, and the arrays stay contiguous on any backend.
+    """
+
+    def __init__(self, config):
+        self.k = [None] * config.n_layer   # per layer: (B, nh, length, hs)
+        self.v = [None] * config.n_layer
         self.length = 0                    # positions filled so far
 
     def append(self, layer, k, v):
         """Store k, v (B, nh, T, hs) after the cached ones; returns all keys and values so far."""
-        T = k.shape[2]
-        end = self.length + T
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        if self.k[layer] is None:
+            self.k[layer], self.v[layer] = k, v
+        else:
+            kernels = get_backend()
+            self.k[layer] = kernels.concat([self.k[layer], k], axis=2)   # (B, nh, Tk, hs)
+            self.v[layer] = kernels.concat([self.v[layer], v], axis=2)
+        return self.k[layer], self.v[layer]
 
 
 class CausalSelfAttention(nn.Module):
@@ -99,16 +106,10 @@ class CausalSelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.dropout, rng)
 
     def forward(self, x, cache=None):
-        B, T, C = x.shape
-        nh, hs = self.n_head, C // self.n_head
         qkv = self.c_attn(x)                                               # (B, T, 3C)
-        qkv = qkv.reshape(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)          # (3, B, nh, T, hs)
-        q, k, v = qkv[0], qkv[1], qkv[2]                                   # (B, nh, T, hs) each
-        if cache is not None:   # inference only: attend to the cached past too
-            k_all, v_all = cache.append(self.layer, k.data, v.data)        # (B, nh, Tk, hs)
-            k, v = Tensor(k_all), Tensor(v_all)
-        y = ops.attention(q, k, v)                                         # (B, nh, T, hs)
-        y = y.permute(0, 2, 1, 3).reshape(B, T, C)                         # (B, T, C)
+        # inference only: the cache adds the keys and values of the past positions
+        kv_cache = functools.partial(cache.append, self.layer) if cache is not None else None
+        y = ops.causal_self_attention(qkv, self.n_head, kv_cache)          # (B, T, C)
         return self.dropout(self.c_proj(y))
 
 
@@ -163,7 +164,8 @@ class GPT(nn.Module):
                              f"{self.config.block_size} tokens, or train a model with a "
                              f"larger block_size")
         t = self.transformer
-        x = self.dropout(t.wte(idx) + t.wpe(np.arange(start, start + T)))  # (B, T, C)
+        pos = np.broadcast_to(np.arange(start, start + T), (B, T))        # (B, T)
+        x = self.dropout(t.wte(idx) + t.wpe(pos))                          # (B, T, C)
         for block in t.h:
             x = block(x, cache)
         if cache is not None:
@@ -231,10 +233,11 @@ class GPT(nn.Module):
             with no_grad():
                 for _ in range(max_new_tokens):
                     if not use_cache or cache is None or cache.length + pending.shape[1] > block:
-                        cache = KVCache(self.config, idx.shape[0], self.dtype) if use_cache else None
+                        cache = KVCache(self.config) if use_cache else None
                         pending = idx[:, -block:]
                     logits, _ = self(pending, cache=cache)
-                    nxt = _sample(logits.data[:, -1, :], temperature, top_k, top_p, rng)  # (B,)
+                    last = to_numpy(logits.data)[:, -1, :]                         # (B, V)
+                    nxt = _sample(last, temperature, top_k, top_p, rng)            # (B,)
                     idx = np.concatenate([idx, nxt[:, None]], axis=1)
                     pending = nxt[:, None]
         finally:

@@ -10,7 +10,8 @@ Not here: the GPT itself (model.py) and the optimizer (optim.py).
 import numpy as np
 
 from tinyllm import ops
-from tinyllm.tensor import Tensor
+from tinyllm.backends import get_backend
+from tinyllm.tensor import Tensor, like, to_numpy
 
 
 class Parameter(Tensor):
@@ -59,6 +60,18 @@ class Module:
     def eval(self):
         return self.train(False)
 
+    def to(self, backend):
+        """Move every parameter to where `backend` keeps its arrays (the GPU for "cuda").
+
+        backend: a name ("cuda", "c", "numpy") or a backend from get_backend().
+        Gradients are dropped; build the optimizer after moving the model.
+        """
+        kernels = get_backend(backend) if isinstance(backend, str) else backend
+        for p in self.parameters():
+            p.data = kernels.asarray(to_numpy(p.data))
+            p.grad = None
+        return self
+
     def astype(self, dtype):
         """Convert every parameter in place (float64 for gradient checks)."""
         for p in self.parameters():
@@ -67,8 +80,8 @@ class Module:
         return self
 
     def state_dict(self):
-        """{name: a copy of the parameter's NumPy array}."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """{name: a copy of the parameter as a NumPy array (from the GPU if it is there)}."""
+        return {name: np.array(to_numpy(p.data)) for name, p in self.named_parameters()}
 
     def load_state_dict(self, state, strict=True):
         """Copy arrays into the parameters; every name and shape must match (strict)."""
@@ -87,7 +100,7 @@ class Module:
             if value.shape != p.shape:
                 raise ValueError(f"{name}: checkpoint has shape {value.shape} but the model "
                                  f"expects {p.shape}; the checkpoint's config differs from the model's")
-            p.data = value.astype(p.dtype, copy=True)
+            p.data = like(p.data, value)   # on the device when the model is there
 
 
 class ModuleList(Module):

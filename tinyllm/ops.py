@@ -14,7 +14,7 @@ Read nn.py next for the layers built from these ops.
 import numpy as np
 
 from tinyllm.backends import get_backend
-from tinyllm.tensor import Tensor
+from tinyllm.tensor import Tensor, is_device_array
 
 
 def _tensor(x, like=None):
@@ -41,7 +41,7 @@ def _unbroadcast(g, shape):
 def add(a, b):
     a, b = _tensor(a, b), _tensor(b, a)
     if a.shape == b.shape and a.dtype == b.dtype:   # the residual stream: a backend kernel
-        out = get_backend().add_forward(np.ascontiguousarray(a.data), np.ascontiguousarray(b.data))
+        out = get_backend().add_forward(a.data, b.data)
     else:
         out = a.data + b.data
     return Tensor.from_op(out, (a, b),
@@ -355,11 +355,39 @@ def attention(q, k, v):
                                                                out, lse), "attention")
 
 
+def causal_self_attention(qkv, n_head, kv_cache=None):
+    """The attention of a GPT block: qkv (B, T, 3C) from the fused projection -> (B, T, C).
+
+    Splits q, k and v into heads (B, nh, T, hs), runs the fused causal
+    attention kernel and merges the heads back, each step a backend kernel,
+    so on the CUDA backend nothing leaves the device. kv_cache, at inference
+    only, is a function (k, v) -> (all keys, all values) that adds the cached
+    past; the queries are then the newest positions (Tq < Tk).
+    """
+    if qkv.ndim != 3 or qkv.shape[-1] % (3 * n_head):
+        raise ValueError(f"causal_self_attention: expected qkv (B, T, 3C) with C a multiple of "
+                         f"n_head={n_head}, got {qkv.shape}")
+    kernels = get_backend()
+    q, k, v = kernels.split_heads(qkv.data, 3, n_head)          # (B, nh, T, hs) each
+    if kv_cache is not None:
+        k, v = kv_cache(k, v)                                   # (B, nh, Tk, hs)
+    out, lse = kernels.attention_forward(q, k, v)               # (B, nh, T, hs), (B, nh, T)
+
+    def backward(g):
+        (dout,) = kernels.split_heads(g, 1, n_head)             # (B, nh, T, hs)
+        dq, dk, dv = kernels.attention_backward(dout, q, k, v, out, lse)
+        return (kernels.merge_heads([dq, dk, dv]),)             # (B, T, 3C)
+    return Tensor.from_op(kernels.merge_heads([out]), (qkv,), backward, "causal_self_attention")
+
+
 def dropout(a, p, rng, training=True):
     """Zero each element with probability p and scale the rest by 1/(1-p); identity when not training."""
     if not training or p == 0.0:
         return a
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if is_device_array(a.data):
+        raise NotImplementedError("dropout has no CUDA kernel yet: train with dropout 0 on the "
+                                  "CUDA backend, or use --backend c")
     keep = (rng.random(a.shape) >= p).astype(a.dtype) / (1.0 - p)
     return Tensor.from_op(a.data * keep, (a,), lambda g: (g * keep,), "dropout")

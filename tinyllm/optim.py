@@ -10,14 +10,15 @@ global L2 norm.
 
 This is not a general optimizer library: no closures, no sparse gradients, no
 other algorithms. Parameters are duck-typed: anything with `.data` and `.grad`
-NumPy arrays (tensor.Tensor, nn.Parameter). Read train.py next to see these
-used in the training loop.
+arrays (tensor.Tensor, nn.Parameter; NumPy, or DeviceArrays on the CUDA
+backend). Read train.py next to see these used in the training loop.
 """
 import math
 
 import numpy as np
 
 from tinyllm.backends import get_backend
+from tinyllm.tensor import is_device_array, to_numpy, zeros_like
 
 
 # ----------------------------------------------------------------------------
@@ -86,8 +87,9 @@ class AdamW:
         self._params = [p for g in self.param_groups for p in g["params"]]
         # moments are allocated upfront: state_dict() then always has one
         # entry per parameter, in a fixed order, even before the first step
-        self.exp_avg = [np.zeros_like(p.data) for p in self._params]      # m
-        self.exp_avg_sq = [np.zeros_like(p.data) for p in self._params]   # v
+        # on the parameters' device (the GPU for a model moved there)
+        self.exp_avg = [zeros_like(p.data) for p in self._params]         # m
+        self.exp_avg_sq = [zeros_like(p.data) for p in self._params]      # v
         self.step_count = 0
 
     def step(self):
@@ -106,9 +108,9 @@ class AdamW:
             beta1, beta2 = group["betas"]
             for p in group["params"]:
                 if p.grad is not None:
-                    # the C and CUDA kernels walk flat memory, so the grad
-                    # must be contiguous (a no-op when it already is)
-                    grad = np.ascontiguousarray(p.grad)
+                    # the C kernel walks flat memory, so a NumPy grad must be
+                    # contiguous (a no-op when it is; device arrays always are)
+                    grad = p.grad if is_device_array(p.grad) else np.ascontiguousarray(p.grad)
                     backend.adamw_update(p.data, grad, self.exp_avg[i], self.exp_avg_sq[i],
                                          group["lr"], beta1, beta2, group["eps"],
                                          group["weight_decay"], self.step_count)
@@ -129,8 +131,8 @@ class AdamW:
     def state_dict(self):
         """{"step", "exp_avg", "exp_avg_sq"}: copies, in the order of the params across groups."""
         return {"step": self.step_count,
-                "exp_avg": [m.copy() for m in self.exp_avg],
-                "exp_avg_sq": [v.copy() for v in self.exp_avg_sq]}
+                "exp_avg": [np.array(to_numpy(m)) for m in self.exp_avg],
+                "exp_avg_sq": [np.array(to_numpy(v)) for v in self.exp_avg_sq]}
 
     def load_state_dict(self, state):
         """Copy a state_dict() back in; the optimizer must hold the same params in the same order."""
@@ -225,13 +227,7 @@ def clip_grad_norm(params, max_norm):
     if not max_norm > 0:
         raise ValueError(f"max_norm must be > 0, got {max_norm!r}")
     grads = [p.grad for p in params if p.grad is not None]
-    total = 0.0
-    for g in grads:
-        # a float64 sum of squares, not np.dot: a BLAS call here wakes OpenBLAS's thread
-        # pool, whose spinning threads then fight the C kernels' OpenMP threads for the
-        # cores (measured: 0.16 s per step instead of 0.08 on the default config)
-        total += float(np.sum(np.square(g, dtype=np.float64)))
-    norm = math.sqrt(total)
+    norm = math.sqrt(get_backend().sum_of_squares(grads))   # float64, where the grads live
     if math.isfinite(norm) and norm > max_norm:
         scale = max_norm / (norm + 1e-6)
         for g in grads:

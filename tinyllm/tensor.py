@@ -34,9 +34,38 @@ def is_grad_enabled():
     return _grad_enabled
 
 
+# ----------------------------------------------------------------------------
+# host and device arrays: a Tensor's data is a NumPy array, or on the CUDA backend
+# a DeviceArray (backends/cuda_array.py) with the same shape and dtype. These are
+# the only places where the two differ.
+
+def is_device_array(a):
+    return getattr(a, "__tinyllm_device__", False)
+
+
+def to_numpy(a):
+    """a as a NumPy array: device arrays are copied to the host, NumPy ones returned as they are."""
+    return a.numpy() if is_device_array(a) else np.asarray(a)
+
+
+def zeros_like(a):
+    """Zeros of a's shape and dtype, where a lives."""
+    return type(a).zeros(a.shape, a.dtype) if is_device_array(a) else np.zeros_like(a)
+
+
+def like(a, values):
+    """values (a NumPy array) placed where a lives, with a's dtype."""
+    values = np.asarray(values, dtype=a.dtype)
+    return type(a).from_numpy(values) if is_device_array(a) else values.copy()
+
+
 def _as_float_array(data, dtype):
     if isinstance(data, Tensor):
         data = data.data
+    if is_device_array(data):   # stays on the device; its dtype is already a float
+        if dtype is not None and np.dtype(dtype) != data.dtype:
+            raise TypeError(f"a device array of {data.dtype} cannot become {np.dtype(dtype)}")
+        return data
     if dtype is not None:
         return np.asarray(data, dtype=dtype)
     arr = np.asarray(data)
@@ -89,15 +118,17 @@ class Tensor:
             if self.data.size != 1:
                 raise RuntimeError(f"backward() without a gradient needs a one-element tensor, "
                                    f"got shape {self.shape}; pass grad= of that shape")
-            grad = np.ones_like(self.data)
-        grads = {id(self): np.asarray(grad, dtype=self.dtype).reshape(self.shape)}
+            grad = np.ones(self.shape, self.dtype)   # a host 1: the loss ops take it as a number
+        if not is_device_array(grad):
+            grad = np.asarray(grad, dtype=self.dtype).reshape(self.shape)
+        grads = {id(self): grad}
         for node in reversed(self._topological_order()):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             if node._backward is None:          # a leaf: keep its gradient
                 if node.grad is None:
-                    node.grad = np.array(g, dtype=node.dtype, copy=True)
+                    node.grad = g.astype(node.dtype, copy=True)
                 else:
                     node.grad += g
                 continue
@@ -149,7 +180,8 @@ class Tensor:
         return self.data.size
 
     def numpy(self):
-        return self.data
+        """The data as a NumPy array (copied to the host if it lives on a GPU)."""
+        return to_numpy(self.data)
 
     def item(self):
         return self.data.item()

@@ -125,7 +125,8 @@ class Trainer:
         # val loss per byte makes runs with different tokenizers comparable
         self.val_bytes_per_token = len(self.tokenizer.decode_bytes(self.val_tokens)) / len(self.val_tokens)
 
-        self.model = GPT(c.model_config(self.tokenizer.vocab_size))
+        # on the backend's device: the GPU for cuda, where the whole step then stays
+        self.model = GPT(c.model_config(self.tokenizer.vocab_size)).to(self.backend)
         groups = param_groups(self.model.named_parameters(), c.weight_decay)
         self.optimizer = AdamW(groups, lr=c.lr, weight_decay=c.weight_decay)
         # the optimizer keeps its state group by group; the names follow that order

@@ -4,7 +4,8 @@ A backend is a module-like object with the kernels named in DESIGN.md
 (`matmul`, `attention_forward`, `rmsnorm_backward`, ...). `ops.py` only ever
 calls `get_backend().<kernel>(...)`, so the autograd layer never knows which
 one runs. "numpy" (numpy_kernels.py) is the reference and always works; "c"
-and "cuda" register here when their libraries are built.
+(c_kernels.py) and "cuda" (cuda_kernels.py, arrays in GPU memory) work when
+their libraries are built, and "cuda" when there is a GPU.
 
 Choose with `set_backend("c")` or the TINYLLM_BACKEND environment variable.
 Read numpy_kernels.py next: it defines what every kernel means.
@@ -16,6 +17,7 @@ import sys
 
 # name -> module path; tried in this order when picking the default (fastest first)
 _KNOWN = {
+    "cuda": "tinyllm.backends.cuda_kernels",
     "c": "tinyllm.backends.c_kernels",
     "numpy": "tinyllm.backends.numpy_kernels",
 }
@@ -76,10 +78,13 @@ def _default_name():
     """The fastest backend that works; say once why a faster one was passed over."""
     for name in _KNOWN:
         try:
-            _load(name)
+            if getattr(_load(name), "EMULATED", False):   # CUDA run on the CPU: for tests only
+                continue
             return name
         except BackendUnavailable as e:
-            if name not in _said_why:
+            # a machine without a GPU is the common case, not a problem worth a line;
+            # asking for "cuda" by name still says why it is missing
+            if name not in _said_why and name != "cuda":
                 _said_why.add(name)
                 print(f"tinyllm: the {name!r} backend is not available, using a slower one: {e}",
                       file=sys.stderr)

@@ -13,7 +13,8 @@ Every wrapper has the signature and the meaning of its twin in
 numpy_kernels.py, checks dtype, shape, contiguity and alignment before it
 calls into C (C never sees a bad buffer), and allocates its outputs.
 Kernels the C library does not implement (layernorm, used only by a model
-variant) are NumPy's, re-exported at the bottom. TINYLLM_LIB names another
+variant, and the memory-bound copies around the kernels) are NumPy's,
+re-exported at the bottom. TINYLLM_LIB names another
 build of the library (the sanitizer build uses it).
 """
 import os
@@ -269,7 +270,8 @@ def cross_entropy_backward(dloss, logits, targets, lse):
 # the residual add and the optimizer
 
 def add_forward(a, b):
-    a, b = _f32("add a", a), _f32("add b", b)
+    # generic code may add transposed views; the kernel walks flat memory
+    a, b = (_f32(f"add {n}", np.ascontiguousarray(x)) for n, x in (("a", a), ("b", b)))
     _shape("add b", b, a.shape)
     out = np.empty_like(a)
     lib.add_forward(_p(a), _p(b), _p(out), a.size)
@@ -289,6 +291,12 @@ def num_threads():
     return lib.num_threads()
 
 
-# a model variant's kernels that have no C version yet run in NumPy
+# what has no C version runs in NumPy: a model variant's layernorm, and the memory-bound
+# copies and reductions around the kernels, which NumPy already runs at memory speed
 layernorm_forward = _reference.layernorm_forward
 layernorm_backward = _reference.layernorm_backward
+split_heads = _reference.split_heads
+merge_heads = _reference.merge_heads
+asarray = _reference.asarray
+sum_of_squares = _reference.sum_of_squares
+concat = _reference.concat

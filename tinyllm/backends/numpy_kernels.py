@@ -120,6 +120,23 @@ def attention_backward(dout, q, k, v, out, lse, tile=None):
 
 
 # ----------------------------------------------------------------------------
+# heads: the fused qkv projection's layout <-> the attention kernels' layout
+
+def split_heads(x, n_parts, n_head):
+    """x (B, T, P*nh*hs) holding P parts (q, k, v: P = 3) -> P arrays (B, nh, T, hs)."""
+    B, T, width = x.shape
+    hs = width // (n_parts * n_head)
+    x = x.reshape(B, T, n_parts, n_head, hs)
+    return [np.ascontiguousarray(x[:, :, p].transpose(0, 2, 1, 3)) for p in range(n_parts)]
+
+
+def merge_heads(parts):
+    """P arrays (B, nh, T, hs) -> (B, T, P*nh*hs): split_heads undone (and its backward)."""
+    B, nh, T, hs = parts[0].shape
+    return np.stack(parts, axis=2).transpose(0, 3, 2, 1, 4).reshape(B, T, len(parts) * nh * hs)
+
+
+# ----------------------------------------------------------------------------
 # the residual add
 
 def add_forward(a, b):
@@ -265,3 +282,22 @@ def adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     v_hat = v / (1.0 - beta2 ** step)
     param *= 1.0 - lr * weight_decay
     param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+# ----------------------------------------------------------------------------
+# what the training loop needs besides: arrays in, gradient norms, the KV cache
+
+def asarray(a):
+    """A host array as this backend's array type (Module.to moves parameters with it)."""
+    return np.asarray(a)
+
+
+def sum_of_squares(arrays):
+    """The sum of x*x over every array, in float64 (millions of float32 squares lose digits)."""
+    # np.square, not np.dot: a BLAS call here would wake OpenBLAS's thread pool, whose
+    # spinning threads then fight the C kernels' OpenMP threads for the cores
+    return float(sum(np.sum(np.square(a, dtype=np.float64)) for a in arrays))
+
+
+def concat(arrays, axis):
+    return np.concatenate(arrays, axis=axis)

@@ -1,0 +1,328 @@
+"""The "cuda" backend: the kernels of csrc/cuda/ on DeviceArrays, bound with cffi.
+
+Every wrapper has the signature and the meaning of its twin in
+numpy_kernels.py, takes and returns DeviceArrays (token ids and targets may
+come as NumPy integer arrays: they are range-checked on the host, where the
+batch comes from, then copied over), checks dtype and shape before the call,
+allocates its outputs from the caching allocator, and raises CudaError
+naming the call when CUDA reports a failure. Kernels run asynchronously on
+the default stream; only `.numpy()`, `.item()` and `sum_of_squares` wait.
+
+Options: set_matmul_precision("tf32") runs matmuls on tensor cores (TF32
+inputs, float32 accumulation; ~1e-3 relative error) instead of the float32
+kernel; set_deterministic(False) lets the embedding backward add rows with
+atomics (faster; the summation order then varies from run to run).
+
+Read csrc/cuda/tinyllm_cuda.h for the C side and cuda_array.py for the arrays.
+"""
+import numpy as np
+
+from tinyllm.backends import cuda_runtime as runtime
+from tinyllm.backends.cuda_array import DeviceArray
+from tinyllm.backends.cuda_runtime import CudaError, check, ffi, lib  # noqa: F401 (re-exported)
+
+NAME = "cuda"
+_options = {"matmul": lib.matmul, "deterministic": True}
+
+# the kernels run on the CPU emulation (csrc/cuda/emu): correct but slow, never picked by default
+EMULATED = runtime.is_emulated()
+device_name = runtime.device_name
+is_emulated = runtime.is_emulated
+synchronize = runtime.synchronize
+memory_stats = runtime.memory_stats
+empty_cache = runtime.empty_cache
+
+
+def check_available():
+    """The library opened and found a GPU at import (cuda_runtime); nothing more to check."""
+
+
+def set_matmul_precision(precision):
+    """"highest": float32 tiles (the default); "tf32": tensor cores with TF32 inputs."""
+    kernels = {"highest": lib.matmul, "tf32": lib.matmul_tf32}
+    if precision not in kernels:
+        raise ValueError(f"matmul precision must be one of {sorted(kernels)}, got {precision!r}")
+    _options["matmul"] = kernels[precision]
+
+
+def set_deterministic(flag):
+    """True (the default): reductions add in a fixed order, so runs repeat bit for bit."""
+    _options["deterministic"] = bool(flag)
+
+
+# ----------------------------------------------------------------------------
+# arrays in and out
+
+def to_device(a):
+    """A NumPy array copied to the GPU (a DeviceArray is returned as it is)."""
+    return a if isinstance(a, DeviceArray) else DeviceArray.from_numpy(a)
+
+
+asarray = to_device   # the backend-neutral name ops and nn use
+
+
+def _f32(name, a):
+    if not isinstance(a, DeviceArray):
+        raise TypeError(f"{name}: the CUDA backend takes DeviceArrays, got {type(a).__name__}; "
+                        f"copy it over with cuda_kernels.to_device(x) (or model.to(backend))")
+    if a.dtype != np.float32:
+        raise TypeError(f"{name}: the CUDA kernels compute in float32, got {a.dtype}")
+    return a
+
+
+def _shape(name, a, shape):
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
+
+
+def _ids(name, ids, low, high):
+    """Host integer ids, range-checked, as an int64 DeviceArray."""
+    if isinstance(ids, DeviceArray):
+        raise TypeError(f"{name}: pass token ids as a NumPy array; they are checked on the host")
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name}: expected integer ids, got {ids.dtype}")
+    if ids.size and (ids.min() < low or ids.max() >= high):
+        bad = ids[(ids < low) | (ids >= high)][0]
+        raise ValueError(f"{name}: id {bad} is outside [{low}, {high})")
+    return DeviceArray.from_numpy(ids.astype(np.int64))
+
+
+# ----------------------------------------------------------------------------
+# matmul and attention
+
+def matmul(a, b, transpose_a=False, transpose_b=False):
+    """As numpy_kernels.matmul, for 2-D @ 2-D and equal-batch 3-D @ 3-D."""
+    a, b = _f32("matmul a", a), _f32("matmul b", b)
+    if a.ndim != b.ndim or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[0] != b.shape[0]):
+        raise ValueError(f"matmul on the CUDA backend takes 2-D @ 2-D or equal-batch 3-D @ 3-D, "
+                         f"got {a.shape} @ {b.shape}; reshape (broadcast) the operands first")
+    M, K = a.shape[-2:][::-1] if transpose_a else a.shape[-2:]
+    Kb, N = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
+    if K != Kb:
+        raise ValueError(f"matmul: shapes {a.shape}{'^T' if transpose_a else ''} @ "
+                         f"{b.shape}{'^T' if transpose_b else ''} do not match ({K} != {Kb})")
+    batch = a.shape[0] if a.ndim == 3 else 1
+    out = DeviceArray(a.shape[:-2] + (M, N))
+    check(_options["matmul"](a.ptr, b.ptr, out.ptr, batch, M, N, K, int(transpose_a),
+                             int(transpose_b)))
+    return out
+
+
+def attention_forward(q, k, v):
+    q, k, v = _f32("attention q", q), _f32("attention k", k), _f32("attention v", v)
+    B, nh, Tq, hs = q.shape
+    Tk = k.shape[2]
+    _shape("attention k", k, (B, nh, Tk, hs))
+    _shape("attention v", v, (B, nh, Tk, hs))
+    if Tq > Tk:
+        raise ValueError(f"attention: Tq={Tq} queries but only Tk={Tk} keys")
+    out = DeviceArray(q.shape)                                    # (B, nh, Tq, hs)
+    lse = DeviceArray((B, nh, Tq))                                # (B, nh, Tq)
+    check(lib.attention_forward(q.ptr, k.ptr, v.ptr, out.ptr, lse.ptr, B, nh, Tq, Tk, hs))
+    return out, lse
+
+
+def attention_backward(dout, q, k, v, out, lse):
+    dout, q, k, v = (_f32(f"attention_backward {n}", x) for n, x in
+                     (("dout", dout), ("q", q), ("k", k), ("v", v)))
+    out, lse = _f32("attention_backward out", out), _f32("attention_backward lse", lse)
+    B, nh, Tq, hs = q.shape
+    Tk = k.shape[2]
+    for name, x, shape in (("dout", dout, q.shape), ("out", out, q.shape), ("lse", lse, (B, nh, Tq)),
+                           ("k", k, (B, nh, Tk, hs)), ("v", v, (B, nh, Tk, hs))):
+        _shape(f"attention_backward {name}", x, shape)
+    dq, dk, dv = DeviceArray(q.shape), DeviceArray(k.shape), DeviceArray(v.shape)
+    check(lib.attention_backward(dout.ptr, q.ptr, k.ptr, v.ptr, out.ptr, lse.ptr, dq.ptr, dk.ptr,
+                                 dv.ptr, B, nh, Tq, Tk, hs))
+    return dq, dk, dv
+
+
+def split_heads(x, n_parts, n_head):
+    x = _f32("split_heads x", x)
+    B, T, width = x.shape
+    if width % (n_parts * n_head):
+        raise ValueError(f"split_heads: {width} channels do not split into {n_parts} parts of "
+                         f"{n_head} heads")
+    hs = width // (n_parts * n_head)
+    parts = []
+    for p in range(n_parts):
+        part = DeviceArray((B, n_head, T, hs))                    # (B, nh, T, hs)
+        check(lib.split_heads(x.ptr, part.ptr, B, T, n_parts, p, n_head, hs))
+        parts.append(part)
+    return parts
+
+
+def merge_heads(parts):
+    parts = [_f32("merge_heads part", x) for x in parts]
+    B, nh, T, hs = parts[0].shape
+    for x in parts:
+        _shape("merge_heads part", x, parts[0].shape)
+    out = DeviceArray((B, T, len(parts) * nh * hs))               # (B, T, P*nh*hs)
+    for p, x in enumerate(parts):
+        check(lib.merge_heads(x.ptr, out.ptr, B, T, len(parts), p, nh, hs))
+    return out
+
+
+# ----------------------------------------------------------------------------
+# softmax, rmsnorm, silu
+
+def _rows(x):
+    return x.size // max(x.shape[-1], 1), x.shape[-1]
+
+
+def softmax_forward(x):
+    x = _f32("softmax x", x)
+    y = DeviceArray(x.shape)
+    check(lib.softmax_forward(x.ptr, y.ptr, *_rows(x)))
+    return y
+
+
+def softmax_backward(dy, y):
+    dy, y = _f32("softmax_backward dy", dy), _f32("softmax_backward y", y)
+    _shape("softmax_backward dy", dy, y.shape)
+    dx = DeviceArray(y.shape)
+    check(lib.softmax_backward(dy.ptr, y.ptr, dx.ptr, *_rows(y)))
+    return dx
+
+
+def rmsnorm_forward(x, weight, eps=1e-5):
+    x, weight = _f32("rmsnorm x", x), _f32("rmsnorm weight", weight)
+    N, C = _rows(x)
+    _shape("rmsnorm weight", weight, (C,))
+    y, rstd = DeviceArray(x.shape), DeviceArray(x.shape[:-1])     # (..., C), (...,)
+    check(lib.rmsnorm_forward(x.ptr, weight.ptr, y.ptr, rstd.ptr, N, C, eps))
+    return y, rstd
+
+
+def rmsnorm_backward(dy, x, weight, rstd):
+    dy, x = _f32("rmsnorm_backward dy", dy), _f32("rmsnorm_backward x", x)
+    weight, rstd = _f32("rmsnorm_backward weight", weight), _f32("rmsnorm_backward rstd", rstd)
+    N, C = _rows(x)
+    _shape("rmsnorm_backward dy", dy, x.shape)
+    _shape("rmsnorm_backward rstd", rstd, x.shape[:-1])
+    dx, dweight = DeviceArray(x.shape), DeviceArray((C,))
+    check(lib.rmsnorm_backward(dy.ptr, x.ptr, weight.ptr, rstd.ptr, dx.ptr, dweight.ptr, N, C))
+    return dx, dweight
+
+
+def silu_forward(x):
+    x = _f32("silu x", x)
+    y = DeviceArray(x.shape)
+    check(lib.silu_forward(x.ptr, y.ptr, x.size))
+    return y
+
+
+def silu_backward(dy, x):
+    dy, x = _f32("silu_backward dy", dy), _f32("silu_backward x", x)
+    _shape("silu_backward dy", dy, x.shape)
+    dx = DeviceArray(x.shape)
+    check(lib.silu_backward(dy.ptr, x.ptr, dx.ptr, x.size))
+    return dx
+
+
+def layernorm_forward(x, weight, bias, eps=1e-5):
+    raise NotImplementedError("layernorm has no CUDA kernel yet (the default GPT uses RMSNorm); "
+                              "train this variant with --backend c")
+
+
+layernorm_backward = layernorm_forward
+
+
+# ----------------------------------------------------------------------------
+# embedding and cross-entropy
+
+def embedding_forward(ids, weight):
+    weight = _f32("embedding weight", weight)
+    V, C = weight.shape
+    ids_d = _ids("embedding", ids, 0, V)
+    out = DeviceArray(ids_d.shape + (C,))                         # (..., C)
+    check(lib.embedding_forward(ids_d.ptr, weight.ptr, out.ptr, ids_d.size, V, C))
+    return out
+
+
+def embedding_backward(dout, ids, vocab_size):
+    dout = _f32("embedding_backward dout", dout)
+    ids_d = _ids("embedding_backward", ids, 0, vocab_size)
+    C = dout.shape[-1]
+    _shape("embedding_backward dout", dout, ids_d.shape + (C,))
+    dweight = DeviceArray((vocab_size, C))
+    check(lib.embedding_backward(dout.ptr, ids_d.ptr, dweight.ptr, ids_d.size, vocab_size, C,
+                                 int(_options["deterministic"])))
+    return dweight
+
+
+def _targets(name, targets, N, V):
+    t = np.asarray(targets)
+    if t.shape != (N,):
+        raise ValueError(f"{name}: expected targets of shape ({N},), got {t.shape}")
+    return _ids(name, t, -1, V), int(np.count_nonzero(t != -1))
+
+
+def cross_entropy_forward(logits, targets):
+    logits = _f32("cross_entropy logits", logits)
+    N, V = logits.shape
+    t, n_kept = _targets("cross_entropy target", targets, N, V)
+    lse, loss = DeviceArray((N,)), DeviceArray(())
+    check(lib.cross_entropy_forward(logits.ptr, t.ptr, lse.ptr, loss.ptr, N, V, n_kept))
+    return loss, lse
+
+
+def cross_entropy_backward(dloss, logits, targets, lse):
+    logits, lse = _f32("cross_entropy_backward logits", logits), _f32("cross_entropy_backward lse", lse)
+    N, V = logits.shape
+    _shape("cross_entropy_backward lse", lse, (N,))
+    t, n_kept = _targets("cross_entropy_backward target", targets, N, V)
+    dloss = dloss.item() if isinstance(dloss, DeviceArray) else float(np.asarray(dloss))
+    dlogits = DeviceArray((N, V))
+    check(lib.cross_entropy_backward(dloss, logits.ptr, t.ptr, lse.ptr, dlogits.ptr, N, V, n_kept))
+    return dlogits
+
+
+# ----------------------------------------------------------------------------
+# the residual add, the optimizer, and what the training loop needs besides
+
+def add_forward(a, b):
+    a, b = _f32("add a", a), _f32("add b", b)
+    _shape("add b", b, a.shape)
+    return a + b
+
+
+def adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    param, grad = _f32("adamw param", param), _f32("adamw grad", grad)
+    m, v = _f32("adamw m", m), _f32("adamw v", v)
+    for name, x in (("grad", grad), ("m", m), ("v", v)):
+        _shape(f"adamw {name}", x, param.shape)
+    check(lib.adamw_update(param.ptr, grad.ptr, m.ptr, v.ptr, param.size, lr, beta1, beta2, eps,
+                           weight_decay, int(step)))
+
+
+def sum_of_squares(arrays):
+    """The sum of x*x over every array, in float64: one copy to the host for all of them."""
+    arrays = [_f32("sum_of_squares", a) for a in arrays]
+    sums = DeviceArray((len(arrays),), np.float64)
+    for i, a in enumerate(arrays):
+        check(lib.sum_of_squares(a.ptr, sums.ptr + i, a.size))
+    return float(np.sum(sums.numpy())) if arrays else 0.0
+
+
+def concat(arrays, axis):
+    """np.concatenate of DeviceArrays: one strided copy per input (the KV cache grows this way)."""
+    arrays = [_f32("concat", a) for a in arrays]
+    axis %= arrays[0].ndim
+    shape = list(arrays[0].shape)
+    for a in arrays:
+        if a.ndim != len(shape) or a.shape[:axis] + a.shape[axis + 1:] != \
+                tuple(shape[:axis] + shape[axis + 1:]):
+            raise ValueError(f"concat: shapes {[x.shape for x in arrays]} differ off axis {axis}")
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    out = DeviceArray(shape)
+    rows = int(np.prod(shape[:axis]))
+    out_pitch = out.nbytes // max(rows, 1)                        # bytes of one row of out
+    offset = 0
+    for a in arrays:
+        pitch = a.nbytes // max(rows, 1)
+        check(lib.copy_rows(out.raw + offset, out_pitch, a.raw, pitch, pitch, rows))
+        offset += pitch
+    return out
+
