@@ -12,6 +12,8 @@ Sections (each also runs alone as examples/bench_<name>.py --help):
   attention  fused attention forward + backward vs NumPy and torch SDPA; memory vs T
   tokenizer  BPE encode MB/s vs tiktoken, training time vs HuggingFace tokenizers
   dedup      MinHash-LSH near-duplicate precision, recall and time vs datasketch
+  cuda       (on a GPU) matmul vs cuBLAS and attention vs torch SDPA; the train section
+             then also runs the cuda backend and PyTorch on the GPU
 Every table prints ratios measured in the same run; nothing asserts a time.
 Record what it prints in BENCHMARKS.md.
 """
@@ -35,8 +37,8 @@ def measure_tinyllm(config_name, backend, batch_size, steps, warmup):
     from tinyllm.model import GPT, preset
     from tinyllm.optim import AdamW, clip_grad_norm, param_groups
 
-    backends.set_backend(backend)
-    model = GPT(preset(config_name))
+    kernels = backends.set_backend(backend)
+    model = GPT(preset(config_name)).to(kernels)      # on the GPU for cuda
     opt = AdamW(param_groups(model.named_parameters(), 0.1), lr=1e-4)
     c = model.config
     rng = np.random.default_rng(0)
@@ -49,20 +51,21 @@ def measure_tinyllm(config_name, backend, batch_size, steps, warmup):
         clip_grad_norm(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
+        loss.item()   # as a training loop does; on a GPU it waits for the step's kernels
     return _time(step, steps, warmup), model.num_parameters(), model.flops_per_token()
 
 
-def measure_torch(config_name, batch_size, steps, warmup):
+def measure_torch(config_name, batch_size, steps, warmup, device="cpu"):
     import torch
     from torch_gpt import from_tinyllm
 
     from tinyllm.model import GPT, preset
-    model = from_tinyllm(GPT(preset(config_name)))
+    model = from_tinyllm(GPT(preset(config_name))).to(device)
     c = preset(config_name)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, c.vocab_size, (batch_size, c.block_size), generator=g)
-    y = torch.randint(0, c.vocab_size, (batch_size, c.block_size), generator=g)
+    x = torch.randint(0, c.vocab_size, (batch_size, c.block_size), generator=g).to(device)
+    y = torch.randint(0, c.vocab_size, (batch_size, c.block_size), generator=g).to(device)
 
     def step():
         _, loss = model(x, y)
@@ -70,6 +73,7 @@ def measure_torch(config_name, batch_size, steps, warmup):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        loss.item()
     return _time(step, steps, warmup), None, None
 
 
@@ -87,8 +91,10 @@ def run_case(args):
     from tinyllm.allocator import keep_freed_memory
     config_name, who = args.case.split(":")
     keep_freed_memory()   # both sides get the same allocator settings
-    if who == "torch":
-        seconds, params, flops = measure_torch(config_name, args.batch_size, args.steps, args.warmup)
+    if who.startswith("torch"):   # torch (CPU) or torch-cuda
+        device = "cuda" if who == "torch-cuda" else "cpu"
+        seconds, params, flops = measure_torch(config_name, args.batch_size, args.steps,
+                                               args.warmup, device)
     else:
         seconds, params, flops = measure_tinyllm(config_name, who, args.batch_size, args.steps, args.warmup)
     print(json.dumps({"seconds": seconds, "params": params, "flops_per_token": flops,
@@ -103,11 +109,14 @@ def bench_train(args):
         import torch
         who.append("torch")
         torch_note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        if torch.cuda.is_available():
+            who.append("torch-cuda")
+            torch_note += f"; GPU {torch.cuda.get_device_name()}"
     except ImportError:
         torch_note = "torch not installed (pip install torch==2.13.0 to compare)"
     print(f"training step, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
           f"warm-up; {os.cpu_count()} CPUs; {torch_note}")
-    print(f"{'config':<8} {'params':>8} {'who':<7} {'ms/step':>9} {'tokens/s':>10} "
+    print(f"{'config':<8} {'params':>8} {'who':<10} {'ms/step':>9} {'tokens/s':>10} "
           f"{'GFLOP/s':>8} {'peak MB':>8} {'speed vs numpy':>15}")
     for config_name in args.configs:
         c = preset(config_name)
@@ -119,19 +128,19 @@ def bench_train(args):
                    "--warmup", str(args.warmup)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
-                print(f"{config_name:<8} {'':>8} {name:<7} failed: {done.stderr.strip().splitlines()[-1]}")
+                print(f"{config_name:<8} {'':>8} {name:<10} failed: {done.stderr.strip().splitlines()[-1]}")
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             flops = r["flops_per_token"] or flops
             baseline = baseline or r["seconds"]
             params = f"{r['params'] / 1e6:.1f}M" if r["params"] else ""
-            print(f"{config_name:<8} {params:>8} {name:<7} {r['seconds'] * 1e3:>9.1f} "
+            print(f"{config_name:<8} {params:>8} {name:<10} {r['seconds'] * 1e3:>9.1f} "
                   f"{tokens / r['seconds']:>10,.0f} {flops * tokens / r['seconds'] / 1e9:>8.1f} "
                   f"{r['peak_mb']:>8,.0f} {baseline / r['seconds']:>14.2f}x")
 
 
 def main():
-    sections = ["train", "matmul", "attention", "tokenizer", "dedup"]
+    sections = ["train", "matmul", "attention", "tokenizer", "dedup", "cuda"]
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--what", nargs="+", choices=sections, default=sections, help="sections to run")

@@ -66,7 +66,7 @@ class TorchGPT(nn.Module):
 
     def forward(self, idx, targets=None):
         t = self.transformer
-        x = t.wte(idx) + t.wpe(torch.arange(idx.shape[1]))
+        x = t.wte(idx) + t.wpe(torch.arange(idx.shape[1], device=idx.device))
         for block in t.h:
             x = block(x)
         logits = self.lm_head(t.ln_f(x))

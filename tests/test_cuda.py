@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from tests.cuda_helpers import cuda  # noqa: F401  (a fixture)
+from tests.test_train import interrupt_at, read_log, text_file, tiny_config  # noqa: F401
 from tinyllm import backends
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW, clip_grad_norm, param_groups
 from tinyllm.tensor import is_device_array
+from tinyllm.train import Trainer
 
 TINY = dict(vocab_size=29, block_size=12, n_layer=2, n_head=2, n_embd=16)
 
@@ -191,3 +193,27 @@ def test_state_dict_and_load_through_the_device(cuda):
         model.load_state_dict({k: v * 2 for k, v in state.items()})
         assert is_device_array(model.lm_head.weight.data)
         np.testing.assert_array_equal(model.lm_head.weight.numpy(), state["lm_head.weight"] * 2)
+
+
+# ----------------------------------------------------------------------------
+# the training script on the cuda backend
+
+def test_trainer_on_cuda_matches_numpy_and_resumes_exactly(cuda, text_file, tmp_path, monkeypatch):
+    def losses(out):
+        return [r["loss"] for r in read_log(out)]
+    Trainer(tiny_config(text_file, tmp_path / "numpy", backend="numpy", dropout=0.0)).train()
+    Trainer(tiny_config(text_file, tmp_path / "cuda", backend="cuda", dropout=0.0)).train()
+    # float32 on both sides in different summation orders (see the training-step test)
+    np.testing.assert_allclose(losses(tmp_path / "cuda"), losses(tmp_path / "numpy"), rtol=1e-4)
+    interrupt_at(monkeypatch, 6)
+    Trainer(tiny_config(text_file, tmp_path / "resumed", backend="cuda", dropout=0.0)).train()
+    monkeypatch.undo()
+    Trainer(tiny_config(text_file, tmp_path / "resumed", backend="cuda", dropout=0.0,
+                        resume=True)).train()
+    # deterministic kernels: the resumed run repeats the uninterrupted one bit for bit
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "cuda")
+
+
+def test_train_script_refuses_dropout_on_cuda_with_a_hint(cuda, text_file, tmp_path):
+    with pytest.raises(NotImplementedError, match="dropout 0"):
+        Trainer(tiny_config(text_file, tmp_path, backend="cuda", dropout=0.1)).train()

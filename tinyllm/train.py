@@ -229,7 +229,7 @@ class Trainer:
             _, loss = self.model(x, y)
             if not math.isfinite(loss.item()):
                 raise TrainingError(self._diverged(f"the loss is {loss.item()}"))
-            (loss * (1.0 / c.grad_accum)).backward()            # mean over micro-batches
+            loss.backward(np.asarray(1.0 / c.grad_accum))       # mean over micro-batches
             loss_sum += loss.item()
         norm = clip_grad_norm(self.model.parameters(), c.grad_clip) if c.grad_clip > 0 else float("nan")
         if c.grad_clip > 0 and not math.isfinite(norm):

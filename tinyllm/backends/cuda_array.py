@@ -28,6 +28,7 @@ class _Block:
     __slots__ = ("ptr",)
 
     def __init__(self, nbytes):
+        self.ptr = ffi.NULL                  # what __del__ frees if the allocation fails
         ptr = ffi.new("void **")
         check(lib.device_alloc(ptr, nbytes))
         self.ptr = ptr[0]
