@@ -51,8 +51,11 @@ CUDA_OBJS := $(patsubst csrc/cuda/%.cu,build/cuda/%.o,$(CUDA_SRCS))
 CXX_FOUND := $(shell command -v $(CXX) 2>/dev/null)
 EMU_DIR := build/cuda-emu
 EMU_LIB := $(EMU_DIR)/libtinyllm_cuda.so
-EMU_FLAGS := -std=c++17 -O2 -g -fPIC -DTINYLLM_CUDA_EMU -Icsrc/cuda -Wall -Wextra -Werror \
+EMU_WARN := -std=c++17 -fPIC -DTINYLLM_CUDA_EMU -Icsrc/cuda -Wall -Wextra -Werror \
 	-Wno-unused-parameter -Wno-unknown-pragmas
+EMU_BUILD = $(CXX) $(1) $(EMU_WARN) -shared -o $(2) -x c++ $(CUDA_SRCS) -x none csrc/cuda/emu/emu.cpp -lpthread
+SANITIZE_CUDA_DIR := build/sanitize/cuda
+CUDA_TESTS := $(wildcard tests/test_cuda*.py)
 
 .PHONY: all install lib cuda cuda-status cuda-emu test bench sanitize clean FORCE
 
@@ -99,7 +102,7 @@ cuda-emu: $(EMU_LIB) $(EMU_DIR)/tinyllm_cuda.h
 
 $(EMU_LIB): $(CUDA_SRCS) $(CUDA_DEPS) $(wildcard csrc/cuda/emu/*)
 	@mkdir -p $(EMU_DIR)
-	$(CXX) $(EMU_FLAGS) -shared -o $@ -x c++ $(CUDA_SRCS) -x none csrc/cuda/emu/emu.cpp -lpthread
+	$(call EMU_BUILD,-O2 -g,$@)
 
 $(EMU_DIR)/tinyllm_cuda.h: csrc/cuda/tinyllm_cuda.h
 	@mkdir -p $(EMU_DIR)
@@ -111,7 +114,7 @@ test: all $(if $(CXX_FOUND),cuda-emu)
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check pytest
 	$(PYTHON) -m pytest -q tests
 ifneq ($(CXX_FOUND),)
-	TINYLLM_CUDA_LIB=$(EMU_LIB) $(PYTHON) -m pytest -q tests/test_cuda*.py
+	TINYLLM_CUDA_LIB=$(EMU_LIB) $(PYTHON) -m pytest -q $(CUDA_TESTS)
 else
 	@echo "make test: no C++ compiler ($(CXX)), so the CUDA kernels were not tested on the emulation"
 endif
@@ -121,13 +124,20 @@ bench: all
 
 # ASan and UBSan need their runtime loaded before Python starts: LD_PRELOAD.
 # Python's own allocations are not freed at exit, so leak detection is off.
+# The CUDA kernels are checked too, on the emulation: an out-of-bounds read in a kernel stops it.
+SANITIZE_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SANITIZE_RUN = LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0 $(PYTHON) -m pytest -q -p no:cacheprovider
 sanitize: install $(HEADER)
 	@mkdir -p build/sanitize
-	$(CC) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-		$(OMP) $(SIMD) $(WARN) -fPIC -shared -o $(SANITIZE_LIB) $(SRCS) -lm
-	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-		ASAN_OPTIONS=detect_leaks=0 TINYLLM_LIB=$(SANITIZE_LIB) \
-		$(PYTHON) -m pytest -q -p no:cacheprovider tests/test_c_*.py
+	$(CC) $(SANITIZE_FLAGS) $(OMP) $(SIMD) $(WARN) -fPIC -shared -o $(SANITIZE_LIB) $(SRCS) -lm
+	TINYLLM_LIB=$(SANITIZE_LIB) $(SANITIZE_RUN) tests/test_c_*.py
+ifneq ($(CXX_FOUND),)
+	@mkdir -p $(SANITIZE_CUDA_DIR)
+	$(call EMU_BUILD,$(SANITIZE_FLAGS),$(SANITIZE_CUDA_DIR)/libtinyllm_cuda.so)
+	cp csrc/cuda/tinyllm_cuda.h $(SANITIZE_CUDA_DIR)/
+	TINYLLM_CUDA_LIB=$(SANITIZE_CUDA_DIR)/libtinyllm_cuda.so $(SANITIZE_RUN) $(filter-out tests/test_cuda.py,$(CUDA_TESTS))
+endif
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache $(LIB) $(HEADER) $(CUDA_LIB) $(CUDA_HEADER)

@@ -1,6 +1,6 @@
 /* emu_selftest.cu: the CUDA emulator (csrc/cuda/emu) against results computed on the host.
  *
- * Built by tests/test_cuda_emu.py with g++ as C++, with -DTINYLLM_CUDA_EMU, together with
+ * Built by tests/test_emu.py with g++ as C++, with -DTINYLLM_CUDA_EMU, together with
  * csrc/cuda/emu/emu.cpp. Every emulated feature is used by a kernel whose output is checked
  * against a plain host loop; then the errors the emulator must report are provoked (partial
  * __syncthreads, warp divergence, bad launch configurations, bad copies) and their codes and
@@ -15,10 +15,11 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -105,7 +106,8 @@ static void test_indices() {
                     for (unsigned ty = 0; ty < 3; ty++)
                         for (unsigned tx = 0; tx < 4; tx++) {
                             unsigned b = bx + by * 3 + bz * 6, t = tx + ty * 4 + tz * 12;
-                            const unsigned expected[12] = {tx, ty, tz, bx, by, bz, 4, 3, 2, 3, 2, 2};
+                            const unsigned expected[12] = {tx, ty, tz, bx, by, bz,
+                                                           4,  3,  2,  3,  2,  2};
                             for (int i = 0; i < 12; i++)
                                 check(h[(b * threads + t) * 12 + i] == expected[i],
                                       "indices: block (%u,%u,%u) thread (%u,%u,%u) field %d: %u",
@@ -181,7 +183,8 @@ static void test_barriers() {
     int blocks = 5;
     std::vector<float> x(blocks * 256);
     for (size_t i = 0; i < x.size(); i++) x[i] = (float)((i * 37) % 101) - 50.0f;
-    float *dx = to_device(x), *tree = device_zeros<float>(blocks), *bsum = device_zeros<float>(blocks);
+    float *dx = to_device(x);
+    float *tree = device_zeros<float>(blocks), *bsum = device_zeros<float>(blocks);
     LAUNCH(reduce_kernel, blocks, 256, dx, tree, bsum);
     check_launch_ok("reduce");
     std::vector<float> ht = to_host(tree, blocks), hb = to_host(bsum, blocks);
@@ -247,7 +250,8 @@ static int shuffle_source(ShuffleCase k, int lane) {
         case SHFL: return group + ((k.operand % w) + w) % w;
         case SHFL_UP: return lane % w >= k.operand ? lane - k.operand : lane;
         case SHFL_DOWN: return lane % w + k.operand < w ? lane + k.operand : lane;
-        default: return (lane ^ k.operand) < group + w ? lane ^ k.operand : lane; /* earlier groups only */
+        default: /* xor may reach into earlier groups, not later ones */
+            return (lane ^ k.operand) < group + w ? lane ^ k.operand : lane;
     }
 }
 
@@ -353,7 +357,8 @@ static void test_votes() {
         if (lane >= 20) continue;
         check(h[t * 4] == 0xfffffu, "early return: ballot thread %d: 0x%08x", t, h[t * 4]);
         check(h[t * 4 + 1] == 1, "early return: all thread %d: %u", t, h[t * 4 + 1]);
-        check(h[t * 4 + 2] == 0xfffffu, "early return: activemask thread %d: 0x%08x", t, h[t * 4 + 2]);
+        check(h[t * 4 + 2] == 0xfffffu, "early return: activemask thread %d: 0x%08x", t,
+              h[t * 4 + 2]);
         check(h[t * 4 + 3] == (unsigned)(lane ^ 1), "early return: shuffle thread %d: %u", t,
               h[t * 4 + 3]);
     }
@@ -366,7 +371,8 @@ static void test_votes() {
     for (int t = 0; t < 40; t++) {
         unsigned expected = t < 32 ? FULL_MASK : 0xffu;
         check(h[t * 2] == expected && h[t * 2 + 1] == expected,
-              "partial warp thread %d: ballot 0x%08x, activemask 0x%08x", t, h[t * 2], h[t * 2 + 1]);
+              "partial warp thread %d: ballot 0x%08x, activemask 0x%08x", t, h[t * 2],
+              h[t * 2 + 1]);
     }
     cudaFree(out);
 }
@@ -386,6 +392,8 @@ struct AtomicResults {
 
 __global__ void atomic_kernel(AtomicResults *r, int *tickets, int *exch_old, float *fexch_old) {
     int g = blockIdx.x * blockDim.x + threadIdx.x;
+    __threadfence();
+    __threadfence_block();
     atomicAdd(&r->f_sum, 1.0f);
     atomicAdd(&r->d_sum, 0.5);
     atomicAdd(&r->i_sum, -3);
@@ -409,7 +417,8 @@ __global__ void atomic_kernel(AtomicResults *r, int *tickets, int *exch_old, flo
     int old = __float_as_int(r->f_max), assumed;
     do {
         assumed = old;
-        old = atomicCAS((int *)&r->f_max, assumed, __float_as_int(fmaxf(value, __int_as_float(assumed))));
+        old = atomicCAS((int *)&r->f_max, assumed,
+                        __float_as_int(fmaxf(value, __int_as_float(assumed))));
     } while (old != assumed);
     unsigned uold = r->u_cas_count, uassumed;
     do {
@@ -443,7 +452,8 @@ static void test_atomics() {
     check(r.i_sub == 10 - n, "atomicSub int: %d", r.i_sub);
     check(r.u_sub == 5000u - n, "atomicSub unsigned: %u", r.u_sub);
     check(r.i_max == n - 1 - 500 && r.i_min == -500, "atomicMax/Min int: %d %d", r.i_max, r.i_min);
-    check(r.u_max == (n - 1) * 3u && r.u_min == 7u, "atomicMax/Min unsigned: %u %u", r.u_max, r.u_min);
+    check(r.u_max == (n - 1) * 3u && r.u_min == 7u, "atomicMax/Min unsigned: %u %u", r.u_max,
+          r.u_min);
     check(r.ll_max == (long long)(n - 1) << 35 && r.ll_min == -((long long)(n - 1) << 35),
           "atomicMax/Min long long: %lld %lld", r.ll_max, r.ll_min);
     check(r.ull_max == (unsigned long long)(n - 1) << 40 && r.ull_min == 5,
@@ -451,7 +461,8 @@ static void test_atomics() {
     check(r.u_cas_count == (unsigned)n && r.ull_cas_count == 2ull * n,
           "atomicCAS counters: %u %llu", r.u_cas_count, r.ull_cas_count);
     float expected_max = -INFINITY;
-    for (int g = 0; g < n; g++) expected_max = fmaxf(expected_max, (float)((g * 7919) % 1021) - 300.0f);
+    for (int g = 0; g < n; g++)
+        expected_max = fmaxf(expected_max, (float)((g * 7919) % 1021) - 300.0f);
     check(r.f_max == expected_max, "atomicCAS float max: %g, expected %g", r.f_max, expected_max);
     /* tickets: each value once; exchanges: every value went in once and came out once */
     std::vector<int> t = to_host(tickets, n), e = to_host(exch_old, n);
@@ -491,6 +502,9 @@ __global__ void math_kernel(const float *one, float *f, int *i, unsigned *u, lon
     f[14] = INFINITY;
     f[15] = __int_as_float(0x40000000);
     f[16] = __uint_as_float(0x3f800000u);
+    float4 q = reinterpret_cast<const float4 *>(one)[0]; /* a vector load of one[0..3] */
+    float2 p = make_float2(q.w, 6.0f);
+    f[17] = make_float4(q.x, q.y, q.z, p.x).w + p.y;
     i[0] = __float2int_rn(2.5f);
     i[1] = __float2int_rn(3.5f);
     i[2] = __float2int_rn(-2.5f);
@@ -513,27 +527,30 @@ __global__ void math_kernel(const float *one, float *f, int *i, unsigned *u, lon
 }
 
 static void test_math() {
-    float *one = to_device(std::vector<float>{1.0f}), *f = device_zeros<float>(17);
+    static_assert(sizeof(float4) == 16 && alignof(float4) == 16 && alignof(float2) == 8, "");
+    float *one = to_device(std::vector<float>{1.0f, 2.0f, 3.0f, 4.0f});
+    float *f = device_zeros<float>(18);
     int *i = device_zeros<int>(13);
     unsigned *u = device_zeros<unsigned>(3);
     long long *ll = device_zeros<long long>(3);
     LAUNCH(math_kernel, 1, 1, one, f, i, u, ll);
     check_launch_ok("math");
-    std::vector<float> hf = to_host(f, 17);
-    const float ef[17] = {0.5f, expf(1.0f), 2.0f, 0.25f, 0.125f, 3.0f, 0.0f, 0.25f, 1.0f, 0.0f,
-                          1.0f, 2.5f, -1.5f, 1.0f, INFINITY, 2.0f, 1.0f};
-    for (int k = 0; k < 17; k++)
+    std::vector<float> hf = to_host(f, 18);
+    const float ef[18] = {0.5f, expf(1.0f), 2.0f, 0.25f, 0.125f, 3.0f, 0.0f, 0.25f, 1.0f, 0.0f,
+                          1.0f, 2.5f, -1.5f, 1.0f, INFINITY, 2.0f, 1.0f, 10.0f};
+    for (int k = 0; k < 18; k++)
         check(std::fabs(hf[k] - ef[k]) <= 1e-6f * std::fabs(ef[k]) || hf[k] == ef[k],
               "math float %d: %g, expected %g", k, hf[k], ef[k]);
     std::vector<int> hi = to_host(i, 13);
     const int ei[13] = {2, 4, -2, 1, -4, 3, 0x3f800000, 8, 0, 4, 31, 32, 32};
-    for (int k = 0; k < 13; k++) check(hi[k] == ei[k], "math int %d: %d, expected %d", k, hi[k], ei[k]);
+    for (int k = 0; k < 13; k++)
+        check(hi[k] == ei[k], "math int %d: %d, expected %d", k, hi[k], ei[k]);
     std::vector<unsigned> hu = to_host(u, 3);
     check(hu[0] == 5 && hu[1] == 2 && hu[2] == 0x80000000u, "math unsigned: %u %u 0x%08x", hu[0],
           hu[1], hu[2]);
     std::vector<long long> hl = to_host(ll, 3);
-    check(hl[0] == 5 && hl[1] == -5 && hl[2] == (long long)(1ull << 63), "math 64-bit: %lld %lld %lld",
-          hl[0], hl[1], hl[2]);
+    check(hl[0] == 5 && hl[1] == -5 && hl[2] == (long long)(1ull << 63),
+          "math 64-bit: %lld %lld %lld", hl[0], hl[1], hl[2]);
     cudaFree(one), cudaFree(f), cudaFree(i), cudaFree(u), cudaFree(ll);
 }
 
@@ -749,7 +766,8 @@ static void test_launch_failures() {
     std::vector<int> h = to_host(out, 4 * 128);
     int done = 0;
     for (int i = 0; i < 3 * 128; i++) done += h[i];
-    check(done == 3 * 128, "the blocks before the failing one ran: %d of %d threads", done, 3 * 128);
+    check(done == 3 * 128, "the blocks before the failing one ran: %d of %d threads", done,
+          3 * 128);
 
     LAUNCH(shuffle_vs_barrier_kernel, 1, 64, (float *)out);
     check_error("shuffle vs __syncthreads", cudaErrorLaunchFailure,
@@ -921,7 +939,7 @@ static void test_determinism_and_threads() {
 
     /* 4 host threads, each launching kernels with barriers; one also provokes an error,
      * which must stay its own (the last error is per host thread) */
-    const int rows = 16, cols = 300;
+    const int rows = 8, cols = 300;
     std::vector<float> m(rows * cols);
     for (int i = 0; i < rows * cols; i++) m[i] = (float)(i % 7);
     std::vector<float> expected(rows, 0.0f);
@@ -935,9 +953,9 @@ static void test_determinism_and_threads() {
             float *sums = nullptr;
             cudaMalloc(&sums, rows * sizeof(float));
             std::vector<float> h(rows);
-            for (int it = 0; it < 20; it++) {
+            for (int it = 0; it < 5; it++) {
                 LAUNCH(row_sum_kernel, rows, 128, dm, sums, cols);
-                if (w == 0 && it == 10) LAUNCH(row_sum_kernel, rows, 4096, dm, sums, cols);
+                if (w == 0 && it == 2) LAUNCH(row_sum_kernel, rows, 4096, dm, sums, cols);
                 errors[w] += cudaGetLastError() != cudaSuccess;
                 cudaMemcpy(h.data(), sums, rows * sizeof(float), cudaMemcpyDeviceToHost);
                 for (int r = 0; r < rows; r++) wrong[w] += h[r] != expected[r];
@@ -960,8 +978,9 @@ __global__ void axpy_kernel(const float *x, float *y, int n) {
 }
 
 static void report_speed() {
-    const int n = 1 << 20, rows = 256, cols = 1024;
-    float *x = device_zeros<float>(n), *y = device_zeros<float>(n), *sums = device_zeros<float>(rows);
+    const int n = 1 << 18, rows = 64, cols = 1024;
+    float *x = device_zeros<float>(n), *y = device_zeros<float>(n);
+    float *sums = device_zeros<float>(rows);
     auto t0 = std::chrono::steady_clock::now();
     LAUNCH(axpy_kernel, n / 256, 256, x, y, n);
     auto t1 = std::chrono::steady_clock::now();
@@ -1013,8 +1032,11 @@ int main(int argc, char **argv) {
     };
     for (const auto &t : tests) {
         int before = n_failed;
+        auto start = std::chrono::steady_clock::now();
         t.run();
-        printf("%s %s\n", n_failed == before ? "ok  " : "FAIL", t.name);
+        std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - start;
+        printf("%s %s (%.2f s)\n", n_failed == before ? "ok  " : "FAIL", t.name,
+               seconds.count());
         fflush(stdout);
     }
     printf("emu_selftest: %d checks, %d failed\n", n_checks, n_failed);

@@ -48,8 +48,8 @@ def assert_close(name, ours, ref, tol):
         assert err <= tol, f"{name}: relative error {err:.3g} > {tol:g}"
 
 
-def gpu_sized(cuda, big):
-    if big and cuda.is_emulated():
+def gpu_sized(cuda, large):
+    if large and cuda.is_emulated():
         pytest.skip("GPU-sized: too slow on the CPU emulation")
 
 
@@ -230,7 +230,7 @@ def test_embedding_matches_numpy(cuda, N, V, C, large):
 @pytest.mark.parametrize("deterministic", [True, False])
 def test_embedding_backward_repeated_ids_and_unused_rows(cuda, deterministic):
     cuda.set_deterministic(deterministic)
-    ids = np.array([[3, 3, 0], [3, 6, 0]])                        # (B, T): 3 thrice, 1, 2, 4, 5 never
+    ids = np.array([[3, 3, 0], [3, 6, 0]])                 # (B, T): 3 thrice, 1, 2, 4, 5 never
     dout = randn(np.random.default_rng(5), 2, 3, 70)
     dweight = cuda.embedding_backward(cuda.to_device(dout), ids, 7).numpy()
     assert_close("embedding dweight", dweight, K.embedding_backward(*f64(dout), ids, 7),
@@ -268,8 +268,9 @@ def test_cross_entropy_matches_numpy(cuda, N, V, large):
     assert cuda.cross_entropy_forward(d_logits, targets)[0].item() == loss.item(), \
         "the loss is a fixed-order reduction: bit-identical"
     dlogits = cuda.cross_entropy_backward(np.float32(1.3), d_logits, targets, lse).numpy()
+    # given our lse, the backward is elementwise: exp(logit - lse) * factor
     ref = K.cross_entropy_backward(1.3, *f64(logits), targets, *f64(lse.numpy()))
-    assert_close("cross_entropy dlogits", dlogits, ref, ELEMENTWISE_TOL)   # exp(x - lse) * f
+    assert_close("cross_entropy dlogits", dlogits, ref, ELEMENTWISE_TOL)
     assert not dlogits[targets == -1].any(), "ignored rows get no gradient"
 
 

@@ -3,12 +3,8 @@
  * The maths is numpy_kernels.silu_forward / silu_backward (and csrc/activation.c, whose
  * overflow-free sigmoid this is). Grid-stride loops: a grid of at most MAX_BLOCKS covers any n.
  */
-#include <algorithm>
 
 #include "common.cuh"
-
-#define THREADS 256
-#define MAX_BLOCKS 4096
 
 /* sigmoid(x) from exp(-|x|) <= 1, so no exp overflows and no inf / inf appears. */
 static __device__ __forceinline__ float sigmoid(float x) {
@@ -32,10 +28,6 @@ static __global__ void silu_backward_kernel(const float *__restrict__ dy,
         float s = sigmoid(x[i]);
         dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
     }
-}
-
-static unsigned blocks_for(int64_t n) {
-    return (unsigned)std::min(ceil_div(n, THREADS), (int64_t)MAX_BLOCKS);
 }
 
 int silu_forward(const float *x, float *y, int64_t n) {

@@ -4,13 +4,9 @@
  * moments first, then bias correction, then the decoupled weight decay (param *= 1 - lr * wd)
  * and the Adam step. The per-step scalars are computed once on the host, as adamw.c does.
  */
-#include <algorithm>
 #include <math.h>
 
 #include "common.cuh"
-
-#define THREADS 256
-#define MAX_BLOCKS 4096
 
 static __global__ void adamw_kernel(float *__restrict__ param, const float *__restrict__ grad,
                                     float *__restrict__ m, float *__restrict__ v, int64_t n,
@@ -38,7 +34,7 @@ int adamw_update(float *param, const float *grad, float *m, float *v, int64_t n,
     float correction2 = (float)(1.0 - pow(beta2, (double)step));
     float one_minus_beta1 = (float)(1.0 - beta1), one_minus_beta2 = (float)(1.0 - beta2);
     float decay = (float)(1.0 - (double)lr * weight_decay);
-    unsigned blocks = (unsigned)std::min(ceil_div(n, THREADS), (int64_t)MAX_BLOCKS);
+    unsigned blocks = blocks_for(n);
     LAUNCH(adamw_kernel, blocks, THREADS, param, grad, m, v, n, lr, beta1, beta2, eps,
            one_minus_beta1, one_minus_beta2, correction1, correction2, decay);
     return launch_status("adamw_update");

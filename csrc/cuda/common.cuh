@@ -40,6 +40,15 @@ int record_error(int status, const char *call);
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/* Elementwise kernels loop grid-stride: blocks of THREADS threads, at most max_blocks of them
+ * (4096 fill every current GPU several times over), each thread then striding by the grid. */
+#define THREADS 256
+#define MAX_BLOCKS 4096
+static inline unsigned blocks_for(int64_t n, int64_t max_blocks = MAX_BLOCKS) {
+    int64_t blocks = ceil_div(n, THREADS);
+    return (unsigned)(blocks < max_blocks ? blocks : max_blocks);
+}
+
 /* Warp-wide sum and max by butterfly shuffles: every lane ends with the result. */
 __device__ __forceinline__ float warp_sum(float x) {
     for (int offset = WARP / 2; offset > 0; offset /= 2) x += __shfl_xor_sync(FULL_MASK, x, offset);

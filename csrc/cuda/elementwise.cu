@@ -6,12 +6,9 @@
  * into its own partial, and one warp then adds the partials in a fixed order, so the result
  * depends on n alone, never on timing or the GPU.
  */
-#include <algorithm>
 
 #include "common.cuh"
 
-#define THREADS 256
-#define MAX_BLOCKS 4096
 /* sum_of_squares' first pass: at most this many blocks, THREADS / WARP partials each. */
 #define SUM_BLOCKS 1024
 
@@ -55,25 +52,21 @@ static __global__ void sum_square_partials(const double *__restrict__ partial,
     if (threadIdx.x == 0) out[0] = acc;
 }
 
-static unsigned blocks_for(int64_t n, int64_t max_blocks) {
-    return (unsigned)std::min(ceil_div(n, THREADS), max_blocks);
-}
-
 int add_forward(const float *a, const float *b, float *out, int64_t n) {
     if (n == 0) return 0;
-    LAUNCH(add_kernel, blocks_for(n, MAX_BLOCKS), THREADS, a, b, out, n);
+    LAUNCH(add_kernel, blocks_for(n), THREADS, a, b, out, n);
     return launch_status("add_forward");
 }
 
 int scale(float *x, float s, int64_t n) {
     if (n == 0) return 0;
-    LAUNCH(scale_kernel, blocks_for(n, MAX_BLOCKS), THREADS, x, s, n);
+    LAUNCH(scale_kernel, blocks_for(n), THREADS, x, s, n);
     return launch_status("scale");
 }
 
 int fill(float *x, float value, int64_t n) {
     if (n == 0) return 0;
-    LAUNCH(fill_kernel, blocks_for(n, MAX_BLOCKS), THREADS, x, value, n);
+    LAUNCH(fill_kernel, blocks_for(n), THREADS, x, value, n);
     return launch_status("fill");
 }
 

@@ -20,19 +20,12 @@
  * Its sums add the rows in the order n = 0, 1, ...: bit for bit those of csrc/embedding.c and
  * of np.add.at in float32, on every run.
  */
-#include <algorithm>
 #include <limits.h>
 
 #include "common.cuh"
 
-#define THREADS 256
-#define MAX_BLOCKS 4096
 /* the prefix sum over the V counts runs in one block: each thread scans a V / 1024 chunk */
 #define SCAN_THREADS 1024
-
-static unsigned blocks_for(int64_t n) {
-    return (unsigned)std::min(ceil_div(n, THREADS), (int64_t)MAX_BLOCKS);
-}
 
 /* out (N, C): element i = (n, c) of out is weight[ids[n], c]; consecutive threads, consecutive c */
 static __global__ void embedding_gather(const int64_t *__restrict__ ids,

@@ -6,12 +6,8 @@
  * the per-head layout back into part p (the attention output, P = 1, or q/k/v gradients into a
  * fused gradient, P = 3). Both are one strided copy, so they share one kernel.
  */
-#include <algorithm>
 
 #include "common.cuh"
-
-#define THREADS 256
-#define MAX_BLOCKS 4096
 
 /* i indexes a (B, nh, T, hs) array; returns where that element sits in (B, T, P, nh, hs). */
 static __device__ __forceinline__ int64_t fused_offset(int64_t i, int64_t T, int64_t P, int64_t p,
@@ -38,8 +34,8 @@ static int launch_copy_heads(const float *src, float *dst, int64_t B, int64_t T,
                              int64_t p, int64_t nh, int64_t hs, bool split) {
     int64_t n = B * nh * T * hs;
     if (n == 0) return 0;
-    int64_t blocks = std::min(ceil_div(n, THREADS), (int64_t)MAX_BLOCKS);   // grid-stride
-    LAUNCH(copy_heads, (unsigned)blocks, THREADS, src, dst, n, T, P, p, nh, hs, split);
+    unsigned blocks = blocks_for(n);   // grid-stride
+    LAUNCH(copy_heads, blocks, THREADS, src, dst, n, T, P, p, nh, hs, split);
     return launch_status(split ? "split_heads" : "merge_heads");
 }
 

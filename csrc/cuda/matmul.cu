@@ -26,7 +26,7 @@
 #endif
 using namespace nvcuda;
 
-#define THREADS 256
+#define GEMM_THREADS 256
 /* Shared rows are BT + PAD floats: the transposing stores of a k-contiguous operand then hit
  * distinct banks, and rows stay 16-byte (float4) and 32-byte (WMMA) aligned. */
 #define PAD 4
@@ -52,12 +52,12 @@ namespace {   // internal linkage: no symbol to export for the helper type
  * Each thread moves CHUNKS runs of 4 floats that are consecutive in global memory. */
 template <int BT, int BK, bool K_CONTIG>
 struct TileLoader {
-    static constexpr int CHUNKS = BT * BK / (4 * THREADS);
+    static constexpr int CHUNKS = BT * BK / (4 * GEMM_THREADS);
     float4 r[CHUNKS];
 
     /* The tile coordinates (mn, k) of the first float of chunk c of this thread. */
     __device__ static void coords(int c, int &mn, int &k) {
-        int index = c * THREADS + (int)threadIdx.x;
+        int index = c * GEMM_THREADS + (int)threadIdx.x;
         if (K_CONTIG) {
             mn = index / (BK / 4);
             k = index % (BK / 4) * 4;
@@ -121,7 +121,7 @@ struct TileLoader {
  * columns h * 64 + tx * 4 + j of the tile (g, h < BT / 64; i, j < 4): spreading the micro-tile
  * in 4-wide runs 64 apart lets every shared read be one conflict-free float4. */
 template <int BT, bool A_KCONTIG, bool B_KCONTIG>
-__global__ void __launch_bounds__(THREADS) matmul_f32_kernel(Gemm g) {
+__global__ void __launch_bounds__(GEMM_THREADS) matmul_f32_kernel(Gemm g) {
     constexpr int BK = 1024 / BT;   // a (BK, BT) slice is 1024 floats: 4 per thread
     constexpr int TM = BT / 16;     // the micro-tile is TM x TM
     alignas(16) __shared__ float As[BK][BT + PAD];   // op(a) slice, (BK, BT): As[k][m]
@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(THREADS) matmul_f32_kernel(Gemm g) {
  * tile, as FM x FN fragments of 16 x 16. As is op(a)'s slice column-major (element (m, k) at
  * As[k][m]) and Bs op(b)'s row-major, just as the fragments want them. */
 template <int BT, bool A_KCONTIG, bool B_KCONTIG>
-__global__ void __launch_bounds__(THREADS) matmul_tf32_kernel(Gemm g) {
+__global__ void __launch_bounds__(GEMM_THREADS) matmul_tf32_kernel(Gemm g) {
     constexpr int BK = 16;                          // two k8 steps per slice
     constexpr int WM = BT / 2, WN = BT / 4;         // the warp's part of the tile
     constexpr int FM = WM / 16, FN = WN / 16;       // its fragments
@@ -194,7 +194,7 @@ __global__ void __launch_bounds__(THREADS) matmul_tf32_kernel(Gemm g) {
     // WMMA wants 32-byte aligned fragment pointers
     alignas(128) __shared__ float As[BK][LD];                  // (BK, BT): As[k][m]
     alignas(128) __shared__ float Bs[BK][LD];                  // (BK, BT): Bs[k][n]
-    alignas(128) __shared__ float stage[THREADS / WARP][16 * 16];   // per warp, (16, 16)
+    alignas(128) __shared__ float stage[GEMM_THREADS / WARP][16 * 16];   // per warp, (16, 16)
     const int64_t M = g.M, N = g.N, K = g.K, z = blockIdx.z;
     const float *a = g.a + z * M * K, *b = g.b + z * K * N;
     float *out = g.out + z * M * N;
@@ -289,7 +289,7 @@ static int run_matmul(const char *name, bool tf32, const float *a, const float *
         int64_t nz = batch - z0 < MAX_GRID_YZ ? batch - z0 : MAX_GRID_YZ;
         dim3 grid((unsigned)ceil_div(M, BT), (unsigned)ceil_div(N, BT), (unsigned)nz);
         g.a = a + z0 * M * K, g.b = b + z0 * K * N, g.out = out + z0 * M * N;
-        LAUNCH(kernel, grid, THREADS, g);
+        LAUNCH(kernel, grid, GEMM_THREADS, g);
     }
     return launch_status(name);
 }

@@ -5,10 +5,11 @@
  * launch runs every block of the grid, one block after another, and inside a block every
  * thread on a fiber of its own (a small stack plus saved registers), all on the calling OS
  * thread. A thread runs until it returns or reaches a barrier (__syncthreads, or a warp
- * collective: shuffle, vote, __syncwarp, wmma); the scheduler then switches to another thread
- * of the block, and releases the waiting threads once every thread the barrier waits for has
- * arrived. Because exactly one emulated thread runs at any time and switches happen only at
- * barriers, no locks or hardware atomics are needed anywhere, and a run is deterministic.
+ * collective: shuffle, vote, __syncwarp, __activemask, wmma); the scheduler then switches to
+ * another thread of the block, and releases the waiting threads once every thread the
+ * barrier waits for has arrived. Because exactly one emulated thread runs at any time and
+ * switches happen only at barriers, no locks or hardware atomics are needed anywhere, and a
+ * run is deterministic.
  * README.md (next to this file) says what the emulation checks and what it cannot.
  *
  * Device code uses CUDA's own spellings (threadIdx.x, __syncthreads(), __shfl_xor_sync,
@@ -152,8 +153,9 @@ class KernelRef {
 /* Run `body` once per thread of every block; see emu_launch below. */
 void launch(dim3 grid, dim3 block, KernelRef body, Site site);
 
-/* Keeps the compiler from moving memory accesses across a barrier: a barrier is also a
- * memory fence (for shared memory, which is static storage, an opaque call alone would do). */
+/* Keeps the compiler from keeping memory in registers across a barrier, which in CUDA is
+ * also a memory fence. The calls into emu.cpp are opaque, which should already be enough; the
+ * fence states it, and holds even under link-time optimization. */
 inline void compiler_fence() { __asm__ __volatile__("" ::: "memory"); }
 
 }  // namespace emu

@@ -18,8 +18,11 @@
  * Fibers are only needed by threads that are suspended: when a thread returns, the next
  * thread of the queue, if it has not started yet, starts on the same stack without any
  * context switch. A kernel without barriers therefore runs a whole block on one stack, as a
- * plain loop of function calls; a switch (a few hundred nanoseconds: glibc's swapcontext
- * saves the signal mask with a system call) happens only when a thread waits.
+ * plain loop of function calls; a switch happens only when a thread waits. A switch is
+ * glibc's swapcontext, a few hundred nanoseconds because it also saves the signal mask with a
+ * system call. Faster user-space switches (setjmp/longjmp between stacks, hand-written
+ * assembly) are not used: they would break where x86 shadow stacks (CET) are enabled, which
+ * swapcontext and makecontext support.
  */
 #include "cuda_emu.h"
 
@@ -185,7 +188,8 @@ cudaError_t check_copy(const char *call, void *dst, size_t dst_bytes, const void
  * The scheduler. Its state belongs to the launch in progress: launches are serialized by
  * Scheduler::mutex, and a launch (with all its fibers) runs on the launching OS thread. */
 
-/* A saved execution context: the host's (the launching thread's own stack) or a fiber's. */
+/* A saved execution context: the host's (on the launching thread's own stack), or a fiber's:
+ * a context on a stack of our own, on which emulated threads run one after another. */
 struct Context {
     ucontext_t uc;
     /* The stack's lowest address and size, which ASan must be told at each switch to this
@@ -193,10 +197,6 @@ struct Context {
     const void *stack_bottom = nullptr;
     size_t stack_size = 0;
     void *fake_stack = nullptr; /* ASan's bookkeeping of a suspended context */
-};
-
-struct Fiber {
-    Context context;
 };
 
 enum class State : uint8_t { unstarted, ready, running, at_barrier, at_warp, exited };
@@ -217,7 +217,7 @@ struct Thread {
     uint3 idx;
     unsigned tid; /* linear id: x + y * blockDim.x + z * blockDim.x * blockDim.y */
     State state;
-    Fiber *fiber;       /* while started and not exited */
+    Context *fiber; /* while started and not exited */
     /* its part in the warp collective it waits in: which one, what it contributes, the lane
      * whose contribution it receives, and (once the collective is complete) what it got */
     WarpOp op;
@@ -240,19 +240,18 @@ struct Scheduler {
 
     /* Fiber stacks, mapped at the first launch and reused by every later one. */
     char *stacks = nullptr;
-    Fiber fibers[kMaxThreadsPerBlock];
+    Context fibers[kMaxThreadsPerBlock];
 
     /* the launch */
     emu::KernelRef body;
-    emu::Site launch_site;
     unsigned n_threads; /* per block */
 
     /* the block */
     Thread threads[kMaxThreadsPerBlock];
     Warp warps[kMaxThreadsPerBlock / kWarpSize];
-    unsigned queue[kMaxThreadsPerBlock]; /* ring buffer of threads that can run (unstarted or ready) */
+    unsigned queue[kMaxThreadsPerBlock]; /* ring buffer of the threads that can run */
     unsigned queue_head, queue_length;
-    Fiber *free_fibers[kMaxThreadsPerBlock]; /* a stack of fibers no thread is using */
+    Context *free_fibers[kMaxThreadsPerBlock]; /* a stack of fibers no thread is using */
     unsigned n_free_fibers;
     Thread *running; /* null while the host runs */
     Context host;
@@ -314,7 +313,11 @@ Context *switching_from;
 
 void before_switch(Context &from, const Context &to, bool from_finished) {
     switching_from = &from;
-    /* a context that will never be resumed passes no fake stack: ASan frees it */
+    /* A context that will never be resumed leaves frames on its stack that never return, and
+     * so are never unpoisoned; the next thread started on that stack would trip over their
+     * redzones. handle_no_return unpoisons the stack's frames; passing no fake stack lets
+     * ASan free this context's. */
+    if (from_finished) __asan_handle_no_return();
     __sanitizer_start_switch_fiber(from_finished ? nullptr : &from.fake_stack, to.stack_bottom,
                                    to.stack_size);
 }
@@ -342,11 +345,11 @@ void switch_context(Context &from, Context &to, bool from_finished) {
 void fiber_main();
 
 /* A fiber from the free stack, set up to start fiber_main from its stack's top. */
-Fiber &take_fiber() {
-    Fiber &f = *S.free_fibers[--S.n_free_fibers];
-    ucontext_t &uc = f.context.uc;
-    uc.uc_stack.ss_sp = const_cast<void *>(f.context.stack_bottom);
-    uc.uc_stack.ss_size = f.context.stack_size;
+Context &take_fiber() {
+    Context &f = *S.free_fibers[--S.n_free_fibers];
+    ucontext_t &uc = f.uc;
+    uc.uc_stack.ss_sp = const_cast<void *>(f.stack_bottom);
+    uc.uc_stack.ss_size = f.stack_size;
     uc.uc_link = nullptr;
     makecontext(&uc, fiber_main, 0);
 #ifdef EMU_ASAN
@@ -356,7 +359,7 @@ Fiber &take_fiber() {
      * makecontext, so hide it. */
     uc.uc_stack.ss_size = 0;
 #endif
-    f.context.fake_stack = nullptr;
+    f.fake_stack = nullptr;
     return f;
 }
 
@@ -371,7 +374,7 @@ void run_next(Context &from, bool from_finished) {
         Thread &next = pop();
         if (next.state == State::unstarted) next.fiber = &take_fiber();
         set_running(next);
-        to = &next.fiber->context;
+        to = next.fiber;
     } else {
         S.running = nullptr;
         if (S.live > 0 && !S.failed) {
@@ -385,7 +388,7 @@ void run_next(Context &from, bool from_finished) {
 /* The running thread waits (at a barrier) until another thread releases it. */
 void wait(Thread &t, State where) {
     t.state = where;
-    run_next(t.fiber->context, false);
+    run_next(*t.fiber, false);
 }
 
 Thread &running_thread(const char *name, emu::Site site) {
@@ -469,7 +472,7 @@ void gather(Thread &t, const WarpOp &op, uint64_t value, unsigned src) {
  * back on the free stack and gives the CPU away for good (it is set up afresh when taken). */
 void fiber_main() {
     after_switch(nullptr);
-    Fiber &self = *S.running->fiber;
+    Context &self = *S.running->fiber;
     for (;;) {
         S.body();
         thread_returned();
@@ -482,7 +485,7 @@ void fiber_main() {
         /* safe to free before leaving: the next thread, if any, is suspended on a fiber of
          * its own, so run_next does not take a fiber */
         S.free_fibers[S.n_free_fibers++] = &self;
-        run_next(self.context, true);
+        run_next(self, true);
     }
 }
 
@@ -530,11 +533,11 @@ bool map_stacks() {
     S.stacks = static_cast<char *>(region);
     for (unsigned i = 0; i < kMaxThreadsPerBlock; i++) {
         char *guard = S.stacks + i * slot;
-        mprotect(guard, page, PROT_NONE);
-        Fiber &f = S.fibers[i];
-        getcontext(&f.context.uc); /* makecontext needs a context initialized once */
-        f.context.stack_bottom = guard + page;
-        f.context.stack_size = kStackSize;
+        mprotect(guard, page, PROT_NONE); /* best effort: a failure only loses the guard */
+        Context &f = S.fibers[i];
+        getcontext(&f.uc); /* makecontext needs a context initialized once */
+        f.stack_bottom = guard + page;
+        f.stack_size = kStackSize;
     }
     return true;
 }
@@ -568,7 +571,7 @@ bool run_block() {
     /* the abandoned threads of a failed block leave poisoned frames on their stacks */
     if (S.failed)
         for (unsigned i = 0; i < S.n_threads; i++)
-            __asan_unpoison_memory_region(S.fibers[i].context.stack_bottom, kStackSize);
+            __asan_unpoison_memory_region(S.fibers[i].stack_bottom, kStackSize);
 #endif
     return !S.failed;
 }
@@ -612,7 +615,7 @@ void fail(Site site, const char *fmt, ...) {
                                       t->idx.z, site.file, site.line) + what;
     S.running = nullptr;
     /* the failed block's threads are abandoned: nothing resumes them */
-    switch_context(t->fiber->context, S.host, true);
+    switch_context(*t->fiber, S.host, true);
     __builtin_unreachable();
 }
 
@@ -669,7 +672,6 @@ void launch(dim3 grid, dim3 block, KernelRef body, Site site) {
         return;
     }
     S.body = body;
-    S.launch_site = site;
     S.n_threads = block.x * block.y * block.z;
     position.block_dim = block;
     position.grid_dim = grid;
