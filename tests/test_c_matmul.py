@@ -21,6 +21,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.matmul_cases import TRANSPOSES, operands, reference
 from tinyllm.backends import BackendUnavailable
 
 try:
@@ -38,22 +39,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # crosses every cache block (MC = 3072, NC = 512, KC = 256) with a remainder
 SHAPES = [(1, 1, 1), (7, 13, 5), (63, 65, 257), (257, 129, 67), (1, 511, 3), (300, 1, 200),
           (3100, 530, 300)]
-TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
-
-
-def operands(rng, batch, M, N, K, transpose_a, transpose_b):
-    """Random float32 a, b laid out as the kernel reads them: a (K, M) when transpose_a, etc."""
-    lead = () if batch is None else (batch,)
-    a = rng.standard_normal(lead + ((K, M) if transpose_a else (M, K)), dtype=np.float32)
-    b = rng.standard_normal(lead + ((N, K) if transpose_b else (K, N)), dtype=np.float32)
-    return a, b
-
-
-def reference(a, b, transpose_a, transpose_b):
-    """op(a) @ op(b) in float64."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a,
-                     np.swapaxes(b, -1, -2) if transpose_b else b)
 
 
 def assert_close(ours, ref, what):

@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from tests.cuda_helpers import cuda, relative_error  # noqa: F401  (cuda is a fixture)
+from tests.matmul_cases import TRANSPOSES, operands, reference
 
 TOLERANCE = {"highest": 1e-5, "tf32": 2e-3}   # see the module docstring
 PRECISIONS = ["highest", "tf32"]
-TRANSPOSES = [(False, False), (False, True), (True, False), (True, True)]
 
 # (M, N, K): single rows and columns, primes, 64 +- 1 (the small tile), multiples of 4 (float4
 # loads and stores) that end in a partial tile, K below, at and across the k-steps
@@ -36,21 +36,6 @@ GPU_SHAPES = EMULATED_SHAPES + [(257, 129, 67), (1, 511, 3), (300, 1, 200), (103
 # (batch, M, N, K); 256 matrices of 3 x 5 make 256 tiles, enough for the 128 x 128 kernel
 EMULATED_BATCHES = [(5, 17, 33, 9), (3, 1, 1, 40), (256, 3, 5, 9)]
 GPU_BATCHES = EMULATED_BATCHES + [(48, 128, 64, 128), (70000, 2, 3, 4)]   # past gridDim.z
-
-
-def operands(rng, batch, M, N, K, transpose_a, transpose_b):
-    """Random float32 a, b laid out as the kernel reads them: a (K, M) when transpose_a, etc."""
-    lead = () if batch is None else (batch,)
-    a = rng.standard_normal(lead + ((K, M) if transpose_a else (M, K)), dtype=np.float32)
-    b = rng.standard_normal(lead + ((N, K) if transpose_b else (K, N)), dtype=np.float32)
-    return a, b
-
-
-def reference(a, b, transpose_a, transpose_b):
-    """op(a) @ op(b) in float64."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return np.matmul(np.swapaxes(a, -1, -2) if transpose_a else a,
-                     np.swapaxes(b, -1, -2) if transpose_b else b)
 
 
 def assert_close(ours, ref, tolerance, what):

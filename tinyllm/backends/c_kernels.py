@@ -18,12 +18,13 @@ re-exported at the bottom. TINYLLM_LIB names another
 build of the library (the sanitizer build uses it).
 """
 import os
-import re
 
 import numpy as np
 
 from tinyllm.backends import BackendUnavailable
 from tinyllm.backends import numpy_kernels as _reference
+from tinyllm.backends.checks import (attention_sizes, check_ids, matmul_sizes, open_library, rows,
+                                     shape as _shape)
 
 NAME = "c"
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,25 +32,7 @@ LIB_PATH = os.environ.get("TINYLLM_LIB") or os.path.join(_HERE, "libtinyllm.so")
 HEADER_PATH = os.path.join(_HERE, "tinyllm.h")
 
 
-def _open():
-    try:
-        import cffi
-    except ImportError as e:
-        raise BackendUnavailable(f"cffi is not installed ({e}); run `make`") from e
-    for path in (LIB_PATH, HEADER_PATH):
-        if not os.path.exists(path):
-            raise BackendUnavailable(f"{path} is missing: the C library is not built; run `make`")
-    ffi = cffi.FFI()
-    with open(HEADER_PATH) as f:
-        # cffi takes declarations only: drop the include guard and #include lines
-        ffi.cdef(re.sub(r"^\s*#.*$", "", f.read(), flags=re.MULTILINE))
-    try:
-        return ffi, ffi.dlopen(LIB_PATH)
-    except OSError as e:
-        raise BackendUnavailable(f"cannot load {LIB_PATH} ({e}); rebuild it with `make`") from e
-
-
-ffi, lib = _open()
+ffi, lib = open_library(LIB_PATH, HEADER_PATH, "the C library", "run `make`")
 
 
 def check_available():
@@ -79,11 +62,9 @@ def _f32(name, a):
     return _contiguous(name, a)
 
 
-def _i64(name, a):
-    a = np.asarray(a)
-    if not np.issubdtype(a.dtype, np.integer):
-        raise TypeError(f"{name}: expected integer ids, got {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.int64)
+def _ids(name, ids, low, high):
+    """Integer ids in [low, high) as a contiguous int64 array."""
+    return np.ascontiguousarray(check_ids(name, ids, low, high), dtype=np.int64)
 
 
 def _contiguous(name, a):
@@ -93,11 +74,6 @@ def _contiguous(name, a):
     if a.ctypes.data % a.dtype.itemsize:
         raise ValueError(f"{name}: array is not aligned to {a.dtype.itemsize} bytes")
     return a
-
-
-def _shape(name, a, shape):
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
 
 
 def _p(a):
@@ -114,14 +90,10 @@ def _pi(a):
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """As numpy_kernels.matmul; 2-D @ 2-D and equal-batch 3-D @ 3-D run in C, others in NumPy."""
     a, b = _f32("matmul a", a), _f32("matmul b", b)
-    if a.ndim != b.ndim or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[0] != b.shape[0]):
+    sizes = matmul_sizes(a, b, transpose_a, transpose_b)
+    if sizes is None:
         return _reference.matmul(a, b, transpose_a, transpose_b)   # broadcasting: generic path
-    M, K = a.shape[-2:][::-1] if transpose_a else a.shape[-2:]
-    Kb, N = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
-    if K != Kb:
-        raise ValueError(f"matmul: shapes {a.shape}{'^T' if transpose_a else ''} @ "
-                         f"{b.shape}{'^T' if transpose_b else ''} do not match ({K} != {Kb})")
-    batch = a.shape[0] if a.ndim == 3 else 1
+    batch, M, N, K = sizes
     out = np.empty(a.shape[:-2] + (M, N), np.float32)
     lib.matmul(_p(a), _p(b), _p(out), batch, M, N, K, int(transpose_a), int(transpose_b))
     return out
@@ -132,12 +104,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
 
 def attention_forward(q, k, v):
     q, k, v = _f32("attention q", q), _f32("attention k", k), _f32("attention v", v)
-    B, nh, Tq, hs = q.shape
-    Tk = k.shape[2]
-    _shape("attention k", k, (B, nh, Tk, hs))
-    _shape("attention v", v, (B, nh, Tk, hs))
-    if Tq > Tk:
-        raise ValueError(f"attention: Tq={Tq} queries but only Tk={Tk} keys")
+    B, nh, Tq, Tk, hs = attention_sizes(q, k, v)
     out = np.empty_like(q)                                        # (B, nh, Tq, hs)
     lse = np.empty((B, nh, Tq), np.float32)                       # (B, nh, Tq)
     lib.attention_forward(_p(q), _p(k), _p(v), _p(out), _p(lse), B, nh, Tq, Tk, hs)
@@ -148,11 +115,7 @@ def attention_backward(dout, q, k, v, out, lse):
     dout, q, k, v = (_f32(f"attention_backward {n}", x) for n, x in
                      (("dout", dout), ("q", q), ("k", k), ("v", v)))
     out, lse = _f32("attention_backward out", out), _f32("attention_backward lse", lse)
-    B, nh, Tq, hs = q.shape
-    Tk = k.shape[2]
-    for name, x, shape in (("dout", dout, q.shape), ("out", out, q.shape), ("lse", lse, (B, nh, Tq)),
-                           ("k", k, (B, nh, Tk, hs)), ("v", v, (B, nh, Tk, hs))):
-        _shape(f"attention_backward {name}", x, shape)
+    B, nh, Tq, Tk, hs = attention_sizes(q, k, v, dout, out, lse)
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
     lib.attention_backward(_p(dout), _p(q), _p(k), _p(v), _p(out), _p(lse), _p(dq), _p(dk), _p(dv),
                            B, nh, Tq, Tk, hs)
@@ -165,7 +128,7 @@ def attention_backward(dout, q, k, v, out, lse):
 def softmax_forward(x):
     x = _f32("softmax x", x)
     y = np.empty_like(x)
-    lib.softmax_forward(_p(x), _p(y), x.size // max(x.shape[-1], 1), x.shape[-1])
+    lib.softmax_forward(_p(x), _p(y), *rows(x))
     return y
 
 
@@ -173,7 +136,7 @@ def softmax_backward(dy, y):
     dy, y = _f32("softmax_backward dy", dy), _f32("softmax_backward y", y)
     _shape("softmax_backward dy", dy, y.shape)
     dx = np.empty_like(y)
-    lib.softmax_backward(_p(dy), _p(y), _p(dx), y.size // max(y.shape[-1], 1), y.shape[-1])
+    lib.softmax_backward(_p(dy), _p(y), _p(dx), *rows(y))
     return dx
 
 
@@ -216,17 +179,10 @@ def silu_backward(dy, x):
 # ----------------------------------------------------------------------------
 # embedding and cross-entropy: integer ids, range-checked here so C can trust them
 
-def _check_ids(name, ids, low, high):
-    if ids.size and (ids.min() < low or ids.max() >= high):
-        bad = ids[(ids < low) | (ids >= high)][0]
-        raise ValueError(f"{name}: id {bad} is outside [{low}, {high})")
-
-
 def embedding_forward(ids, weight):
     weight = _f32("embedding weight", weight)
-    ids64 = _i64("embedding ids", ids)
     V, C = weight.shape
-    _check_ids("embedding", ids64, 0, V)
+    ids64 = _ids("embedding", ids, 0, V)
     out = np.empty(ids64.shape + (C,), np.float32)                # (..., C)
     lib.embedding_forward(_pi(ids64), _p(weight), _p(out), ids64.size, V, C)
     return out
@@ -234,10 +190,9 @@ def embedding_forward(ids, weight):
 
 def embedding_backward(dout, ids, vocab_size):
     dout = _f32("embedding_backward dout", dout)
-    ids64 = _i64("embedding_backward ids", ids)
+    ids64 = _ids("embedding_backward", ids, 0, vocab_size)
     C = dout.shape[-1]
     _shape("embedding_backward dout", dout, ids64.shape + (C,))
-    _check_ids("embedding_backward", ids64, 0, vocab_size)
     dweight = np.empty((vocab_size, C), np.float32)
     lib.embedding_backward(_p(dout), _pi(ids64), _p(dweight), ids64.size, vocab_size, C)
     return dweight
@@ -245,10 +200,9 @@ def embedding_backward(dout, ids, vocab_size):
 
 def cross_entropy_forward(logits, targets):
     logits = _f32("cross_entropy logits", logits)
-    t = _i64("cross_entropy targets", targets)
     N, V = logits.shape
+    t = _ids("cross_entropy target", targets, -1, V)
     _shape("cross_entropy targets", t, (N,))
-    _check_ids("cross_entropy target", t, -1, V)
     lse = np.empty(N, np.float32)
     loss = lib.cross_entropy_forward(_p(logits), _pi(t), _p(lse), N, V)
     return np.asarray(loss, dtype=np.float32), lse
@@ -256,11 +210,10 @@ def cross_entropy_forward(logits, targets):
 
 def cross_entropy_backward(dloss, logits, targets, lse):
     logits, lse = _f32("cross_entropy_backward logits", logits), _f32("cross_entropy_backward lse", lse)
-    t = _i64("cross_entropy_backward targets", targets)
     N, V = logits.shape
+    t = _ids("cross_entropy_backward target", targets, -1, V)
     _shape("cross_entropy_backward targets", t, (N,))
     _shape("cross_entropy_backward lse", lse, (N,))
-    _check_ids("cross_entropy_backward target", t, -1, V)
     dlogits = np.empty_like(logits)
     lib.cross_entropy_backward(float(dloss), _p(logits), _pi(t), _p(lse), _p(dlogits), N, V)
     return dlogits

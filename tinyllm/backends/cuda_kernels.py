@@ -18,6 +18,8 @@ Read csrc/cuda/tinyllm_cuda.h for the C side and cuda_array.py for the arrays.
 import numpy as np
 
 from tinyllm.backends import cuda_runtime as runtime
+from tinyllm.backends.checks import attention_sizes, check_ids, matmul_sizes, rows
+from tinyllm.backends.checks import shape as _shape
 from tinyllm.backends.cuda_array import DeviceArray
 from tinyllm.backends.cuda_runtime import CudaError, check, ffi, lib  # noqa: F401 (re-exported)
 
@@ -70,22 +72,11 @@ def _f32(name, a):
     return a
 
 
-def _shape(name, a, shape):
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {a.shape}")
-
-
 def _ids(name, ids, low, high):
     """Host integer ids, range-checked, as an int64 DeviceArray."""
     if isinstance(ids, DeviceArray):
         raise TypeError(f"{name}: pass token ids as a NumPy array; they are checked on the host")
-    ids = np.asarray(ids)
-    if not np.issubdtype(ids.dtype, np.integer):
-        raise TypeError(f"{name}: expected integer ids, got {ids.dtype}")
-    if ids.size and (ids.min() < low or ids.max() >= high):
-        bad = ids[(ids < low) | (ids >= high)][0]
-        raise ValueError(f"{name}: id {bad} is outside [{low}, {high})")
-    return DeviceArray.from_numpy(ids.astype(np.int64))
+    return DeviceArray.from_numpy(check_ids(name, ids, low, high).astype(np.int64))
 
 
 # ----------------------------------------------------------------------------
@@ -94,15 +85,11 @@ def _ids(name, ids, low, high):
 def matmul(a, b, transpose_a=False, transpose_b=False):
     """As numpy_kernels.matmul, for 2-D @ 2-D and equal-batch 3-D @ 3-D."""
     a, b = _f32("matmul a", a), _f32("matmul b", b)
-    if a.ndim != b.ndim or a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[0] != b.shape[0]):
+    sizes = matmul_sizes(a, b, transpose_a, transpose_b)
+    if sizes is None:
         raise ValueError(f"matmul on the CUDA backend takes 2-D @ 2-D or equal-batch 3-D @ 3-D, "
                          f"got {a.shape} @ {b.shape}; reshape (broadcast) the operands first")
-    M, K = a.shape[-2:][::-1] if transpose_a else a.shape[-2:]
-    Kb, N = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
-    if K != Kb:
-        raise ValueError(f"matmul: shapes {a.shape}{'^T' if transpose_a else ''} @ "
-                         f"{b.shape}{'^T' if transpose_b else ''} do not match ({K} != {Kb})")
-    batch = a.shape[0] if a.ndim == 3 else 1
+    batch, M, N, K = sizes
     out = DeviceArray(a.shape[:-2] + (M, N))
     check(_options["matmul"](a.ptr, b.ptr, out.ptr, batch, M, N, K, int(transpose_a),
                              int(transpose_b)))
@@ -111,12 +98,7 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
 
 def attention_forward(q, k, v):
     q, k, v = _f32("attention q", q), _f32("attention k", k), _f32("attention v", v)
-    B, nh, Tq, hs = q.shape
-    Tk = k.shape[2]
-    _shape("attention k", k, (B, nh, Tk, hs))
-    _shape("attention v", v, (B, nh, Tk, hs))
-    if Tq > Tk:
-        raise ValueError(f"attention: Tq={Tq} queries but only Tk={Tk} keys")
+    B, nh, Tq, Tk, hs = attention_sizes(q, k, v)
     out = DeviceArray(q.shape)                                    # (B, nh, Tq, hs)
     lse = DeviceArray((B, nh, Tq))                                # (B, nh, Tq)
     check(lib.attention_forward(q.ptr, k.ptr, v.ptr, out.ptr, lse.ptr, B, nh, Tq, Tk, hs))
@@ -127,11 +109,7 @@ def attention_backward(dout, q, k, v, out, lse):
     dout, q, k, v = (_f32(f"attention_backward {n}", x) for n, x in
                      (("dout", dout), ("q", q), ("k", k), ("v", v)))
     out, lse = _f32("attention_backward out", out), _f32("attention_backward lse", lse)
-    B, nh, Tq, hs = q.shape
-    Tk = k.shape[2]
-    for name, x, shape in (("dout", dout, q.shape), ("out", out, q.shape), ("lse", lse, (B, nh, Tq)),
-                           ("k", k, (B, nh, Tk, hs)), ("v", v, (B, nh, Tk, hs))):
-        _shape(f"attention_backward {name}", x, shape)
+    B, nh, Tq, Tk, hs = attention_sizes(q, k, v, dout, out, lse)
     dq, dk, dv = DeviceArray(q.shape), DeviceArray(k.shape), DeviceArray(v.shape)
     check(lib.attention_backward(dout.ptr, q.ptr, k.ptr, v.ptr, out.ptr, lse.ptr, dq.ptr, dk.ptr,
                                  dv.ptr, B, nh, Tq, Tk, hs))
@@ -167,14 +145,10 @@ def merge_heads(parts):
 # ----------------------------------------------------------------------------
 # softmax, rmsnorm, silu
 
-def _rows(x):
-    return x.size // max(x.shape[-1], 1), x.shape[-1]
-
-
 def softmax_forward(x):
     x = _f32("softmax x", x)
     y = DeviceArray(x.shape)
-    check(lib.softmax_forward(x.ptr, y.ptr, *_rows(x)))
+    check(lib.softmax_forward(x.ptr, y.ptr, *rows(x)))
     return y
 
 
@@ -182,13 +156,13 @@ def softmax_backward(dy, y):
     dy, y = _f32("softmax_backward dy", dy), _f32("softmax_backward y", y)
     _shape("softmax_backward dy", dy, y.shape)
     dx = DeviceArray(y.shape)
-    check(lib.softmax_backward(dy.ptr, y.ptr, dx.ptr, *_rows(y)))
+    check(lib.softmax_backward(dy.ptr, y.ptr, dx.ptr, *rows(y)))
     return dx
 
 
 def rmsnorm_forward(x, weight, eps=1e-5):
     x, weight = _f32("rmsnorm x", x), _f32("rmsnorm weight", weight)
-    N, C = _rows(x)
+    N, C = rows(x)
     _shape("rmsnorm weight", weight, (C,))
     y, rstd = DeviceArray(x.shape), DeviceArray(x.shape[:-1])     # (..., C), (...,)
     check(lib.rmsnorm_forward(x.ptr, weight.ptr, y.ptr, rstd.ptr, N, C, eps))
@@ -198,7 +172,7 @@ def rmsnorm_forward(x, weight, eps=1e-5):
 def rmsnorm_backward(dy, x, weight, rstd):
     dy, x = _f32("rmsnorm_backward dy", dy), _f32("rmsnorm_backward x", x)
     weight, rstd = _f32("rmsnorm_backward weight", weight), _f32("rmsnorm_backward rstd", rstd)
-    N, C = _rows(x)
+    N, C = rows(x)
     _shape("rmsnorm_backward dy", dy, x.shape)
     _shape("rmsnorm_backward rstd", rstd, x.shape[:-1])
     dx, dweight = DeviceArray(x.shape), DeviceArray((C,))
@@ -317,12 +291,12 @@ def concat(arrays, axis):
             raise ValueError(f"concat: shapes {[x.shape for x in arrays]} differ off axis {axis}")
     shape[axis] = sum(a.shape[axis] for a in arrays)
     out = DeviceArray(shape)
-    rows = int(np.prod(shape[:axis]))
-    out_pitch = out.nbytes // max(rows, 1)                        # bytes of one row of out
+    n_rows = int(np.prod(shape[:axis]))
+    out_pitch = out.nbytes // max(n_rows, 1)                        # bytes of one row of out
     offset = 0
     for a in arrays:
-        pitch = a.nbytes // max(rows, 1)
-        check(lib.copy_rows(out.raw + offset, out_pitch, a.raw, pitch, pitch, rows))
+        pitch = a.nbytes // max(n_rows, 1)
+        check(lib.copy_rows(out.raw + offset, out_pitch, a.raw, pitch, pitch, n_rows))
         offset += pitch
     return out
 

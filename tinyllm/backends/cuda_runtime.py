@@ -13,9 +13,9 @@ or when there is no GPU or driver, raises BackendUnavailable with the reason,
 and the CPU backends keep working.
 """
 import os
-import re
 
 from tinyllm.backends import BackendUnavailable
+from tinyllm.backends.checks import open_library
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_PATH = os.environ.get("TINYLLM_CUDA_LIB") or os.path.join(_HERE, "libtinyllm_cuda.so")
@@ -26,28 +26,9 @@ class CudaError(RuntimeError):
     """A CUDA call failed; the message names the call and CUDA's reason."""
 
 
-def _cdef(text):
-    # cffi takes declarations only: drop preprocessor lines and the C++ `extern "C" { }` wrapper
-    text = re.sub(r"^\s*#.*$", "", text, flags=re.MULTILINE)
-    return re.sub(r'^\s*(extern "C" \{|\})\s*$', "", text, flags=re.MULTILINE)
-
-
 def _open():
-    try:
-        import cffi
-    except ImportError as e:
-        raise BackendUnavailable(f"cffi is not installed ({e}); run `make`") from e
-    for path in (LIB_PATH, HEADER_PATH):
-        if not os.path.exists(path):
-            raise BackendUnavailable(f"{path} is missing: the CUDA library is not built; install "
-                                     f"the CUDA toolkit (nvcc) and run `make`")
-    ffi = cffi.FFI()
-    with open(HEADER_PATH) as f:
-        ffi.cdef(_cdef(f.read()))
-    try:
-        lib = ffi.dlopen(LIB_PATH)
-    except OSError as e:
-        raise BackendUnavailable(f"cannot load {LIB_PATH} ({e}); rebuild it with `make cuda`") from e
+    ffi, lib = open_library(LIB_PATH, HEADER_PATH, "the CUDA library",
+                            "install the CUDA toolkit (nvcc) and run `make`")
     count = ffi.new("int *")
     if lib.device_count(count) != 0 or count[0] == 0:
         reason = ffi.string(lib.last_error()).decode() or "no device found"
