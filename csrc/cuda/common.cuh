@@ -49,6 +49,13 @@ static inline unsigned blocks_for(int64_t n, int64_t max_blocks = MAX_BLOCKS) {
     return (unsigned)(blocks < max_blocks ? blocks : max_blocks);
 }
 
+/* Row-wise kernels (one block per row of C values): enough warps to cover the row, at most
+ * max_threads of them, each thread then striding over the row. */
+static inline unsigned row_threads(int64_t C, int64_t max_threads) {
+    int64_t threads = ceil_div(C, WARP) * WARP;
+    return (unsigned)(threads < max_threads ? threads : max_threads);
+}
+
 /* Warp-wide sum and max by butterfly shuffles: every lane ends with the result. */
 __device__ __forceinline__ float warp_sum(float x) {
     for (int offset = WARP / 2; offset > 0; offset /= 2) x += __shfl_xor_sync(FULL_MASK, x, offset);

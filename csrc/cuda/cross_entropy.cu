@@ -78,8 +78,8 @@ int cross_entropy_forward(const float *logits, const int64_t *targets, float *ls
     double *row_loss = NULL;                       // (N,)
     CHECK(device_alloc((void **)&row_loss, N * (int64_t)sizeof(double)));
     if (N > 0)
-        LAUNCH(cross_entropy_forward_rows, (unsigned)N, ROW_THREADS, logits, targets, lse,
-               row_loss, V);
+        LAUNCH(cross_entropy_forward_rows, (unsigned)N, row_threads(V, ROW_THREADS), logits,
+               targets, lse, row_loss, V);
     LAUNCH(mean_loss, 1, WARP, row_loss, loss, N, n_kept);   // N = 0 too: loss = 0
     CHECK(device_free(row_loss));                  // stream-ordered: after the kernels
     return launch_status("cross_entropy_forward");
@@ -90,7 +90,7 @@ int cross_entropy_backward(float dloss, const float *logits, const int64_t *targ
                            int64_t n_kept) {
     if (N * V == 0) return 0;
     float factor = (float)((double)dloss / (double)(n_kept ? n_kept : 1));
-    LAUNCH(cross_entropy_backward_rows, (unsigned)N, ROW_THREADS, logits, targets, lse, dlogits,
-           V, factor);
+    LAUNCH(cross_entropy_backward_rows, (unsigned)N, row_threads(V, ROW_THREADS), logits,
+           targets, lse, dlogits, V, factor);
     return launch_status("cross_entropy_backward");
 }

@@ -11,7 +11,8 @@
 
 #include "common.cuh"
 
-/* Threads per row: C is a model width (hundreds to thousands), a few channels per thread. */
+/* Threads per row, at most: C is a model width (hundreds to thousands), a few channels per
+ * thread; fewer threads for a narrow row. */
 #define ROW_THREADS 256
 /* Blocks of the backward, each walking N / PARTIAL_BLOCKS rows: enough to fill a GPU, few
  * enough that summing the (PARTIAL_BLOCKS, C) partials is cheap. */
@@ -83,7 +84,8 @@ static __global__ void sum_dweight_partials(const float *__restrict__ partial,
 int rmsnorm_forward(const float *x, const float *weight, float *y, float *rstd, int64_t N,
                     int64_t C, float eps) {
     if (N == 0 || C == 0) return 0;
-    LAUNCH(rmsnorm_forward_rows, (unsigned)N, ROW_THREADS, x, weight, y, rstd, C, eps);
+    LAUNCH(rmsnorm_forward_rows, (unsigned)N, row_threads(C, ROW_THREADS), x, weight, y, rstd, C,
+           eps);
     return launch_status("rmsnorm_forward");
 }
 
@@ -94,8 +96,8 @@ int rmsnorm_backward(const float *dy, const float *x, const float *weight, const
     int64_t n_partial = std::min(N, (int64_t)PARTIAL_BLOCKS);
     float *partial;                                // (n_partial, C)
     CHECK(device_alloc((void **)&partial, n_partial * C * (int64_t)sizeof(float)));
-    LAUNCH(rmsnorm_backward_rows, (unsigned)n_partial, ROW_THREADS, dy, x, weight, rstd, dx,
-           partial, N, C);
+    LAUNCH(rmsnorm_backward_rows, (unsigned)n_partial, row_threads(C, ROW_THREADS), dy, x,
+           weight, rstd, dx, partial, N, C);
     LAUNCH(sum_dweight_partials, (unsigned)ceil_div(C, WARP), GROUPS * WARP, partial, dweight,
            n_partial, C);
     CHECK(device_free(partial));                   // stream-ordered: after the kernels

@@ -150,7 +150,8 @@ extern "C" int device_free(void *ptr) {
     std::lock_guard<std::mutex> hold(pool_lock);
     auto block = in_use.find(ptr);
     if (block == in_use.end())
-        return record_error((int)cudaErrorInvalidValue, "device_free (pointer not from device_alloc)");
+        return record_error((int)cudaErrorInvalidValue,
+                            "device_free (pointer not from device_alloc)");
     cached.emplace(block->second, ptr);
     bytes_in_use -= block->second;
     in_use.erase(block);

@@ -5,16 +5,10 @@
  * channels, so every pass is coalesced) and meet in block-wide reductions. Not used by
  * attention or cross-entropy, which fuse their own softmax.
  */
-#include <algorithm>
-
 #include "common.cuh"
 
-/* Threads per row: enough warps to cover C, at most MAX_THREADS (then each thread strides). */
+/* Threads per row: enough warps to cover C, at most this many (then each thread strides). */
 #define MAX_THREADS 512
-
-static int row_threads(int64_t C) {
-    return (int)std::min(ceil_div(C, WARP) * WARP, (int64_t)MAX_THREADS);
-}
 
 /* Three passes over the row (max, sum of exp, write), recomputing exp rather than storing it
  * and reading it back: the row is in L1/L2 by then. */
@@ -47,12 +41,12 @@ static __global__ void softmax_backward_rows(const float *__restrict__ dy,
 
 int softmax_forward(const float *x, float *y, int64_t N, int64_t C) {
     if (N == 0 || C == 0) return 0;
-    LAUNCH(softmax_forward_rows, (unsigned)N, row_threads(C), x, y, C);
+    LAUNCH(softmax_forward_rows, (unsigned)N, row_threads(C, MAX_THREADS), x, y, C);
     return launch_status("softmax_forward");
 }
 
 int softmax_backward(const float *dy, const float *y, float *dx, int64_t N, int64_t C) {
     if (N == 0 || C == 0) return 0;
-    LAUNCH(softmax_backward_rows, (unsigned)N, row_threads(C), dy, y, dx, C);
+    LAUNCH(softmax_backward_rows, (unsigned)N, row_threads(C, MAX_THREADS), dy, y, dx, C);
     return launch_status("softmax_backward");
 }

@@ -129,7 +129,8 @@ class DeviceArray:
             known = math.prod(n for n in shape if n != -1)
             shape[shape.index(-1)] = self.size // known if known else 0
         if math.prod(shape) != self.size:
-            raise ValueError(f"cannot reshape a DeviceArray of shape {self.shape} into {tuple(shape)}")
+            raise ValueError(f"cannot reshape a DeviceArray of shape {self.shape} "
+                             f"into {tuple(shape)}")
         return DeviceArray(shape, self.dtype, self._block, self._offset)
 
     def copy(self):

@@ -243,7 +243,8 @@ def cross_entropy_forward(logits, targets):
 
 
 def cross_entropy_backward(dloss, logits, targets, lse):
-    logits, lse = _f32("cross_entropy_backward logits", logits), _f32("cross_entropy_backward lse", lse)
+    logits = _f32("cross_entropy_backward logits", logits)
+    lse = _f32("cross_entropy_backward lse", lse)
     N, V = logits.shape
     _shape("cross_entropy_backward lse", lse, (N,))
     t, n_kept = _targets("cross_entropy_backward target", targets, N, V)
