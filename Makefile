@@ -84,7 +84,7 @@ $(HEADER): csrc/tinyllm.h
 cuda: $(CUDA_LIB) $(CUDA_HEADER)
 
 cuda-status:
-	@echo "CUDA kernels: $(if $(HAVE_NVCC),$(CUDA_LIB) [nvcc$(foreach a,$(CUDA_ARCHS), sm_$(a))],\
+	@echo "CUDA kernels: $(if $(HAVE_NVCC),$(CUDA_LIB) [nvcc $(addprefix sm_,$(CUDA_ARCHS))],\
 	not built ($(if $(filter 1,$(NO_CUDA)),NO_CUDA=1,no nvcc on the PATH: install the CUDA toolkit for the GPU backend)))"
 
 build/cuda/%.o: csrc/cuda/%.cu $(CUDA_DEPS)
