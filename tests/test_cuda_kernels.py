@@ -318,3 +318,12 @@ def test_adamw_several_steps_match_numpy(cuda, n, large, weight_decay):
     # m_hat / sqrt(v_hat) is well-conditioned (|g| >> eps)
     for name, ours, ref in (("param", d_param, ref_param), ("m", d_m, ref_m), ("v", d_v, ref_v)):
         assert_close(f"adamw {name}", ours, ref, ELEMENTWISE_TOL * 10)
+
+
+@pytest.mark.parametrize("n, p", [(1, 0.5), (7, 0.1), (5003, 0.3), (70_001, 0.9)])
+def test_dropout_draws_numpys_mask_exactly(cuda, n, p):
+    # the same hash of (seed, index) and the same float32 scale: bit-identical, not close
+    x = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    for seed in (0, 12345, 2 ** 63 - 1):
+        np.testing.assert_array_equal(cuda.dropout(cuda.to_device(x), p, seed).numpy(),
+                                      K.dropout(x, p, seed))

@@ -82,3 +82,18 @@ def test_silu_is_stable_for_large_inputs():
     x = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0], dtype=np.float32)
     y = K.silu_forward(x)
     assert np.all(np.isfinite(y)) and y[-1] == 1000.0 and y[0] == 0.0
+
+
+def test_dropout_keeps_1_minus_p_scales_them_and_repeats_from_its_seed():
+    x = np.ones(200_000, np.float32)
+    y = K.dropout(x, 0.25, seed=7)
+    kept = y != 0
+    # 200k Bernoulli(0.75) draws: the kept fraction is within 4 standard deviations (0.004)
+    assert abs(kept.mean() - 0.75) < 0.004
+    np.testing.assert_array_equal(y[kept], np.float32(1 / 0.75))
+    np.testing.assert_array_equal(K.dropout(x, 0.25, seed=7), y)          # a seed is a mask
+    assert (K.dropout(x, 0.25, seed=8) != y).any()
+    # neighbouring elements and seeds are independent: no visible correlation
+    assert abs(np.corrcoef(kept[:-1], kept[1:])[0, 1]) < 0.01
+    assert abs(np.corrcoef(kept, K.dropout(x, 0.25, seed=8) != 0)[0, 1]) < 0.01
+    assert (K.dropout(x, 0.0, seed=1) == x).all()

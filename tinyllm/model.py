@@ -236,7 +236,7 @@ class GPT(nn.Module):
                         cache = KVCache(self.config) if use_cache else None
                         pending = idx[:, -block:]
                     logits, _ = self(pending, cache=cache)
-                    last = to_numpy(logits.data)[:, -1, :]                         # (B, V)
+                    last = to_numpy(logits.data[:, -1, :])   # (B, V): all that leaves a GPU
                     nxt = _sample(last, temperature, top_k, top_p, rng)            # (B,)
                     idx = np.concatenate([idx, nxt[:, None]], axis=1)
                     pending = nxt[:, None]

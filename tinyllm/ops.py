@@ -14,7 +14,7 @@ Read nn.py next for the layers built from these ops.
 import numpy as np
 
 from tinyllm.backends import get_backend
-from tinyllm.tensor import Tensor, is_device_array
+from tinyllm.tensor import Tensor
 
 
 def _tensor(x, like=None):
@@ -386,8 +386,8 @@ def dropout(a, p, rng, training=True):
         return a
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    if is_device_array(a.data):
-        raise NotImplementedError("dropout has no CUDA kernel yet: train with dropout 0 on the "
-                                  "CUDA backend, or use --backend c")
-    keep = (rng.random(a.shape) >= p).astype(a.dtype) / (1.0 - p)
-    return Tensor.from_op(a.data * keep, (a,), lambda g: (g * keep,), "dropout")
+    # the mask is a function of this seed, so the backward draws it again instead of keeping it
+    seed = int(rng.integers(0, 2 ** 63))
+    kernels = get_backend()
+    return Tensor.from_op(kernels.dropout(a.data, p, seed), (a,),
+                          lambda g: (kernels.dropout(g, p, seed),), "dropout")

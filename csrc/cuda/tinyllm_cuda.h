@@ -81,6 +81,10 @@ int rmsnorm_backward(const float *dy, const float *x, const float *weight, const
 int silu_forward(const float *x, float *y, int64_t n);
 int silu_backward(const float *dy, const float *x, float *dx, int64_t n);
 
+/* dropout.cu: y (n,) = x * scale where element i's hash of seed keeps it, else 0; the mask is
+ * numpy_kernels.dropout's. The backward is dropout of dy with the same seed. */
+int dropout(const float *x, float *y, int64_t n, float scale, uint32_t threshold, uint64_t seed);
+
 /* embedding.cu: out (N, C) = weight[ids], ids (N,) in [0, V). embedding_backward overwrites
  * dweight (V, C): with atomics (fast; the order of additions varies from run to run), or with
  * deterministic = 1 by sorting the ids so each row is summed by one thread in a fixed order. */

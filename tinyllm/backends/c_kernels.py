@@ -245,9 +245,10 @@ def num_threads():
 
 
 # what has no C version runs in NumPy: a model variant's layernorm, and the memory-bound
-# copies and reductions around the kernels, which NumPy already runs at memory speed
+# dropout, copies and reductions around the kernels, which NumPy runs near memory speed
 layernorm_forward = _reference.layernorm_forward
 layernorm_backward = _reference.layernorm_backward
+dropout = _reference.dropout
 split_heads = _reference.split_heads
 merge_heads = _reference.merge_heads
 asarray = _reference.asarray

@@ -2,10 +2,11 @@
 
 It holds a block from the library's caching allocator, a shape and a dtype
 (float32 activations and parameters, int64 token ids), and knows only what
-the autograd engine and the optimizer ask of an array: its shape, reshaping
-(a view of the same block), copies, `+` of two arrays of one shape and `*=`
-by a number (both kernels on the device), and explicit transfers (`numpy()`,
-`item()`, `from_numpy`). It refuses to become a NumPy array implicitly:
+the autograd engine, the optimizer and generation ask of an array: its shape,
+reshaping (a view of the same block), copies, taking one position
+(`logits[:, -1, :]`), `+` of two arrays of one shape and `*=` by a number
+(both kernels on the device), and explicit transfers (`numpy()`, `item()`,
+`from_numpy`). It refuses to become a NumPy array implicitly:
 `np.asarray(device_array)` raises, so a host transfer hidden in the training
 step fails loudly instead of running slowly.
 
@@ -132,6 +133,24 @@ class DeviceArray:
             raise ValueError(f"cannot reshape a DeviceArray of shape {self.shape} "
                              f"into {tuple(shape)}")
         return DeviceArray(shape, self.dtype, self._block, self._offset)
+
+    def __getitem__(self, index):
+        """A copy of a[..., i, ...]: full slices and one integer index (logits[:, -1, :])."""
+        index = index if isinstance(index, tuple) else (index,)
+        ints = [axis for axis, i in enumerate(index) if not isinstance(i, slice)]
+        if len(ints) != 1 or any(i != slice(None) for i in index if isinstance(i, slice)):
+            raise TypeError(f"a DeviceArray takes one integer index among full slices "
+                            f"(such as a[:, -1, :]), got {index!r}; use .numpy() for more")
+        axis = ints[0]
+        n = self.shape[axis]
+        i = int(index[axis])
+        if not -n <= i < n:
+            raise IndexError(f"index {i} is out of range for axis {axis} of size {n}")
+        out = DeviceArray(self.shape[:axis] + self.shape[axis + 1:], self.dtype)
+        width = out.nbytes // max(math.prod(self.shape[:axis]), 1)   # bytes after the index
+        check(lib.copy_rows(out.raw, width, self.raw + (i % n) * width, n * width, width,
+                            math.prod(self.shape[:axis])))
+        return out
 
     def copy(self):
         out = DeviceArray(self.shape, self.dtype)

@@ -18,6 +18,7 @@ Read csrc/cuda/tinyllm_cuda.h for the C side and cuda_array.py for the arrays.
 import numpy as np
 
 from tinyllm.backends import cuda_runtime as runtime
+from tinyllm.backends import numpy_kernels as _reference
 from tinyllm.backends.checks import attention_sizes, check_ids, matmul_sizes, rows
 from tinyllm.backends.checks import shape as _shape
 from tinyllm.backends.cuda_array import DeviceArray
@@ -193,6 +194,14 @@ def silu_backward(dy, x):
     dx = DeviceArray(x.shape)
     check(lib.silu_backward(dy.ptr, x.ptr, dx.ptr, x.size))
     return dx
+
+
+def dropout(x, p, seed):
+    x = _f32("dropout x", x)
+    scale, threshold = _reference.dropout_constants(p)
+    y = DeviceArray(x.shape)
+    check(lib.dropout(x.ptr, y.ptr, x.size, scale, threshold, seed))
+    return y
 
 
 def layernorm_forward(x, weight, bias, eps=1e-5):

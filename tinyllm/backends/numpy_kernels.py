@@ -220,6 +220,35 @@ def silu_backward(dy, x):
 
 
 # ----------------------------------------------------------------------------
+# dropout: the mask is a hash of (seed, element index), so every backend draws the
+# same mask, and the backward rebuilds it from the seed instead of storing it
+
+def dropout_constants(p):
+    """(scale, threshold): kept values are multiplied by scale = 1/(1-p); an element is kept
+    when the top 24 bits of its hash are >= threshold, i.e. with probability 1 - p."""
+    return 1.0 / (1.0 - p), math.ceil(p * (1 << 24))
+
+
+def dropout_keep(n, seed, threshold):
+    """(n,) booleans: element i is kept when splitmix64(seed + (i + 1) * golden) >> 40 >= threshold."""
+    z = np.uint64(seed) + (np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(40)) >= threshold
+
+
+def dropout(x, p, seed):
+    """x with each element zeroed with probability p and the rest scaled by 1/(1-p).
+
+    Its own backward: the gradient of dropout(x, p, seed) is dropout(dy, p, seed).
+    """
+    scale, threshold = dropout_constants(p)
+    keep = dropout_keep(x.size, seed, threshold).reshape(x.shape)
+    return np.where(keep, x * x.dtype.type(scale), x.dtype.type(0))
+
+
+# ----------------------------------------------------------------------------
 # embedding: row lookup, and its scatter-add backward
 
 def embedding_forward(ids, weight):
