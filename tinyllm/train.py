@@ -286,6 +286,8 @@ class Trainer:
         return {"steps": self.step, "val_loss": val_loss, "seconds": elapsed,
                 "tokens_per_sec": steps_run * tokens_per_step / max(elapsed, 1e-9),
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_device_mb": (self.backend.memory_stats()["peak_bytes_in_use"] / 2 ** 20
+                                   if hasattr(self.backend, "memory_stats") else None),
                 "interrupted": self._stop_requested}
 
     def _on_interrupt(self, signum, frame):
@@ -356,7 +358,9 @@ def main(argv=None):
         picture = plot_loss_curve(log, trainer.out / "loss.svg")
         print(f"\nloss curve: {picture}", file=sys.stderr)
     print(f"{summary['steps']} steps, {summary['tokens_per_sec']:,.0f} tokens/s, "
-          f"peak memory {summary['peak_rss_mb']:,.0f} MB, final val loss "
+          f"peak memory {summary['peak_rss_mb']:,.0f} MB"
+          + (f" (GPU {summary['peak_device_mb']:,.0f} MB)" if summary["peak_device_mb"] else "")
+          + ", final val loss "
           f"{summary['val_loss'] if summary['val_loss'] is not None else float('nan'):.4f}; "
           f"checkpoint {trainer.ckpt_path}", file=sys.stderr)
     if config.sample_tokens and not summary["interrupted"]:

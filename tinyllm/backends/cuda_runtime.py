@@ -32,7 +32,8 @@ def _open():
     count = ffi.new("int *")
     if lib.device_count(count) != 0 or count[0] == 0:
         reason = ffi.string(lib.last_error()).decode() or "no device found"
-        raise BackendUnavailable(f"no usable CUDA GPU ({reason}); the CPU backends still work")
+        raise BackendUnavailable(f"no usable CUDA GPU or driver ({reason}); the CPU backends "
+                                 f"still work: use --backend c (or numpy)")
     if lib.device_init(0) != 0:
         raise BackendUnavailable(f"cannot use GPU 0: {ffi.string(lib.last_error()).decode()}")
     return ffi, lib
