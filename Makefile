@@ -83,9 +83,10 @@ $(HEADER): csrc/tinyllm.h
 
 cuda: $(CUDA_LIB) $(CUDA_HEADER)
 
+CUDA_BUILT := $(CUDA_LIB) [nvcc $(addprefix sm_,$(CUDA_ARCHS))] nvcc ✓
+CUDA_SKIPPED := not built, nvcc ✗ ($(if $(filter 1,$(NO_CUDA)),NO_CUDA=1,install the CUDA toolkit for the GPU backend))
 cuda-status:
-	@echo "CUDA kernels: $(if $(HAVE_NVCC),$(CUDA_LIB) [nvcc $(addprefix sm_,$(CUDA_ARCHS))],\
-	not built ($(if $(filter 1,$(NO_CUDA)),NO_CUDA=1,no nvcc on the PATH: install the CUDA toolkit for the GPU backend)))"
+	@echo "CUDA kernels: $(if $(HAVE_NVCC),$(CUDA_BUILT),$(CUDA_SKIPPED))"
 
 build/cuda/%.o: csrc/cuda/%.cu $(CUDA_DEPS)
 	@mkdir -p build/cuda
