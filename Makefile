@@ -44,8 +44,9 @@ CUDA_SRCS := $(wildcard csrc/cuda/*.cu)
 CUDA_DEPS := $(wildcard csrc/cuda/*.cuh) csrc/cuda/tinyllm_cuda.h
 CUDA_LIB := tinyllm/backends/libtinyllm_cuda.so
 CUDA_HEADER := tinyllm/backends/tinyllm_cuda.h
+# --threads 0: the architectures of one file compile in parallel (31 s -> 23 s on 2 cores)
 NVCC_FLAGS := -std=c++17 -O3 -Icsrc/cuda $(foreach a,$(CUDA_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)) \
-	-Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fPIC -Werror all-warnings
+	-Xcompiler -Wall,-Wextra,-Wno-unused-parameter,-fPIC -Werror all-warnings --threads 0
 CUDA_OBJS := $(patsubst csrc/cuda/%.cu,build/cuda/%.o,$(CUDA_SRCS))
 # the emulation: the same .cu sources compiled as C++ against csrc/cuda/emu/cuda_emu.h
 CXX_FOUND := $(shell command -v $(CXX) 2>/dev/null)
