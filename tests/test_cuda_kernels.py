@@ -327,3 +327,26 @@ def test_dropout_draws_numpys_mask_exactly(cuda, n, p):
     for seed in (0, 12345, 2 ** 63 - 1):
         np.testing.assert_array_equal(cuda.dropout(cuda.to_device(x), p, seed).numpy(),
                                       K.dropout(x, p, seed))
+
+
+@pytest.mark.parametrize("shape, large",
+                         [(s, False) for s in NORM_SHAPES] + [big((4097, 768))])
+def test_layernorm_matches_numpy(cuda, shape, large):
+    # as RMSNorm: one block-wide reduction more (the mean), the same deterministic partials
+    gpu_sized(cuda, large)
+    rng = np.random.default_rng(sum(shape) + 1)
+    x, dy = randn(rng, *shape, scale=2.0) + 0.5, randn(rng, *shape)
+    weight, bias = randn(rng, shape[-1]) + 1.0, randn(rng, shape[-1])
+    y, mean, rstd = cuda.layernorm_forward(*(cuda.to_device(a) for a in (x, weight, bias)), 1e-5)
+    ref = K.layernorm_forward(*f64(x, weight, bias), 1e-5)
+    for name, ours, want in zip(("y", "mean", "rstd"), (y, mean, rstd), ref):
+        assert_close(f"layernorm {name}", ours, want, REDUCTION_TOL)
+    args = [cuda.to_device(a) for a in (dy, x, weight)] + [mean, rstd]
+    grads = cuda.layernorm_backward(*args)
+    ref = K.layernorm_backward(*f64(dy, x, weight, mean.numpy(), rstd.numpy()))
+    for name, ours, want in zip(("dx", "dweight", "dbias"), grads, ref):
+        assert_close(f"layernorm {name}", ours, want, REDUCTION_TOL)
+    again = cuda.layernorm_backward(*args)
+    for ours, repeat in zip(grads[1:], again[1:]):
+        np.testing.assert_array_equal(repeat.numpy(), ours.numpy(),
+                                      err_msg="dweight, dbias: fixed-order reductions, bit-identical")

@@ -77,6 +77,14 @@ int rmsnorm_forward(const float *x, const float *weight, float *y, float *rstd, 
 int rmsnorm_backward(const float *dy, const float *x, const float *weight, const float *rstd,
                      float *dx, float *dweight, int64_t N, int64_t C);
 
+/* norm.cu: LayerNorm (a model variant), as numpy_kernels.layernorm_*: mean, rstd (N,);
+ * dweight and dbias (C,) overwritten by deterministic reductions. */
+int layernorm_forward(const float *x, const float *weight, const float *bias, float *y,
+                      float *mean, float *rstd, int64_t N, int64_t C, float eps);
+int layernorm_backward(const float *dy, const float *x, const float *weight, const float *mean,
+                       const float *rstd, float *dx, float *dweight, float *dbias, int64_t N,
+                       int64_t C);
+
 /* activation.cu: SiLU over n values. */
 int silu_forward(const float *x, float *y, int64_t n);
 int silu_backward(const float *dy, const float *x, float *dx, int64_t n);

@@ -205,11 +205,28 @@ def dropout(x, p, seed):
 
 
 def layernorm_forward(x, weight, bias, eps=1e-5):
-    raise NotImplementedError("layernorm has no CUDA kernel yet (the default GPT uses RMSNorm); "
-                              "train this variant with --backend c")
+    x, weight, bias = (_f32(f"layernorm {n}", a) for n, a in
+                       (("x", x), ("weight", weight), ("bias", bias)))
+    N, C = rows(x)
+    _shape("layernorm weight", weight, (C,))
+    _shape("layernorm bias", bias, (C,))
+    y, mean, rstd = DeviceArray(x.shape), DeviceArray(x.shape[:-1]), DeviceArray(x.shape[:-1])
+    check(lib.layernorm_forward(x.ptr, weight.ptr, bias.ptr, y.ptr, mean.ptr, rstd.ptr, N, C, eps))
+    return y, mean, rstd
 
 
-layernorm_backward = layernorm_forward
+def layernorm_backward(dy, x, weight, mean, rstd):
+    dy, x, weight = (_f32(f"layernorm_backward {n}", a) for n, a in
+                     (("dy", dy), ("x", x), ("weight", weight)))
+    mean, rstd = _f32("layernorm_backward mean", mean), _f32("layernorm_backward rstd", rstd)
+    N, C = rows(x)
+    _shape("layernorm_backward dy", dy, x.shape)
+    _shape("layernorm_backward mean", mean, x.shape[:-1])
+    _shape("layernorm_backward rstd", rstd, x.shape[:-1])
+    dx, dweight, dbias = DeviceArray(x.shape), DeviceArray((C,)), DeviceArray((C,))
+    check(lib.layernorm_backward(dy.ptr, x.ptr, weight.ptr, mean.ptr, rstd.ptr, dx.ptr,
+                                 dweight.ptr, dbias.ptr, N, C))
+    return dx, dweight, dbias
 
 
 # ----------------------------------------------------------------------------
