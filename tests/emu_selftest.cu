@@ -5,8 +5,12 @@
  * against a plain host loop; then the errors the emulator must report are provoked (partial
  * __syncthreads, warp divergence, bad launch configurations, bad copies) and their codes and
  * messages checked. Prints one line per test and a summary; exits with 1 if any check failed.
+ * Every test passes in both run orders (TINYLLM_EMU_ORDER=forward or reverse); the "order"
+ * test checks that threads and blocks really run in the order asked for.
  *
  *   emu_selftest            run every test
+ *   emu_selftest race       print what three racy kernels and a correct one compute: the racy
+ *                           results differ between the two orders, the correct one does not
  *   emu_selftest oob-device a kernel writes past the end of a cudaMalloc buffer
  *   emu_selftest oob-shared a kernel writes past the end of a __shared__ array
  * The oob modes are for the AddressSanitizer build, which must stop them with a report.
@@ -15,6 +19,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <algorithm>
@@ -40,6 +45,12 @@ __attribute__((format(printf, 2, 3))) static void check(bool ok, const char *fmt
 }
 
 static bool contains(const char *text, const char *part) { return strstr(text, part) != nullptr; }
+
+/* The emulator runs blocks and threads in reverse order (TINYLLM_EMU_ORDER=reverse). */
+static bool reverse_order() {
+    const char *order = getenv("TINYLLM_EMU_ORDER");
+    return order && !strcmp(order, "reverse");
+}
 
 /* The last error must be `code`, with every one of `parts` in its message. */
 static void check_error(const char *what, cudaError_t code, std::vector<const char *> parts) {
@@ -763,11 +774,13 @@ static void test_launch_failures() {
                 {"unspecified launch failure", "block (3,0,0)", "__syncthreads (",
                  "emu_selftest.cu:", "reached by 96 of 128 threads", "the other 32 had returned"});
     check(cudaDeviceSynchronize() == cudaSuccess, "synchronize after the error was taken");
+    /* block 3 is the last block to run, or in reverse order the first */
     std::vector<int> h = to_host(out, 4 * 128);
     int done = 0;
-    for (int i = 0; i < 3 * 128; i++) done += h[i];
-    check(done == 3 * 128, "the blocks before the failing one ran: %d of %d threads", done,
-          3 * 128);
+    for (int i = 0; i < 3 * 128; i++) done += h[i] == 1;
+    int expected_done = reverse_order() ? 0 : 3 * 128;
+    check(done == expected_done, "the blocks before the failing one ran: %d threads, expected %d",
+          done, expected_done);
 
     LAUNCH(shuffle_vs_barrier_kernel, 1, 64, (float *)out);
     check_error("shuffle vs __syncthreads", cudaErrorLaunchFailure,
@@ -777,15 +790,19 @@ static void test_launch_failures() {
     check_error("different collectives", cudaErrorLaunchFailure,
                 {"lanes 0-15 of warp 0 wait at __ballot_sync", "for lanes 16-31 (warp divergence)",
                  "lanes 16-31 of warp 0 wait at __any_sync", "for lanes 0-15 (warp divergence)"});
+    /* the first thread to reach the second barrier: 32, or in reverse order 31 */
     LAUNCH(different_barriers_kernel, 1, 64, out);
     check_error("different __syncthreads", cudaErrorLaunchFailure,
-                {"thread (32,0,0)", "must reach the same barrier"});
+                {reverse_order() ? "thread (31,0,0)" : "thread (32,0,0)",
+                 "must reach the same barrier"});
     LAUNCH(read_returned_lane_kernel, 1, 32, out);
     check_error("shuffle from a returned lane", cudaErrorLaunchFailure,
                 {"__shfl_down_sync", "lane 8 reads lane 16, which has returned"});
+    /* the first lane to run that is not lane 0: 1, or in reverse order 31 */
     LAUNCH(lane_outside_mask_kernel, 1, 32, out);
     check_error("lane outside the mask", cudaErrorLaunchFailure,
-                {"mask 0x00000001, which does not contain the calling lane 1"});
+                {reverse_order() ? "mask 0x00000001, which does not contain the calling lane 31"
+                                 : "mask 0x00000001, which does not contain the calling lane 1"});
     LAUNCH(bad_width_kernel, 1, 32, out);
     check_error("bad shuffle width", cudaErrorLaunchFailure, {"width 12 is not a power of 2"});
     float *tile = device_zeros<float>(256);
@@ -971,6 +988,113 @@ static void test_determinism_and_threads() {
 }
 
 /* ------------------------------------------------------------------------------------------
+ * The run order (TINYLLM_EMU_ORDER): each thread logs the three stretches it runs (before a
+ * __syncthreads, between it and a shuffle, after the shuffle) as block * 3000 + stretch * 1000
+ * + thread. Forward: block 0 first; in it, every thread's stretch 0, thread 0 first; then warp
+ * 0 runs stretches 1 and 2 (a warp goes on to the next __syncthreads before the next warp
+ * starts), then warp 1. Reverse: the mirror image (the last block, warp, lane first). */
+__global__ void order_kernel(int *log, int *length) {
+    int t = threadIdx.x, b = blockIdx.x;
+    log[atomicAdd(length, 1)] = b * 3000 + t;
+    __syncthreads();
+    log[atomicAdd(length, 1)] = b * 3000 + 1000 + t;
+    int partner = __shfl_xor_sync(FULL_MASK, t, 1);
+    log[atomicAdd(length, 1)] = b * 3000 + 2000 + (partner ^ 1);
+}
+
+static void test_order() {
+    printf("  order: %s\n", reverse_order() ? "reverse" : "forward");
+    for (int threads : {64, 40}) { /* 40: warp 1 has 8 lanes */
+        const int blocks = 3, n = blocks * threads * 3;
+        int *log = device_zeros<int>(n), *length = device_zeros<int>(1);
+        LAUNCH(order_kernel, blocks, threads, log, length);
+        check_launch_ok("order");
+        std::vector<int> h = to_host(log, n);
+        std::vector<int> expected, forward_threads;
+        for (int t = 0; t < threads; t++) forward_threads.push_back(t);
+        for (int k = 0; k < blocks; k++) {
+            int b = reverse_order() ? blocks - 1 - k : k;
+            std::vector<int> order = forward_threads; /* the threads in the run order */
+            if (reverse_order()) std::reverse(order.begin(), order.end());
+            for (int t : order) expected.push_back(b * 3000 + t);
+            for (size_t w = 0, end; w < order.size(); w = end) { /* the warps, each to the end */
+                for (end = w; end < order.size() && order[end] / 32 == order[w] / 32;) end++;
+                for (int stretch = 1; stretch < 3; stretch++)
+                    for (size_t i = w; i < end; i++)
+                        expected.push_back(b * 3000 + stretch * 1000 + order[i]);
+            }
+        }
+        int first_wrong = -1;
+        for (int i = 0; i < n && first_wrong < 0; i++)
+            if (h[i] != expected[i]) first_wrong = i;
+        check(first_wrong < 0, "order, %d threads: event %d is %d, expected %d", threads,
+              first_wrong, first_wrong < 0 ? 0 : h[first_wrong],
+              first_wrong < 0 ? 0 : expected[first_wrong]);
+        cudaFree(log), cudaFree(length);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------
+ * Races, which the two orders tell apart (emu_selftest race prints the results). */
+constexpr int kRaceThreads = 16, kRaceBlocks = 8;
+
+/* Each thread publishes its index and reads its neighbour's. Without the second __syncthreads
+ * (synced = 0) that is a race: a thread reads its neighbour's slot before or after the
+ * neighbour wrote it, depending on which of the two runs first. */
+__global__ void shift_kernel(int *out, int synced) {
+    __shared__ int s[kRaceThreads];
+    int t = threadIdx.x;
+    s[t] = -1;
+    __syncthreads();
+    s[t] = t;
+    if (synced) __syncthreads();
+    out[t] = s[(t + 1) % kRaceThreads];
+}
+
+/* The same between warps, with a __syncwarp where a __syncthreads belongs: it orders the
+ * lanes of one warp, not the other warp's writes. */
+__global__ void warps_kernel(int *out) {
+    __shared__ int s[64];
+    int t = threadIdx.x;
+    s[t] = -1;
+    __syncthreads();
+    s[t] = t;
+    __syncwarp();
+    out[t] = s[(t + 32) % 64];
+}
+
+/* Each block adds 1 to the previous block's result: a dependency between blocks, which CUDA
+ * does not order (blocks run in any order, or at the same time). */
+__global__ void chain_kernel(int *x) {
+    if (threadIdx.x == 0) x[blockIdx.x + 1] = x[blockIdx.x] + 1;
+}
+
+static void print_ints(const char *name, const std::vector<int> &values) {
+    printf("%s:", name);
+    for (int v : values) printf(" %d", v);
+    printf("\n");
+}
+
+static int print_races() {
+    int *out = device_zeros<int>(kRaceThreads);
+    for (int synced = 0; synced <= 1; synced++) {
+        LAUNCH(shift_kernel, 1, kRaceThreads, out, synced);
+        check_launch_ok("shift");
+        print_ints(synced ? "synced shift" : "racy shift", to_host(out, kRaceThreads));
+    }
+    int *warps = device_zeros<int>(64);
+    LAUNCH(warps_kernel, 1, 64, warps);
+    check_launch_ok("warps");
+    print_ints("racy warps", to_host(warps, 64));
+    int *chain = device_zeros<int>(kRaceBlocks + 1);
+    LAUNCH(chain_kernel, kRaceBlocks, 32, chain);
+    check_launch_ok("chain");
+    print_ints("racy chain", to_host(chain, kRaceBlocks + 1));
+    cudaFree(out), cudaFree(warps), cudaFree(chain);
+    return n_failed == 0 ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------------------------------
  * Speed, reported (not checked: it depends on the machine). */
 __global__ void axpy_kernel(const float *x, float *y, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -1007,6 +1131,7 @@ __global__ void oob_shared_kernel(float *out) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "race")) return print_races();
     if (argc > 1) {
         float *x = device_zeros<float>(1024);
         if (!strcmp(argv[1], "oob-device")) LAUNCH(oob_device_kernel, 1, 32, x, 1024);
@@ -1018,6 +1143,7 @@ int main(int argc, char **argv) {
         const char *name;
         void (*run)();
     } tests[] = {
+        {"order", test_order},
         {"indices", test_indices},
         {"barriers", test_barriers},
         {"shuffles", test_shuffles},

@@ -7,6 +7,8 @@ warp divergence, bad launch configurations, bad copies). A second build under Ad
 checks that the emulator's stack switching is annotated well enough for ASan to run emulated
 kernels without false reports, and that ASan stops a kernel that writes out of bounds (what
 `make sanitize` relies on). Both builds run side by side; compiling is most of the time.
+The self-test runs in both scheduling orders (TINYLLM_EMU_ORDER=forward and reverse), and
+must pass in both; its `race` mode shows that the two orders tell racy kernels apart.
 Skipped when g++ is missing; the ASan tests also when g++ cannot link -fsanitize=address.
 """
 import os
@@ -25,6 +27,15 @@ FLAGS = ["-std=c++17", "-DTINYLLM_CUDA_EMU", "-I", os.path.join(ROOT, "csrc", "c
 ASAN_FLAGS = ["-O0", "-fsanitize=address"]
 # LeakSanitizer is not what is tested, and fails under ptrace (some CI sandboxes)
 ASAN_ENV = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
+ORDERS = ["forward", "reverse"]
+
+
+def order_env(order, base=os.environ):
+    """`base` with TINYLLM_EMU_ORDER set to `order`, or unset when `order` is None."""
+    env = {k: v for k, v in base.items() if k != "TINYLLM_EMU_ORDER"}
+    if order is not None:
+        env["TINYLLM_EMU_ORDER"] = order
+    return env
 
 
 def start_build(exe, flags):
@@ -68,12 +79,49 @@ def test_emulator_compiles_without_warnings(builds):
     assert not warnings, "\n".join(warnings)
 
 
-def test_selftest(builds):
+@pytest.mark.parametrize("order", ORDERS)
+def test_selftest(builds, order):
     exe, _ = builds["plain"]
-    result = run(exe)
+    result = run(exe, env=order_env(order))
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
     assert ", 0 failed" in result.stdout, report
+    assert f"order: {order}" in result.stdout, report
+
+
+def race_results(exe, order):
+    """{kernel: the values it computed} from `emu_selftest race` in `order` (None: unset)."""
+    result = run(exe, "race", env=order_env(order))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return dict(line.split(":", 1) for line in result.stdout.splitlines())
+
+
+def test_reverse_order_exposes_races(builds):
+    """A missing __syncthreads between threads (racy shift) or warps (racy warps: a __syncwarp
+    instead) and a dependency between blocks (racy chain) give different results in the two
+    orders; the same kernel with its barrier (synced shift) does not. The default order is
+    forward."""
+    exe, _ = builds["plain"]
+    default, forward, reverse = (race_results(exe, order) for order in (None, *ORDERS))
+    racy = ["racy shift", "racy warps", "racy chain"]
+    assert set(forward) == {"synced shift", *racy}, forward
+    assert default == forward
+    for kernel in racy:
+        assert forward[kernel] != reverse[kernel], (kernel, forward[kernel])
+    assert forward["synced shift"] == reverse["synced shift"]
+    assert forward["synced shift"].split() == [str((t + 1) % 16) for t in range(16)]
+
+
+def test_unknown_order_fails_every_launch(builds):
+    exe, _ = builds["plain"]
+    result = run(exe, "race", env=order_env("backwards"))
+    report = result.stdout + result.stderr
+    message = 'TINYLLM_EMU_ORDER="backwards" is not an order'
+    assert result.returncode == 1, report
+    assert result.stderr.count(message) == 1, report  # said once on stderr
+    # and in the error of each of the four launches
+    assert result.stdout.count("launch failed: initialization error (emulator: " + message) == 4, \
+        report
 
 
 def asan_build(builds):
@@ -83,8 +131,9 @@ def asan_build(builds):
     return exe
 
 
-def test_selftest_under_asan(builds):
-    result = run(asan_build(builds), env=ASAN_ENV)
+@pytest.mark.parametrize("order", ORDERS)
+def test_selftest_under_asan(builds, order):
+    result = run(asan_build(builds), env=order_env(order, ASAN_ENV))
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
     assert ", 0 failed" in result.stdout, report

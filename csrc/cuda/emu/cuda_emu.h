@@ -9,7 +9,9 @@
  * another thread of the block, and releases the waiting threads once every thread the
  * barrier waits for has arrived. Because exactly one emulated thread runs at any time and
  * switches happen only at barriers, no locks or hardware atomics are needed anywhere, and a
- * run is deterministic.
+ * run is deterministic. Threads and blocks run in a fixed order, forward (thread 0 and block 0
+ * first) or, with TINYLLM_EMU_ORDER=reverse, backwards: tests run in both orders expose most
+ * missing __syncthreads, since a racy kernel's results depend on the order.
  * README.md (next to this file) says what the emulation checks and what it cannot.
  *
  * Device code uses CUDA's own spellings (threadIdx.x, __syncthreads(), __shfl_xor_sync,

@@ -5,12 +5,35 @@
  * In a block, each emulated thread runs on a fiber: a stack of its own and a saved register
  * set (a ucontext), on which the thread can be suspended in the middle of the kernel and
  * resumed later, all on the OS thread that launched the kernel. The scheduler keeps a queue
- * of the threads that can run. The running thread keeps the CPU until it returns or waits at
- * a barrier; then the next thread of the queue runs. A barrier counts arrivals: the thread
- * that completes it puts the waiting threads back on the queue and carries on. Why this is
- * correct: each thread executes its own code in program order, and a barrier releases no one
- * before every thread it waits for has executed everything that precedes the barrier, which
- * is exactly the guarantee CUDA gives (and the only one a correct kernel relies on).
+ * of the threads that can run. The running thread keeps the CPU until it returns or arrives
+ * at a barrier; then the next thread of the queue runs. A barrier counts arrivals: the thread
+ * that completes it puts all the threads it waited for, itself included, back on the queue in
+ * the run order (below), and takes its turn with them. Why this is correct: each thread
+ * executes its own code in program order, and a barrier releases no one before every thread
+ * it waits for has executed everything that precedes the barrier, which is exactly the
+ * guarantee CUDA gives (and the only one a correct kernel relies on).
+ *
+ * The run order (TINYLLM_EMU_ORDER, read at the first launch; any other value than these two
+ * fails every launch). "forward", the default: the blocks in grid order; in a block, between
+ * two __syncthreads, one warp after another (warp 0 first), each running all the way to the
+ * next __syncthreads before the next warp starts (the lanes of a completed warp collective go
+ * to the front of the queue); in a warp, between two collectives, lane 0 first. "reverse" is
+ * the mirror image: the last block first, the highest warp first, the highest lane first.
+ * Why a second order: switches happen only at barriers, so between two barriers each
+ * thread's code runs as one piece, and whether a missing __syncthreads matters depends on
+ * which of two threads runs its piece first. A kernel that is correct under the CUDA model
+ * gives the same results in both orders (float atomics aside: they add in a different, though
+ * also fixed, order). A kernel that reads what another thread of its block writes in the same
+ * stretch, or what another block writes, sees the write in one order and misses it in the
+ * other, so running the tests in both orders exposes most such races: two pieces of code
+ * that CUDA leaves unordered (of two blocks; of two warps between two __syncthreads; of two
+ * lanes between two collectives of their warp) run one way round in one order and the other
+ * way round in the other. Two details serve this. The thread that completes a barrier does
+ * not carry on first (as it once did) but takes its place in the order. And warps run ahead
+ * to the next __syncthreads rather than taking turns at every collective: a collective orders
+ * only its own warp's lanes, but warps taking turns at it would have every warp finish its
+ * stores before any warp's loads after it, in both orders, hiding a missing __syncthreads
+ * before a shuffle or a wmma load.
  * If the queue empties while threads still wait, no thread can ever arrive at what they wait
  * for (a __syncthreads that some threads skipped, a warp divergence): the launch fails with
  * a description of who waits where, instead of hanging.
@@ -235,8 +258,15 @@ struct Warp {
     unsigned waiting; /* lanes waiting in a collective */
 };
 
+/* The order in which blocks and threads run (above). */
+enum class Order { forward, reverse };
+
 struct Scheduler {
     std::mutex mutex; /* one launch at a time */
+
+    bool order_known = false; /* TINYLLM_EMU_ORDER is read at the first launch */
+    Order order = Order::forward;
+    std::string order_error; /* why TINYLLM_EMU_ORDER is not an order; fails every launch */
 
     /* Fiber stacks, mapped at the first launch and reused by every later one. */
     char *stacks = nullptr;
@@ -283,8 +313,16 @@ std::string lane_list(unsigned lanes) {
     return s;
 }
 
+/* The queue of the threads that can run: pop takes the first; push adds at the end,
+ * push_front before the first. */
 void push(Thread &t) {
     S.queue[(S.queue_head + S.queue_length++) % kMaxThreadsPerBlock] = t.tid;
+}
+
+void push_front(Thread &t) {
+    S.queue_head = (S.queue_head + kMaxThreadsPerBlock - 1) % kMaxThreadsPerBlock;
+    S.queue[S.queue_head] = t.tid;
+    S.queue_length++;
 }
 
 Thread &pop() {
@@ -294,11 +332,20 @@ Thread &pop() {
     return t;
 }
 
-/* Waiting threads go back on the queue; the running one (that completed a barrier) is not. */
+/* Which of n things (threads of a block, lanes of a warp, blocks of a grid) runs i-th. */
+unsigned nth(unsigned i, unsigned n) { return S.order == Order::forward ? i : n - 1 - i; }
+
+/* A thread that waited, or the running thread that ended the wait, can run. A __syncthreads
+ * releases the whole block into the (then empty) queue, nth(0) first; a warp collective puts
+ * its members at the front of the queue, so that the warp carries on at once. */
 void release(Thread &t) {
-    if (&t == S.running) return;
     t.state = State::ready;
     push(t);
+}
+
+void release_first(Thread &t) {
+    t.state = State::ready;
+    push_front(t);
 }
 
 void set_running(Thread &t) {
@@ -385,9 +432,16 @@ void run_next(Context &from, bool from_finished) {
     switch_context(from, *to, from_finished);
 }
 
-/* The running thread waits (at a barrier) until another thread releases it. */
-void wait(Thread &t, State where) {
-    t.state = where;
+/* The running thread t has arrived at a barrier or a warp collective. If the wait is not over
+ * (t waits there, state at_barrier or at_warp), the CPU goes to the next thread of the queue
+ * until a thread releases t. If t completed it (state ready), it released the threads that
+ * waited and itself together, and runs again in its turn: at once if it is first in line. */
+void yield(Thread &t) {
+    if (t.state == State::ready && S.queue[S.queue_head] == t.tid) {
+        pop();
+        set_running(t);
+        return;
+    }
     run_next(*t.fiber, false);
 }
 
@@ -434,8 +488,10 @@ void complete_if_gathered(Warp &w, const WarpOp &op) {
         lane[l].vote = {ballot, members};
     }
     w.waiting &= ~members;
-    for (unsigned l = 0; l < kWarpSize; l++)
-        if (members >> l & 1) release(lane[l]);
+    for (unsigned i = kWarpSize; i-- > 0;) { /* each before the previous: nth(0) ends up first */
+        unsigned l = nth(i, kWarpSize);
+        if (members >> l & 1) release_first(lane[l]);
+    }
 }
 
 /* The running thread has returned from the kernel: the collectives of its warp no longer wait
@@ -462,9 +518,10 @@ void gather(Thread &t, const WarpOp &op, uint64_t value, unsigned src) {
     t.op = op;
     t.value = value;
     t.src = src;
+    t.state = State::at_warp;
     w.waiting |= 1u << lane;
     complete_if_gathered(w, op);
-    if (w.waiting >> lane & 1) wait(t, State::at_warp);
+    yield(t);
 }
 
 /* Every fiber starts here. It runs the thread it was taken for, then, as long as the next
@@ -553,8 +610,8 @@ bool run_block() {
         t.tid = tid;
         t.state = State::unstarted;
         t.fiber = nullptr;
-        push(t);
     }
+    for (unsigned i = 0; i < S.n_threads; i++) push(S.threads[nth(i, S.n_threads)]);
     for (unsigned w = 0; w * kWarpSize < S.n_threads; w++) {
         unsigned lanes = S.n_threads - w * kWarpSize;
         S.warps[w].live = lanes >= kWarpSize ? ~0u : (1u << lanes) - 1;
@@ -574,6 +631,25 @@ bool run_block() {
             __asan_unpoison_memory_region(S.fibers[i].stack_bottom, kStackSize);
 #endif
     return !S.failed;
+}
+
+/* Reads TINYLLM_EMU_ORDER, once: unset, empty or "forward" is the forward order, "reverse" the
+ * reverse one. Anything else is printed once on stderr and then fails every launch
+ * (cudaErrorInitializationError, explained): an order misspelled and quietly run forward
+ * would pass for a check that was never made, and the message of an abort would be lost
+ * where a test runner captures stderr, while a failed launch reaches the test's report. */
+void read_order() {
+    const char *value = getenv("TINYLLM_EMU_ORDER");
+    if (!value || !*value || !strcmp(value, "forward")) {
+        S.order = Order::forward;
+    } else if (!strcmp(value, "reverse")) {
+        S.order = Order::reverse;
+    } else {
+        S.order_error = format("TINYLLM_EMU_ORDER=\"%s\" is not an order: use \"forward\" (the "
+                               "default) or \"reverse\"", value);
+        fprintf(stderr, "cuda emulator: %s\n", S.order_error.c_str());
+    }
+    S.order_known = true;
 }
 
 /* Why CUDA would refuse this configuration, or "" if it would not. */
@@ -627,13 +703,12 @@ void syncthreads(Site site) {
         fail(site, "__syncthreads reached while %u threads wait at the __syncthreads at %s:%d "
              "(all threads of a block must reach the same barrier)", S.at_barrier,
              S.barrier_site.file, S.barrier_site.line);
-    if (++S.at_barrier < S.n_threads) {
-        wait(t, State::at_barrier);
-        return;
+    t.state = State::at_barrier;
+    if (++S.at_barrier == S.n_threads) { /* the last one: release everyone, itself included */
+        S.at_barrier = 0;
+        for (unsigned i = 0; i < S.n_threads; i++) release(S.threads[nth(i, S.n_threads)]);
     }
-    S.at_barrier = 0; /* the last one: release the others, in thread order, and carry on */
-    for (unsigned i = 0; i < S.n_threads; i++)
-        if (S.threads[i].state == State::at_barrier) release(S.threads[i]);
+    yield(t);
 }
 
 Vote warp_collective(const char *name, unsigned mask, int predicate, Site site) {
@@ -667,6 +742,11 @@ void launch(dim3 grid, dim3 block, KernelRef body, Site site) {
                format("kernel launched at %s:%d: %s", site.file, site.line, bad.c_str()));
         return;
     }
+    if (!S.order_known) read_order();
+    if (!S.order_error.empty()) {
+        record(cudaErrorInitializationError, S.order_error);
+        return;
+    }
     if (!map_stacks()) {
         record(cudaErrorMemoryAllocation, "could not map the stacks of the emulated threads");
         return;
@@ -675,16 +755,18 @@ void launch(dim3 grid, dim3 block, KernelRef body, Site site) {
     S.n_threads = block.x * block.y * block.z;
     position.block_dim = block;
     position.grid_dim = grid;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                position.block_idx = {x, y, z};
-                if (!run_block()) {
-                    record(cudaErrorLaunchFailure, format("kernel launched at %s:%d: ", site.file,
-                                                          site.line) + S.failure);
-                    return;
-                }
-            }
+    /* block k of the run order: x fastest, then y, z; the last block first in reverse */
+    uint64_t n_blocks = (uint64_t)grid.x * grid.y * grid.z;
+    for (uint64_t k = 0; k < n_blocks; k++) {
+        uint64_t b = S.order == Order::forward ? k : n_blocks - 1 - k;
+        position.block_idx = {(unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y),
+                              (unsigned)(b / grid.x / grid.y)};
+        if (!run_block()) {
+            record(cudaErrorLaunchFailure,
+                   format("kernel launched at %s:%d: ", site.file, site.line) + S.failure);
+            return;
+        }
+    }
 }
 
 }  // namespace emu
