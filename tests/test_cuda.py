@@ -174,6 +174,20 @@ def test_the_loop_does_not_call_cudamalloc_after_the_first_step(cuda):
     assert calls[1] == calls[2], calls
 
 
+def test_freed_blocks_are_reused_then_given_back(cuda):
+    a = cuda.DeviceArray((1000,))
+    del a                                          # to the cache, not to the driver
+    held = cuda.memory_stats()
+    assert held["bytes_held"] > held["bytes_in_use"]
+    calls = held["cuda_malloc_calls"]
+    b = cuda.DeviceArray((1000,))                  # the cached block again: no cudaMalloc
+    assert cuda.memory_stats()["cuda_malloc_calls"] == calls
+    del b
+    cuda.empty_cache()
+    stats = cuda.memory_stats()
+    assert stats["bytes_held"] == stats["bytes_in_use"]
+
+
 def test_generation_on_the_device_equals_numpy(cuda):
     prompt = np.array([[1, 2, 3], [4, 5, 6]])
     model = GPT(GPTConfig(**TINY))

@@ -51,10 +51,6 @@ class DeviceArray:
 
     # -- making one ------------------------------------------------------------
     @classmethod
-    def empty(cls, shape, dtype=np.float32):
-        return cls(shape, dtype)
-
-    @classmethod
     def zeros(cls, shape, dtype=np.float32):
         out = cls(shape, dtype)
         if out.dtype != np.float32:
@@ -193,8 +189,3 @@ class DeviceArray:
             raise TypeError(f"DeviceArray *= takes a number, got {type(number).__name__}")
         check(lib.scale(self.ptr, float(number), self.size))
         return self
-
-    def __mul__(self, number):
-        out = self.copy()
-        out *= number
-        return out

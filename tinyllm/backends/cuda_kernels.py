@@ -36,10 +36,6 @@ memory_stats = runtime.memory_stats
 empty_cache = runtime.empty_cache
 
 
-def check_available():
-    """The library opened and found a GPU at import (cuda_runtime); nothing more to check."""
-
-
 def set_matmul_precision(precision):
     """"highest": float32 tiles (the default); "tf32": tensor cores with TF32 inputs."""
     kernels = {"highest": lib.matmul, "tf32": lib.matmul_tf32}
