@@ -3,7 +3,7 @@
   python examples/bench_dedup.py                        # 5,000 documents, Jaccard 0.8
   python examples/bench_dedup.py --docs 20000 --num-perm 256
 
-The corpus comes from tinyllm.data.synthetic.near_duplicate_corpus: random
+The corpus comes from tinyllm.curate.synthetic.near_duplicate_corpus: random
 documents with planted clusters (an original and copies with a few word edits,
 each copy at word-5-gram Jaccard >= 0.9 to its original) and "related" pairs
 that share half their text (which must not be merged). A duplicate pair is
@@ -14,7 +14,7 @@ Both methods run with the same threshold, num_perm and shingles (lower-cased
 word 5-grams) and the same rule: LSH candidates whose estimated Jaccard
 reaches the threshold, joined into clusters. datasketch (optional: pip
 install datasketch) hashes each shingle with SHA-1 and inserts and queries
-documents one at a time; ours (tinyllm.data.dedup.find_near_duplicates)
+documents one at a time; ours (tinyllm.curate.dedup.find_near_duplicates)
 hashes everything as arrays. Each is timed after a small warm-up run. Nothing
 here asserts a time.
 """
@@ -25,8 +25,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tinyllm.data.dedup import find_near_duplicates, union_find_clusters  # noqa: E402
-from tinyllm.data.synthetic import cluster_pairs, near_duplicate_corpus  # noqa: E402
+from tinyllm.curate.dedup import find_near_duplicates, union_find_clusters  # noqa: E402
+from tinyllm.curate.synthetic import cluster_pairs, near_duplicate_corpus  # noqa: E402
 
 
 def datasketch_clusters(docs, threshold, num_perm, ngram):

@@ -88,7 +88,7 @@ def _time(step, steps, warmup):
 
 def run_case(args):
     """Child process: measure one case and print its result as JSON."""
-    from tinyllm.allocator import keep_freed_memory
+    from tinyllm.malloc import keep_freed_memory
     config_name, who = args.case.split(":")
     keep_freed_memory()   # both sides get the same allocator settings
     if who.startswith("torch"):   # torch (CPU) or torch-cuda

@@ -11,9 +11,9 @@ import random
 
 import pytest
 
-from tinyllm.bpe_encode import ChunkEncoder, c_library, merge_chunk
-from tinyllm.bpe_train import CMerger, PythonMerger
-from tinyllm.bpe_split import Splitter
+from tinyllm.tokenizer.encode import ChunkEncoder, c_library, merge_chunk
+from tinyllm.tokenizer.train import CMerger, PythonMerger
+from tinyllm.tokenizer.split import Splitter
 from tinyllm.tokenizer import Tokenizer
 
 pytestmark = pytest.mark.skipif(c_library() is None, reason="the C library with bpe.c is not "

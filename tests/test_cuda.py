@@ -18,7 +18,7 @@ from tinyllm import backends
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.optim import AdamW, clip_grad_norm, param_groups
 from tinyllm.tensor import is_device_array
-from tinyllm.train import Trainer
+from tinyllm.run import build_trainer
 
 TINY = dict(vocab_size=29, block_size=12, n_layer=2, n_head=2, n_embd=16)
 
@@ -216,13 +216,13 @@ def test_trainer_on_cuda_matches_numpy_and_resumes_exactly(cuda, text_file, tmp_
     def losses(out):
         return [r["loss"] for r in read_log(out)]
     # dropout 0.1 (tiny_config's): the backends draw the same masks from the same seeds
-    Trainer(tiny_config(text_file, tmp_path / "numpy", backend="numpy")).train()
-    Trainer(tiny_config(text_file, tmp_path / "cuda", backend="cuda")).train()
+    build_trainer(tiny_config(text_file, tmp_path / "numpy", backend="numpy")).train()
+    build_trainer(tiny_config(text_file, tmp_path / "cuda", backend="cuda")).train()
     # float32 on both sides in different summation orders (see the training-step test)
     np.testing.assert_allclose(losses(tmp_path / "cuda"), losses(tmp_path / "numpy"), rtol=1e-4)
     interrupt_at(monkeypatch, 6)
-    Trainer(tiny_config(text_file, tmp_path / "resumed", backend="cuda")).train()
+    build_trainer(tiny_config(text_file, tmp_path / "resumed", backend="cuda")).train()
     monkeypatch.undo()
-    Trainer(tiny_config(text_file, tmp_path / "resumed", backend="cuda", resume=True)).train()
+    build_trainer(tiny_config(text_file, tmp_path / "resumed", backend="cuda", resume=True)).train()
     # deterministic kernels: the resumed run repeats the uninterrupted one bit for bit
     assert losses(tmp_path / "resumed") == losses(tmp_path / "cuda")

@@ -12,9 +12,11 @@ import sysconfig
 import numpy as np
 import pytest
 
-from tinyllm.data import (BatchLoader, ByteTokenizer, DataError, TokenWriter, load_corpus,
-                          prepare_token_files, read_header, read_text, read_tokens,
-                          split_files, stdlib_files, tokenizer_from_dict, write_tokens)
+from tinyllm.data import (BatchLoader, DataError, TokenWriter, load_corpus, prepare_token_files,
+                          read_header, read_text, read_tokens, split_files, stdlib_files,
+                          write_tokens)
+from tinyllm.tokenizer import ByteTokenizer
+from tinyllm.tokenizer import from_dict as tokenizer_from_dict
 
 # ----------------------------------------------------------------------------- token files
 

@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from tinyllm.data import ByteTokenizer, DataError
+from tinyllm.data import DataError
+from tinyllm.tokenizer import ByteTokenizer
 from tinyllm.data.shards import ShardWriter, is_prepared, open_prepared, read_manifest
 from tinyllm.data.tokenfile import read_tokens, write_tokens
 

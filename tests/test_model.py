@@ -79,7 +79,7 @@ def test_kv_cache_generation_equals_recomputation():
 
 
 def test_cached_logits_equal_full_forward():
-    from tinyllm.model import KVCache
+    from tinyllm.generate import KVCache
     model = GPT(GPTConfig(**TINY))
     idx = np.random.default_rng(1).integers(0, 11, (2, 7))
     full, _ = model(idx)

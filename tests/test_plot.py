@@ -189,7 +189,7 @@ def test_read_log_names_the_bad_line(tmp_path, bad, words):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "tinyllm.plot", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "tinyllm", "plot", *map(str, args)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
 
 

@@ -12,10 +12,10 @@ import random
 import numpy as np
 import pytest
 
-from tinyllm import bpe_train
-from tinyllm.bpe_cli import main as cli
-from tinyllm.bpe_split import Splitter
-from tinyllm.data import tokenizer_from_dict
+from tinyllm.tokenizer import train as bpe_train
+from tinyllm.cli.tokenizer import main as cli
+from tinyllm.tokenizer.split import Splitter
+from tinyllm.tokenizer import from_dict as tokenizer_from_dict
 from tinyllm.tokenizer import ENDOFTEXT, PATTERNS, Tokenizer, TokenizerError
 
 _rng = random.Random(0)
@@ -118,7 +118,7 @@ def test_encode_batch_and_array(tok):
 
 
 def test_cache_is_bounded_and_invisible(tok, monkeypatch):
-    monkeypatch.setattr("tinyllm.tokenizer.CACHE_CHUNKS", 5)
+    monkeypatch.setattr("tinyllm.tokenizer.bpe.CACHE_CHUNKS", 5)
     fresh = Tokenizer(tok.mergeable_ranks(), special_tokens=tok.special_tokens)
     assert fresh.encode(SAMPLE) == tok.encode(SAMPLE)
     assert fresh.encode(SAMPLE[:40]) == tok.encode(SAMPLE[:40]) and len(fresh._cache) <= 20
@@ -227,8 +227,8 @@ def test_cli_without_command_prints_usage(capsys):
 
 
 def test_tokenizer_main_is_the_cli(capsys):
-    from tinyllm.tokenizer import main
-    assert main([]) == 2
+    from tinyllm.cli import main
+    assert main(["tokenizer"]) == 2
 
 
 def test_pathlib_items_are_files(tmp_path):

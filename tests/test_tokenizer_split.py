@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from tinyllm import bpe_split
-from tinyllm.bpe_split import _CUT, PATTERNS, Splitter
+from tinyllm.tokenizer import split as bpe_split
+from tinyllm.tokenizer.split import _CUT, PATTERNS, Splitter
 from tinyllm.data import stdlib_files
 
 NAMES = sorted(PATTERNS)

@@ -10,8 +10,11 @@ import pytest
 
 from tinyllm.checkpoint import CheckpointError
 from tinyllm.data import DataError
-from tinyllm.model_io import load_model
-from tinyllm.train import Trainer, TrainConfig, TrainingError, main
+from tinyllm.checkpoint import load_model
+from tinyllm.cli.train import main
+from tinyllm.errors import TrainingError
+from tinyllm.run import TrainConfig, build_trainer, load_data
+from tinyllm.train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +52,7 @@ def interrupt_at(monkeypatch, step):
 
 def test_log_checkpoint_and_curve(text_file, tmp_path):
     out = tmp_path / "run"
-    summary = Trainer(tiny_config(text_file, out, max_steps=8)).train()
+    summary = build_trainer(tiny_config(text_file, out, max_steps=8)).train()
     log = read_log(out)
     assert [r["step"] for r in log] == list(range(1, 9))
     assert all({"step", "loss", "lr", "tokens_per_sec"} <= set(r) for r in log)
@@ -60,12 +63,12 @@ def test_log_checkpoint_and_curve(text_file, tmp_path):
 
 
 def test_interrupted_and_resumed_run_logs_the_same_losses(text_file, tmp_path, monkeypatch):
-    Trainer(tiny_config(text_file, tmp_path / "a")).train()
+    build_trainer(tiny_config(text_file, tmp_path / "a")).train()
     interrupt_at(monkeypatch, 6)
-    first = Trainer(tiny_config(text_file, tmp_path / "b")).train()
+    first = build_trainer(tiny_config(text_file, tmp_path / "b")).train()
     assert first["interrupted"] and first["steps"] == 6
     monkeypatch.undo()
-    Trainer(tiny_config(text_file, tmp_path / "b", resume=True)).train()
+    build_trainer(tiny_config(text_file, tmp_path / "b", resume=True)).train()
     a, b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
     assert [r["step"] for r in b] == list(range(1, 13))
     # same data, same generators, same arithmetic: float32 round-off is the only allowance
@@ -76,16 +79,16 @@ def test_interrupted_and_resumed_run_logs_the_same_losses(text_file, tmp_path, m
 
 def test_resume_drops_log_lines_after_the_checkpoint(text_file, tmp_path):
     out = tmp_path / "run"
-    Trainer(tiny_config(text_file, out, max_steps=6)).train()   # checkpoint at 4, then 6
+    build_trainer(tiny_config(text_file, out, max_steps=6)).train()   # checkpoint at 4, then 6
     with open(out / "log.jsonl", "a") as f:                      # as if steps ran past the save
         f.write(json.dumps({"step": 7, "loss": 1.0, "lr": 0.1, "tokens_per_sec": 1.0}) + "\n")
-    Trainer(tiny_config(text_file, out, max_steps=8, resume=True)).train()
+    build_trainer(tiny_config(text_file, out, max_steps=8, resume=True)).train()
     assert [r["step"] for r in read_log(out)] == list(range(1, 9))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(text_file, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    trainer = Trainer(tiny_config(text_file, out))
+    trainer = build_trainer(tiny_config(text_file, out))
     original = Trainer.train_step
 
     def poisoned(self):
@@ -100,8 +103,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(text_file, tmp_path, 
 
 
 def test_gradient_accumulation_equals_one_big_batch(text_file, tmp_path):
-    big = Trainer(tiny_config(text_file, tmp_path / "big", batch_size=4, dropout=0.0, grad_clip=0))
-    small = Trainer(tiny_config(text_file, tmp_path / "small", batch_size=2, grad_accum=2,
+    big = build_trainer(tiny_config(text_file, tmp_path / "big", batch_size=4, dropout=0.0, grad_clip=0))
+    small = build_trainer(tiny_config(text_file, tmp_path / "small", batch_size=2, grad_accum=2,
                                 dropout=0.0, grad_clip=0))
     x, y = big.loader.next_batch()
     halves = iter([(x[:2], y[:2]), (x[2:], y[2:])])
@@ -121,45 +124,45 @@ def test_gradient_accumulation_equals_one_big_batch(text_file, tmp_path):
 
 def test_missing_empty_and_non_utf8_data(tmp_path):
     with pytest.raises(DataError, match="no such file"):
-        Trainer(tiny_config(tmp_path / "nope.txt", tmp_path / "o"))
+        build_trainer(tiny_config(tmp_path / "nope.txt", tmp_path / "o"))
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     with pytest.raises(DataError, match="empty"):
-        Trainer(tiny_config(empty, tmp_path / "o"))
+        build_trainer(tiny_config(empty, tmp_path / "o"))
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9 ".encode("latin-1") * 100)
     with pytest.raises(DataError, match=r"latin1.txt.*UTF-8"):
-        Trainer(tiny_config(latin1, tmp_path / "o"))
+        build_trainer(tiny_config(latin1, tmp_path / "o"))
 
 
 def test_resume_with_another_model_shape_is_refused(text_file, tmp_path):
     out = tmp_path / "run"
-    Trainer(tiny_config(text_file, out, max_steps=4)).train()
+    build_trainer(tiny_config(text_file, out, max_steps=4)).train()
     before = (out / "ckpt.safetensors").read_bytes()
     with pytest.raises(CheckpointError, match="different model"):
-        Trainer(tiny_config(text_file, out, n_embd=32, resume=True))
+        build_trainer(tiny_config(text_file, out, n_embd=32, resume=True))
     assert (out / "ckpt.safetensors").read_bytes() == before
 
 
 def test_resume_from_a_truncated_checkpoint_is_refused(text_file, tmp_path, capsys):
     out = tmp_path / "run"
-    Trainer(tiny_config(text_file, out, max_steps=4)).train()
+    build_trainer(tiny_config(text_file, out, max_steps=4)).train()
     path = out / "ckpt.safetensors"
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="truncated"):
-        Trainer(tiny_config(text_file, out, resume=True))
+        build_trainer(tiny_config(text_file, out, resume=True))
     assert main(["--out", str(out), "--resume"]) == 1
     assert "truncated" in capsys.readouterr().err
 
 
 def test_resume_without_a_checkpoint(text_file, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        Trainer(tiny_config(text_file, tmp_path / "fresh", resume=True))
+        build_trainer(tiny_config(text_file, tmp_path / "fresh", resume=True))
 
 
 def test_block_size_longer_than_val_split(text_file, tmp_path):
     with pytest.raises(DataError, match="val split"):
-        Trainer(tiny_config(text_file, tmp_path / "o", val_fraction=0.0001, block_size=64))
+        build_trainer(tiny_config(text_file, tmp_path / "o", val_fraction=0.0001, block_size=64))
 
 
 def test_command_line_trains_and_samples(text_file, tmp_path):
@@ -182,7 +185,7 @@ def test_command_line_trains_and_samples(text_file, tmp_path):
 
 
 def test_trains_on_a_prepared_folder_and_refuses_another_tokenizer(tmp_path):
-    from tinyllm.data.prepare import PrepareConfig, prepare
+    from tinyllm.curate.prepare import PrepareConfig, prepare
     raw = tmp_path / "raw"
     raw.mkdir()
     rng = np.random.default_rng(1)
@@ -191,20 +194,20 @@ def test_trains_on_a_prepared_folder_and_refuses_another_tokenizer(tmp_path):
         (raw / f"doc{i}.txt").write_text(" ".join(rng.choice(words, 300)) + ".\n")
     prepare([str(raw)], tmp_path / "prepared", config=PrepareConfig(workers=1, quality=False),
             progress=False)
-    trainer = Trainer(tiny_config(tmp_path / "prepared", tmp_path / "run", max_steps=4))
-    assert trainer.tokenizer.vocab_size == 256 and len(trainer.train_tokens) > 10_000
-    trainer.train()
+    tokenizer, train_tokens, _ = load_data(tiny_config(tmp_path / "prepared", tmp_path / "run"))
+    assert tokenizer.vocab_size == 256 and len(train_tokens) > 10_000
+    build_trainer(tiny_config(tmp_path / "prepared", tmp_path / "run", max_steps=4)).train()
     manifest = tmp_path / "prepared" / "manifest.json"
     data = json.loads(manifest.read_text())
     data["tokenizer"]["fingerprint"] = "0" * 16
     manifest.write_text(json.dumps(data))
     with pytest.raises(DataError, match="tokenizer fingerprint"):
-        Trainer(tiny_config(tmp_path / "prepared", tmp_path / "run2"))
+        build_trainer(tiny_config(tmp_path / "prepared", tmp_path / "run2"))
 
 
 def test_bpe_vocabulary_is_trained_once_cached_and_recorded(text_file, tmp_path):
     out = tmp_path / "bpe"
-    first = Trainer(tiny_config(text_file, out, tokenizer="bpe", vocab_size=300, max_steps=4))
+    first = build_trainer(tiny_config(text_file, out, tokenizer="bpe", vocab_size=300, max_steps=4))
     # 11 words give fewer merges than asked for: the vocabulary stops when nothing is left to merge
     assert 256 < first.tokenizer.vocab_size <= 300
     assert first.model.config.vocab_size == first.tokenizer.vocab_size
@@ -213,7 +216,7 @@ def test_bpe_vocabulary_is_trained_once_cached_and_recorded(text_file, tmp_path)
     assert len(cached) == 1
     first.train()
     mtime = cached[0].stat().st_mtime_ns
-    second = Trainer(tiny_config(text_file, out, tokenizer="bpe", vocab_size=300, resume=True))
+    second = build_trainer(tiny_config(text_file, out, tokenizer="bpe", vocab_size=300, resume=True))
     assert cached[0].stat().st_mtime_ns == mtime       # reused, not retrained
     assert second.tokenizer.fingerprint() == first.tokenizer.fingerprint()
     _, tokenizer, _ = load_model(out / "ckpt.safetensors")
@@ -221,4 +224,4 @@ def test_bpe_vocabulary_is_trained_once_cached_and_recorded(text_file, tmp_path)
     assert tokenizer.decode(tokenizer.encode("the king wept.")) == "the king wept."
     # a resumed run must use the tokenizer its checkpoint was trained with
     with pytest.raises(CheckpointError, match="tokenizer"):
-        Trainer(tiny_config(text_file, out, tokenizer="bytes", resume=True))
+        build_trainer(tiny_config(text_file, out, tokenizer="bytes", resume=True))

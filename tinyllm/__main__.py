@@ -1,4 +1,4 @@
-"""Entry point of `python -m tinyllm`; the commands are in cli.py."""
+"""Entry point of `python -m tinyllm`; the commands are in cli/."""
 import sys
 
 from tinyllm.cli import main

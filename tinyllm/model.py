@@ -1,4 +1,4 @@
-"""The GPT: configuration, presets, the transformer, and generation with a KV cache.
+"""The GPT: its configuration, presets and the transformer; the architecture only.
 
 Architecture (DESIGN.md's model contract): learned token and position
 embeddings, pre-norm blocks (RMSNorm -> causal self-attention with one fused
@@ -7,8 +7,9 @@ at 4x width -> residual), a final RMSNorm, and an untied bias-free lm_head.
 Parameter names and shapes match PyTorch's GPT-2 spelling, so a state_dict
 or checkpoint moves between tinyllm and PyTorch code.
 
-Not here: the training loop (train.py) or the maths of each op (ops.py and
-the backend kernels). Read train.py next.
+Not here: decoding (generate.py: the KV cache, the samplers; GPT.generate
+calls it), the training loop (train.py) or the maths of each op (ops.py and
+the backend kernels). Read generate.py next, then train.py.
 """
 import functools
 import math
@@ -16,9 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from tinyllm import nn, ops
-from tinyllm.backends import get_backend
-from tinyllm.tensor import no_grad, to_numpy
+from tinyllm import generate, nn, ops
 
 
 @dataclass
@@ -70,30 +69,6 @@ def preset(name, **overrides):
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return GPTConfig(**{**PRESETS[name], **overrides})
-
-
-class KVCache:
-    """Keys and values of every past position, per layer, so a new token costs O(T).
-
-    Each append copies the layer's keys and values into one array one
-    position longer: the attention kernel reads them all anyway, so the copy
-    costs the same order, and the arrays stay contiguous on any backend.
-    """
-
-    def __init__(self, config):
-        self.k = [None] * config.n_layer   # per layer: (B, nh, length, hs)
-        self.v = [None] * config.n_layer
-        self.length = 0                    # positions filled so far
-
-    def append(self, layer, k, v):
-        """Store k, v (B, nh, T, hs) after the cached ones; returns all keys and values so far."""
-        if self.k[layer] is None:
-            self.k[layer], self.v[layer] = k, v
-        else:
-            kernels = get_backend()
-            self.k[layer] = kernels.concat([self.k[layer], k], axis=2)   # (B, nh, Tk, hs)
-            self.v[layer] = kernels.concat([self.v[layer], v], axis=2)
-        return self.k[layer], self.v[layer]
 
 
 class CausalSelfAttention(nn.Module):
@@ -205,68 +180,17 @@ class GPT(nn.Module):
                 f"{self.num_parameters() / 1e6:.2f}M parameters, "
                 f"{self.flops_per_token() / 1e6:.1f} MFLOP per training token")
 
-    # -- generation -----------------------------------------------------------
+    # -- generation (generate.py) -----------------------------------------
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
                  seed=None, use_cache=True):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + new).
 
-        temperature 0 picks the most likely token; top_k keeps the k most
-        likely; top_p keeps the smallest set whose probability reaches p.
-        The context is the last block_size tokens, as in training. With the
-        cache each new token costs one position's work; once the sequence
-        fills block_size, the learned positions of the window all shift, so
-        the window is recomputed for each further token.
+        See generate.generate, which this calls, for the sampling options.
         """
-        idx = self._check_ids(idx)
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        rng = np.random.default_rng(seed)
-        block = self.config.block_size
-        was_training = self.training
-        self.eval()
-        cache, pending = None, idx   # pending: tokens not yet seen by the cache
-        try:
-            with no_grad():
-                for _ in range(max_new_tokens):
-                    if not use_cache or cache is None or cache.length + pending.shape[1] > block:
-                        cache = KVCache(self.config) if use_cache else None
-                        pending = idx[:, -block:]
-                    logits, _ = self(pending, cache=cache)
-                    last = to_numpy(logits.data[:, -1, :])   # (B, V): all that leaves a GPU
-                    nxt = _sample(last, temperature, top_k, top_p, rng)            # (B,)
-                    idx = np.concatenate([idx, nxt[:, None]], axis=1)
-                    pending = nxt[:, None]
-        finally:
-            self.train(was_training)
-        return idx
+        return generate.generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                                 top_p=top_p, seed=seed, use_cache=use_cache)
 
     @property
     def dtype(self):
         return self.lm_head.weight.dtype
 
-
-def _sample(logits, temperature, top_k, top_p, rng):
-    """One token id per row of logits (B, V)."""
-    if temperature == 0:
-        return logits.argmax(axis=-1)
-    logits = logits.astype(np.float64) / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = np.partition(logits, -top_k, axis=-1)[:, -top_k, None]  # (B, 1)
-        logits = np.where(logits < kth, -np.inf, logits)
-    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    probs /= probs.sum(axis=-1, keepdims=True)                          # (B, V)
-    if top_p is not None and top_p < 1.0:
-        order = np.argsort(-probs, axis=-1)
-        sorted_p = np.take_along_axis(probs, order, axis=-1)
-        # keep a token if the mass before it is still short of top_p (the first always stays)
-        drop_sorted = np.cumsum(sorted_p, axis=-1) - sorted_p >= top_p
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, axis=-1)
-        probs = np.where(drop, 0.0, probs)
-        probs /= probs.sum(axis=-1, keepdims=True)
-    u = rng.random((probs.shape[0], 1))
-    return np.minimum((np.cumsum(probs, axis=-1) < u).sum(axis=-1), probs.shape[-1] - 1)

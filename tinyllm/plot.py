@@ -7,14 +7,13 @@ and axis titles. The SVG is plain text we write ourselves, so there is no
 plotting dependency; `.png` output uses matplotlib when it is installed.
 `read_log(path)` reads the trainer's `log.jsonl`. From a shell:
 
-    python -m tinyllm.plot out/log.jsonl            # writes out/loss.svg
-    python -m tinyllm.plot out/log.jsonl -o run.svg
+    python -m tinyllm plot out/log.jsonl            # writes out/loss.svg
+    python -m tinyllm plot out/log.jsonl -o run.svg
 
 What this is not: a plotting library. It draws exactly one kind of chart, and
 it does not decide when to plot; the trainer (train.py) calls it. Read
 train.py next for where the log lines come from.
 """
-import argparse
 import json
 import math
 import os
@@ -260,25 +259,3 @@ def _write_png(train, ema, val, title, smoothing, path):
     with atomic_write(path) as f:
         fig.savefig(f, format="png")
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m tinyllm.plot",
-        description="Draw the loss curve of a tinyllm training log (log.jsonl) as an SVG.")
-    parser.add_argument("log", help="the training log, one JSON object per line (e.g. out/log.jsonl)")
-    parser.add_argument("-o", "--out", help="output .svg (or .png with matplotlib); "
-                                            "default: loss.svg next to the log")
-    parser.add_argument("--title", default="tinyllm training", help="chart title")
-    parser.add_argument("--smoothing", type=float, default=0.9,
-                        help="EMA factor for the train loss in [0, 1); 0 draws no average (default 0.9)")
-    args = parser.parse_args(argv)
-    out = args.out or os.path.join(os.path.dirname(args.log), "loss.svg")
-    try:
-        plot_loss_curve(read_log(args.log), out, title=args.title, smoothing=args.smoothing)
-    except (OSError, ValueError, ImportError) as e:
-        parser.error(str(e))
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -15,6 +15,8 @@ import importlib
 import os
 import sys
 
+from tinyllm.errors import BackendUnavailable  # noqa: F401 (re-exported: tinyllm.backends.BackendUnavailable)
+
 # name -> module path; tried in this order when picking the default (fastest first)
 _KNOWN = {
     "cuda": "tinyllm.backends.cuda_kernels",
@@ -24,10 +26,6 @@ _KNOWN = {
 _loaded = {}
 _active = None
 _said_why = set()   # backends whose absence was already reported
-
-
-class BackendUnavailable(RuntimeError):
-    """A backend was asked for by name but is not built or cannot run here."""
 
 
 def _load(name):

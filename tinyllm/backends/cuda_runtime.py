@@ -16,14 +16,11 @@ import os
 
 from tinyllm.backends import BackendUnavailable
 from tinyllm.backends.checks import open_library
+from tinyllm.errors import CudaError  # noqa: F401 (re-exported)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_PATH = os.environ.get("TINYLLM_CUDA_LIB") or os.path.join(_HERE, "libtinyllm_cuda.so")
 HEADER_PATH = os.path.join(os.path.dirname(LIB_PATH), "tinyllm_cuda.h")
-
-
-class CudaError(RuntimeError):
-    """A CUDA call failed; the message names the call and CUDA's reason."""
 
 
 def _open():

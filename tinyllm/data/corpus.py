@@ -21,9 +21,7 @@ import pathlib
 import re
 import sysconfig
 
-
-class DataError(ValueError):
-    """Bad input data: the message names the file or value and how to fix it."""
+from tinyllm.errors import DataError  # noqa: F401 (re-exported)
 
 
 # Folders under the stdlib that hold tests or third-party code, not the library itself.

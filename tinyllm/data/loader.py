@@ -14,15 +14,12 @@ This is not the trainer; read tinyllm/train.py next.
 """
 import hashlib
 import pathlib
-import sys
-import time
 
 import numpy as np
 
-from tinyllm.data.corpus import DataError
+from tinyllm.errors import DataError
 from tinyllm.data.tokenfile import TokenWriter, read_header
-
-_PROGRESS_EVERY_S = 0.2  # redraw the progress line at most this often
+from tinyllm.progress import Progress
 
 
 class BatchLoader:
@@ -97,7 +94,7 @@ def _tokenize_split(texts, tokenizer, path, label, progress, allow_empty):
     """Encode texts one document at a time into `path` (the header records the count)."""
     encode = getattr(tokenizer, "encode_array", None) or tokenizer.encode
     eot = getattr(tokenizer, "eot_token", None)
-    docs, nbytes, last_draw = 0, 0, 0.0
+    docs, nbytes, bar = 0, 0, Progress(f"tokenizing {label}", progress)
     with TokenWriter(path, tokenizer.vocab_size) as writer:
         for text in texts:
             writer.write(encode(text))
@@ -106,21 +103,12 @@ def _tokenize_split(texts, tokenizer, path, label, progress, allow_empty):
             docs += 1
             if progress:
                 nbytes += len(text.encode("utf-8"))
-                # redraw in place on a terminal; a log file gets the final line only
-                if sys.stderr.isatty() and time.monotonic() - last_draw > _PROGRESS_EVERY_S:
-                    _draw(label, docs, nbytes, writer.count, end="")
-                    last_draw = time.monotonic()
+                bar.update(f"{docs} docs, {nbytes / 1e6:.1f} MB, {writer.count:,} tokens")
         if writer.count == 0 and not allow_empty:
             # Raising inside the block discards the temp file, so no empty cache is ever reused.
             raise DataError(f"{label}: 0 tokens from {docs} documents; "
                             "the data is empty or every file was skipped: check --data")
-        if progress:
-            _draw(label, docs, nbytes, writer.count, end="\n")
-
-
-def _draw(label, docs, nbytes, tokens, end):
-    print(f"\rtokenizing {label}: {docs} docs, {nbytes / 1e6:.1f} MB, {tokens:,} tokens",
-          end=end, file=sys.stderr, flush=True)
+        bar.done(f"{docs} docs, {nbytes / 1e6:.1f} MB, {writer.count:,} tokens")
 
 
 def _reusable(path, tokenizer):

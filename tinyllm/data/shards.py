@@ -1,6 +1,6 @@
 """Token shards of a prepared dataset: writing them resumably, and reading them for training.
 
-A prepared folder (made by `python -m tinyllm prepare`, see prepare.py) holds
+A prepared folder (made by `python -m tinyllm prepare`, see tinyllm/curate/prepare.py) holds
 
     train_000000.bin, train_000001.bin, ...   token files (tokenfile.py's header
     val_000000.bin, ...                       format), shard_tokens tokens each
@@ -21,15 +21,15 @@ one is unfinished, and `open_prepared` refuses it.
 (shards so far, next document, tokens of it already written), which
 prepare.py saves, so an interrupted run continues at the last finished shard.
 This is not the batch sampler: loader.BatchLoader samples from the arrays
-that `open_prepared` returns. Read prepare.py for the pipeline.
+that `open_prepared` returns. Read tinyllm/curate/prepare.py for the pipeline.
 """
 import json
 import pathlib
 
 import numpy as np
 
-from tinyllm.data.byte_tokenizer import tokenizer_from_dict
-from tinyllm.data.corpus import DataError
+from tinyllm.tokenizer import from_dict as tokenizer_from_dict
+from tinyllm.errors import DataError
 from tinyllm.data.tokenfile import TokenWriter, read_header, read_tokens
 
 MANIFEST = "manifest.json"

@@ -25,7 +25,7 @@ import numpy as np
 
 from tinyllm.atomic import commit
 
-from tinyllm.data.corpus import DataError
+from tinyllm.errors import DataError
 
 MAGIC = b"TLLMTOKS"
 VERSION = 1

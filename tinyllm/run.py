@@ -1,0 +1,119 @@
+"""A pretraining run built from its settings: data, tokenizer, model, optimizer, then the Trainer.
+
+    trainer = build_trainer(TrainConfig(data="shakespeare.txt", max_steps=500))
+    summary = trainer.train()
+
+`TrainConfig` is every setting of `python examples/train.py` (the loop's own
+fields come from train.LoopConfig); `build_trainer` turns one into a ready
+Trainer:
+  data       a prepared folder (`python -m tinyllm prepare`) as it is, or text
+             (a file, a folder, by default the Python standard library) split
+             into train/val and tokenized once into OUT/data/
+  tokenizer  tinyllm.tokenizer.load(--tokenizer): bytes, bpe (trained on the
+             train split once and cached in OUT/data/), or a .bpe / .tiktoken file
+  model      the preset, with the shape flags over it, on the chosen backend
+  optimizer  AdamW with weight decay on the weight matrices only
+
+Not here: the loop (train.py) or the flags (tinyllm/cli/train.py). Read
+tinyllm/cli/train.py next.
+"""
+import dataclasses
+import json
+import pathlib
+
+from tinyllm import backends
+from tinyllm import tokenizer as tokenizers
+from tinyllm.data import (BatchLoader, is_prepared, load_corpus, open_prepared, prepare_token_files,
+                          prepared_tokenizer, read_tokens)
+from tinyllm.model import GPT, PRESETS, GPTConfig
+from tinyllm.optim import AdamW, param_groups
+from tinyllm.safetensors import read_metadata
+from tinyllm.train import LoopConfig, Trainer, option
+
+MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
+
+
+@dataclasses.dataclass
+class TrainConfig(LoopConfig):
+    data: str = option(None, "a UTF-8 text file or folder, or a folder from `python -m tinyllm "
+                             "prepare` (default: the Python standard library's source)")
+    preset: str = option("default", f"model shape: {', '.join(PRESETS)}; the shape flags below override it")
+    block_size: int = option(None, "context length (default: the preset's)")
+    n_layer: int = option(None, "transformer blocks (default: the preset's)")
+    n_head: int = option(None, "attention heads (default: the preset's)")
+    n_embd: int = option(None, "channels, a multiple of n_head (default: the preset's)")
+    dropout: float = option(None, "dropout probability (default: the preset's, 0)")
+    batch_size: int = option(16, "sequences per micro-batch")
+    weight_decay: float = option(0.1, "AdamW weight decay, on weight matrices only")
+    val_fraction: float = option(0.05, "share of the data held out for validation")
+    seed: int = option(1337, "seed of the batch sampler")
+    tokenizer: str = option("bpe", f"{tokenizers.SPECS}; bpe is trained on the data once, then cached")
+    vocab_size: int = option(8192, "vocabulary size of the trained BPE tokenizer")
+    backend: str = option(None, "numpy, c or cuda (default: the fastest one built here)")
+    sample_tokens: int = option(300, "length of the sample printed at the end; 0 = none")
+    prompt: str = option("\n", "text the final sample continues")
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("batch_size", "vocab_size"):
+            self._at_least(name, 1)
+        for name in ("weight_decay", "sample_tokens"):
+            self._at_least(name, 0)
+
+    def model_config(self, vocab_size):
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        shape = {**PRESETS[self.preset], "vocab_size": vocab_size}
+        shape.update({f: getattr(self, f) for f in MODEL_FIELDS if getattr(self, f) is not None})
+        return GPTConfig(**shape)
+
+
+def saved_config(out):
+    """The TrainConfig fields a run in `out` was started with, or {} when there is none."""
+    state_path = pathlib.Path(out) / "train_state.safetensors"
+    if not state_path.exists():
+        return {}
+    return json.loads(read_metadata(state_path)["state"])["train_config"]
+
+
+def build_trainer(config, printer=None):
+    """A Trainer for config, resumed from config.out when config.resume."""
+    if config.preset not in PRESETS:
+        raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
+    backend = backends.set_backend(config.backend) if config.backend else backends.get_backend()
+    if config.max_steps is None:   # the default run's length follows the backend's speed
+        config = dataclasses.replace(config, max_steps=800 if backend.NAME == "numpy" else 1100)
+    tokenizer, train_tokens, val_tokens = load_data(config)
+    # on the backend's device: the GPU for cuda, where the whole step then stays
+    model = GPT(config.model_config(tokenizer.vocab_size)).to(backend)
+    groups = param_groups(model.named_parameters(), config.weight_decay)
+    optimizer = AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    T = model.config.block_size
+    loader = BatchLoader(train_tokens, config.batch_size, T, seed=config.seed, split="train")
+    val_loader = BatchLoader(val_tokens, config.batch_size, T, seed=0, split="val")  # fails now if short
+    val_batches = [val_loader.next_batch() for _ in range(config.eval_batches)]
+    tokens_per_step = config.batch_size * config.grad_accum * T
+    trainer = Trainer(
+        model, optimizer, loader, lambda: val_batches, tokenizer, config,
+        # the optimizer keeps its state group by group; the names follow that order
+        names=[n for g in groups for n in g["names"]],
+        bytes_per_token=len(tokenizer.decode_bytes(val_tokens)) / len(val_tokens),
+        description=f"backend {backend.NAME}; {len(train_tokens):,} train / {len(val_tokens):,} "
+                    f"val tokens; {tokens_per_step:,} tokens per step", printer=printer)
+    if config.resume:
+        trainer.resume()
+    return trainer
+
+
+def load_data(config):
+    """(tokenizer, train tokens, val tokens) for config.data, tokenized once and cached."""
+    if config.data is not None and is_prepared(config.data):   # shards from `prepare`
+        tokenizer = prepared_tokenizer(config.data)
+        return (tokenizer, *open_prepared(config.data, tokenizer))
+    corpus = load_corpus(config.data, config.val_fraction)
+    tokenizer = tokenizers.load(config.tokenizer, corpus.iter_train,
+                                cache_dir=pathlib.Path(config.out) / "data",
+                                cache_key=f"{corpus.name}-{corpus.fingerprint()}",
+                                vocab_size=config.vocab_size)
+    train_path, val_path = prepare_token_files(corpus, tokenizer, pathlib.Path(config.out) / "data")
+    return tokenizer, read_tokens(train_path), read_tokens(val_path)
