@@ -10,7 +10,8 @@ position's logits (B, V), and samples the next token of every row.
 This file needs no model class: any module whose forward takes
 (idx, cache=KVCache) and returns (logits, loss) decodes with it, which is
 why model.py imports it and not the other way round. Not here: the command
-line (tinyllm/cli/sample.py). Read train.py next.
+line (tinyllm/cli/sample.py). Read tinyllm/tokenizer/
+next, bytes.py first.
 """
 import numpy as np
 
