@@ -6,12 +6,17 @@ the same numbers (the parity tests check them against this file). Each forward
 returns what its backward needs and sits right above it; each backward
 returns the gradients of its inputs.
 
+The fast kernels (tiled attention, BLAS matmul) each have a naive twin
+beside them, matmul_naive and attention_naive: plain loops or the textbook
+formula, THE definitions that the fast kernels of every backend must equal
+(tests/test_naive_definitions.py checks that they do).
+
 Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
 hs head size, N = B*T rows. Arrays keep the dtype they come in (float32 in
 training, float64 in gradient checks).
 
-This is not the autograd layer (that is tensor.py and ops.py); read ops.py
-next to see how these kernels become differentiable operations.
+This is not the autograd layer (that is tensor.py and ops.py, which call
+these). Read gradcheck.py next: how each backward is proven right.
 """
 import math
 
@@ -40,6 +45,31 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     return np.matmul(a, b)
 
 
+def matmul_naive(a, b, transpose_a=False, transpose_b=False):
+    """THE definition of matmul: out[i, j] = sum over k of a[i, k] * b[k, j], as loops.
+
+    Same arguments and result as matmul (and the C and CUDA matmuls, whose
+    tiles and vector lanes must add up to these sums); 3-D operands are a
+    batch of independent products, (Bt, M, K) @ (Bt, K, N) -> (Bt, M, N).
+    Pure Python, one multiply-add at a time: for tests on small sizes.
+    """
+    if a.ndim == 3:
+        return np.stack([matmul_naive(a[i], b[i], transpose_a, transpose_b)
+                         for i in range(a.shape[0])])            # (Bt, M, N)
+    A = a.T if transpose_a else a                                 # (M, K)
+    Bm = b.T if transpose_b else b                                # (K, N)
+    M, K = A.shape
+    N = Bm.shape[1]
+    out = np.zeros((M, N), dtype=np.result_type(a, b))            # (M, N)
+    for i in range(M):
+        for j in range(N):
+            acc = 0.0
+            for k in range(K):
+                acc += A[i, k] * Bm[k, j]
+            out[i, j] = acc
+    return out
+
+
 # ----------------------------------------------------------------------------
 # causal self-attention, flash-style
 
@@ -52,6 +82,26 @@ def _causal_scores(q_tile, k_tile, q_pos, k_pos, scale):
 
 def _tiles(T, tile):
     return [(t0, min(t0 + tile, T)) for t0 in range(0, T, tile)]
+
+
+def attention_naive(q, k, v):
+    """THE definition of attention_forward: the textbook masked softmax, whole matrices.
+
+    S = q k^T / sqrt(hs), -inf where key j is in query i's future (query i
+    sits at position Tk - Tq + i, as in attention_forward), P = softmax(S)
+    row by row, out = P v; lse = log(sum_j exp(S_ij)). Same arguments and
+    results as attention_forward, whose tiles and online softmax (and the C
+    and CUDA kernels') must equal this. Builds the (Tq, Tk) matrix that the
+    fast kernels never store: for tests on small sizes.
+    """
+    Tq, Tk, hs = q.shape[2], k.shape[2], q.shape[3]
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) / math.sqrt(hs)     # (B, nh, Tq, Tk)
+    q_pos = np.arange(Tk - Tq, Tk)                                # (Tq,)
+    s = np.where(np.arange(Tk)[None, :] <= q_pos[:, None], s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)                             # (B, nh, Tq, 1) finite: key 0
+    lse = m[..., 0] + np.log(np.exp(s - m).sum(axis=-1))          # (B, nh, Tq)
+    p = np.exp(s - lse[..., None])                                # (B, nh, Tq, Tk) softmax rows
+    return np.matmul(p, v), lse                                   # (B, nh, Tq, hs), (B, nh, Tq)
 
 
 def attention_forward(q, k, v, tile=None):
