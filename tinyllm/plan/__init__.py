@@ -60,7 +60,7 @@ def make_plan(params=None, hardware="8xH100", preset=None, tokens=None, days=Non
             f"on {hw.count} x {hw.name} it takes {seconds / 86400:,.1f} days; give --days "
             f"{math.ceil(seconds / 86400 * 10) / 10:g}, --hardware {math.ceil(hw.count * seconds / 86400 / days)}x"
             f"{hw.name}, or --tokens {allowed / 1e9:.3g}B")
-    hp = _hyperparameters(N, D, config.block_size)
+    hp = _hyperparameters(params or N, D, config.block_size)   # the size asked for: the table's at its sizes
     layout, stages = choose_layout(config, N, hw, dtype, zero, hp["batch_sequences"])
     hp["batch_sequences"] = layout["devices"] * layout["micro_batch"] * layout["grad_accum"]
     hp["batch_tokens"] = hp["batch_sequences"] * config.block_size
