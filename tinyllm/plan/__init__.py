@@ -23,7 +23,7 @@ from tinyllm.model import PRESETS, GPTConfig, flops_per_token, num_parameters, p
 from tinyllm.plan import budget
 from tinyllm.plan.commands import commands
 from tinyllm.plan.hardware import parse_hardware
-from tinyllm.plan.layout import choose_layout
+from tinyllm.plan.layout import choose_layout, usable_bytes
 from tinyllm.plan.shapes import GPT3_RECIPE, gpt3_hyperparameters, shape_for
 
 SUFFIXES = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -48,28 +48,20 @@ def make_plan(params=None, hardware="8xH100", preset=None, tokens=None, days=Non
     mfu = mfu or hw.mfu
     _check_options(hw, dtype, zero, mfu, price, days)
     config = _model(params, preset, seq_len, vocab_size)
-    N = num_parameters(config)
+    N, T = num_parameters(config), config.block_size
     chinchilla = budget.chinchilla_tokens(N)
     D = tokens or chinchilla
     flops = budget.training_flops(config, D)
     seconds = budget.training_seconds(flops, hw, dtype, mfu)
     allowed = budget.tokens_in(days * 86400, config, hw, dtype, mfu) if days else None
     if days and allowed < D:
-        raise PlanError(
-            f"--days {days:g} is too short for one pass over the {D / 1e9:,.1f}B tokens: at MFU {mfu:g} "
-            f"on {hw.count} x {hw.name} it takes {seconds / 86400:,.1f} days; give --days "
-            f"{math.ceil(seconds / 86400 * 10) / 10:g}, --hardware {math.ceil(hw.count * seconds / 86400 / days)}x"
-            f"{hw.name}, or --tokens {allowed / 1e9:.3g}B")
-    hp = _hyperparameters(params or N, D, config.block_size)   # the size asked for: the table's at its sizes
+        raise _too_short(days, D, seconds, allowed, hw, mfu)
+    hp = _hyperparameters(params or N, D, T)   # at the size asked for: the table's own at its sizes
     layout, stages = choose_layout(config, N, hw, dtype, zero, hp["batch_sequences"])
-    hp["batch_sequences"] = layout["devices"] * layout["micro_batch"] * layout["grad_accum"]
-    hp["batch_tokens"] = hp["batch_sequences"] * config.block_size
-    hp["max_steps"] = math.ceil(D / hp["batch_tokens"])
-    # GPT-3's 375M warmup tokens, but at most a tenth of a short run
-    hp["warmup_steps"] = math.ceil(min(GPT3_RECIPE["warmup_tokens"] / hp["batch_tokens"], hp["max_steps"] / 10))
-    step_seconds = budget.training_seconds(flops_per_token(config) * hp["batch_tokens"], hw, dtype, mfu)
+    _schedule(hp, layout, D, T)
+    fits_one = (budget.memory_per_device(config, N, 1, 0, layout["micro_batch"], dtype, False)
+                + hw.runtime <= usable_bytes(hw))
     device_hours = seconds / 3600 * hw.count
-    out = out or f"out/plan-{_size_name(N)}"
     return {
         "model": {**config.to_dict(), "shape_from": f"the {preset} preset" if preset else "the GPT-3 table",
                   "parameters": N, "parameters_by_part": parameter_counts(config),
@@ -79,12 +71,30 @@ def make_plan(params=None, hardware="8xH100", preset=None, tokens=None, days=Non
         "tokens": {"budget": D, "chinchilla": chinchilla, "from": "--tokens" if tokens else "chinchilla",
                    "tokens_per_parameter": D / N, "days_allow": allowed},
         "compute": {"flops": flops, "mfu": mfu, "seconds": seconds, "days": seconds / 86400,
-                    "step_seconds": step_seconds,
-                    "device_hours": device_hours, "price_per_device_hour": price, "cost": device_hours * price},
+                    "step_seconds": flops_per_token(config) * hp["batch_tokens"] / flops * seconds,
+                    "device_hours": device_hours, "price_per_device_hour": price,
+                    "cost": device_hours * price},
         "memory": {"chosen": layout, "stages": stages},
         "hyperparameters": hp,
-        "commands": commands(config, layout, hp, hw, dtype, out),
+        "commands": commands(config, layout, hp, hw, dtype, out or f"out/plan-{_size_name(N)}", fits_one),
     }
+
+
+def _too_short(days, D, seconds, allowed, hw, mfu):
+    needed = seconds / 86400
+    return PlanError(f"--days {days:g} is too short for one pass over the {D / 1e9:,.1f}B tokens: at "
+                     f"MFU {mfu:g} on {hw.count} x {hw.name} it takes {needed:,.1f} days; give --days "
+                     f"{math.ceil(needed * 10) / 10:g}, --hardware {math.ceil(hw.count * needed / days)}x"
+                     f"{hw.name}, or --tokens {allowed / 1e9:.3g}B")
+
+
+def _schedule(hp, layout, D, T):
+    """The global batch the layout makes, and the steps: enough for D tokens, GPT-3's warmup."""
+    hp["batch_sequences"] = layout["devices"] * layout["micro_batch"] * layout["grad_accum"]
+    hp["batch_tokens"] = hp["batch_sequences"] * T
+    hp["max_steps"] = math.ceil(D / hp["batch_tokens"])
+    # GPT-3's 375M warmup tokens, but at most a tenth of a short run
+    hp["warmup_steps"] = math.ceil(min(GPT3_RECIPE["warmup_tokens"] / hp["batch_tokens"], hp["max_steps"] / 10))
 
 
 def _check_options(hw, dtype, zero, mfu, price, days):

@@ -38,7 +38,7 @@ def command_line(config, prefix="python examples/train.py"):
     return " ".join([prefix, *(f"--{name.replace('_', '-')} {getattr(config, name)}" for name in FLAGS)])
 
 
-def commands(config, layout, hp, hardware, dtype, out):
+def commands(config, layout, hp, hardware, dtype, out, fits_one_device=True):
     devices = layout["devices"]
     prepare = f"python -m tinyllm prepare --input YOUR_TEXT/ --out {DATA_DIR} --vocab-size {config.vocab_size}"
     one = command_line(train_config(config, layout, hp, hardware.backend, out))
@@ -50,7 +50,10 @@ def commands(config, layout, hp, hardware, dtype, out):
     if devices > 1:
         flags = command_line(train_config(config, layout, hp, hardware.backend, out, ranks=devices))
         result["train_mpi"] = f"mpirun -np {devices} " + flags
-        result["note"] = (f"MPI data parallel has not landed yet: `train` runs the same global batch "
-                          f"on one device ({devices} x the time); once it lands, `train_mpi` runs "
-                          f"it on {devices} ranks (global batch = ranks x --batch-size x --grad-accum)")
+        one_device = (f"`train` runs the same global batch on one device ({devices} x the time)"
+                      if fits_one_device else "`train` shows the same run in one process, but the model "
+                      "does not fit on one device")
+        result["note"] = (f"MPI data parallel has not landed yet: {one_device}; once it lands, "
+                          f"`train_mpi` runs it on {devices} ranks (global batch = ranks x --batch-size "
+                          f"x --grad-accum)")
     return result

@@ -17,7 +17,7 @@ def duration(seconds):
     for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
         if seconds >= 2 * size:
             return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
+    return f"{seconds:.3g} s"
 
 
 def gb(n):
