@@ -202,3 +202,13 @@ def test_plan_matches_tinyllm_itself_on_the_bench_preset():
     seconds = budget.training_seconds(flops_per_token(config) * b * config.block_size, hw, "fp32", hw.mfu)
     assert abs(memory / (r["peak_mb"] * 2 ** 20) - 1) < 0.10
     assert abs(seconds / r["seconds"] - 1) < 0.25
+
+
+@pytest.mark.parametrize("intro, kwargs", [
+    ("A 1B model on one 8 x H100 node:", dict(params=1e9, hardware="8xH100")),
+    ("A 10B model on 64 H100s (eight nodes):", dict(params=10e9, hardware="64xH100"))])
+def test_readme_plans_are_what_the_command_prints(intro, kwargs):
+    from tinyllm.plan.report import format_plan
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```\n", readme.index(intro)) + 4
+    assert readme[start:readme.index("\n```", start)] == format_plan(make_plan(**kwargs))

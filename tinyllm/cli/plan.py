@@ -34,7 +34,7 @@ def build_parser():
                    help="bf16 (mixed precision) or fp32 (default: bf16 on GPUs, fp32 for `this`)")
     p.add_argument("--zero", type=int, choices=(0, 1, 2, 3), help="ZeRO stage (default: the lowest that fits)")
     p.add_argument("--mfu", type=float, help="model FLOPs utilisation assumed (default: 0.4 on GPUs, "
-                                             "0.75 of the measured matmul rate for `this`)")
+                                             "0.75 of the measured matmul rate for `this` on a CPU)")
     p.add_argument("--price", type=float, default=2.0, help="USD per device-hour (default: %(default)s)")
     p.add_argument("--out", help="the training run's --out folder (default: out/plan-SIZE)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of text")

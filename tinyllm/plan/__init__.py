@@ -13,7 +13,7 @@ fit; and the commands (commands.py) with a rough cost. Every value is plain
 data, so `--json` writes the dict as it is.
 
 Not here: printing it (report.py) or the flags (tinyllm/cli/plan.py). Read
-hardware.py next, then shapes.py, budget.py and commands.py.
+hardware.py next; then shapes.py, budget.py, layout.py, commands.py, report.py.
 """
 import math
 import re

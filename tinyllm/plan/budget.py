@@ -32,7 +32,7 @@ one layer's full set lives while it is recomputed. The logits add 4 s b V
 bytes (fp32, as the paper counts the output layer; twice in tinyllm).
 
 Not here: the table of devices (hardware.py), the shape and hyperparameters
-(shapes.py). Read tinyllm/plan/__init__.py next, which puts a plan together.
+(shapes.py), the choice of layout (layout.py). Read layout.py next.
 """
 import math
 

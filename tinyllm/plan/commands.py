@@ -9,7 +9,7 @@ prints the one-process command (the same global batch through N times the
 accumulation, N times slower) and the mpirun one it will become.
 
 Not here: where the numbers come from (budget.py, shapes.py). Read
-tinyllm/cli/plan.py next.
+report.py next, which prints a plan.
 """
 from tinyllm.run import TrainConfig
 

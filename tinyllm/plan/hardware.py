@@ -122,16 +122,17 @@ def measure_this():
             raise PlanError(f"this GPU ({name}) is not in the planner's table, so its memory is "
                             f"unknown; pass the nearest known one instead: {known_names()}")
         memory, where = KNOWN[match].memory, f"{name}; memory from the {match} datasheet"
-        rate = matmul_flops(backend, 4096)
+        # the step's share of the GPU matmul rate is not measured yet (no GPU so far): a guess
+        rate, mfu, runtime = matmul_flops(backend, 4096), 0.5, 0.0
     else:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        rate = matmul_flops(backend, 1024)
-        where = f"{os.cpu_count()} CPU threads; memory from the operating system"
-    # a tinyllm training step runs at 0.73-0.82 of the C matmul's rate on the bench preset (BENCHMARKS.md:
-    # 139.7 GFLOP/s per step against a measured 170-190 GFLOP/s matmul), less on small shapes
+        where = f"{os.cpu_count()} CPUs; memory from the operating system"
+        # a tinyllm training step runs at 0.73-0.82 of the C matmul's rate on the bench preset
+        # (BENCHMARKS.md: 139.7 GFLOP/s per step against a measured 170-190 GFLOP/s matmul)
+        rate, mfu, runtime = matmul_flops(backend, 1024), 0.75, _resident_bytes()
     return Hardware(f"this machine ({backend.NAME} backend)", 1, None, rate, memory,
                     f"measured: float32 matmul on the {backend.NAME} backend, {where}", backend.NAME,
-                    mfu=0.75, runtime=_resident_bytes())
+                    mfu=mfu, runtime=runtime)
 
 
 def _resident_bytes():

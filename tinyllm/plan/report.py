@@ -20,6 +20,10 @@ def duration(seconds):
     return f"{seconds:.3g} s"
 
 
+def rate(flops):
+    return f"{flops / 1e12:.4g} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:.3g} GFLOP/s"
+
+
 def gb(n):
     return f"{n / 1e9:.1f} GB"
 
@@ -39,7 +43,8 @@ def _model(plan):
         f"  n_layer {m['n_layer']}, n_head {m['n_head']}, n_embd {m['n_embd']} (head size "
         f"{m['n_embd'] // m['n_head']}), context {m['block_size']}, vocab {m['vocab_size']}",
         f"  {m['parameters']:,} parameters: token embedding {count(parts['wte'])} + positions "
-        f"{count(parts['wpe'])} + {m['n_layer']} blocks {count(parts['blocks'])} + lm_head "
+        f"{count(parts['wpe'])} + {m['n_layer']} block{'s' if m['n_layer'] > 1 else ''} "
+        f"{count(parts['blocks'])} + lm_head "
         f"{count(parts['lm_head'])} (+ final norm)",
         f"  {m['flops_per_token'] / 1e9:.3g} GFLOP per training token (6 N + 12 L C T)", ""]
 
@@ -56,7 +61,7 @@ def _budget(plan):
     return lines + [
         "", "compute",
         f"  {c['flops']:.3g} FLOPs: {duration(c['seconds'])} on {hw['count']} x {hw['name']} at "
-        f"{hw['peak_flops'] / 1e12:.4g} TFLOP/s {hw['dtype']} peak each and MFU {c['mfu']:g}",
+        f"{rate(hw['peak_flops'])} {hw['dtype']} peak each and MFU {c['mfu']:g}",
         f"  ({hw['source']}); one optimizer step: {duration(c['step_seconds'])}",
         f"  {c['device_hours']:,.0f} device-hours: about ${c['cost']:,.0f} at "
         f"${c['price_per_device_hour']:.2f} per device-hour (--price)", ""]
