@@ -71,6 +71,8 @@ def test_json_plan(capsys):
     (["--params", "175B", "--hardware", "8xA100-40GB"], ["ZeRO-3", "at least", "xA100-40GB"]),
     (["--params", "10B", "--hardware", "8xH100", "--days", "1"], ["--days 1", "too short", "--tokens"]),
     (["--params", "1B", "--mfu", "1.5"], ["--mfu", "(0, 1]"]),
+    (["--params", "1B", "--mfu", "0"], ["--mfu", "(0, 1]"]),
+    (["--params", "1B", "--tokens", "0"], ["--tokens", "positive"]),
     (["--params", "1B", "--seq-len", "1000000", "--hardware", "L4"], ["--seq-len"]),
 ])
 def test_bad_input_names_the_fix(capsys, argv, words):
@@ -212,3 +214,12 @@ def test_readme_plans_are_what_the_command_prints(intro, kwargs):
     readme = (ROOT / "README.md").read_text()
     start = readme.index("```\n", readme.index(intro)) + 4
     assert readme[start:readme.index("\n```", start)] == format_plan(make_plan(**kwargs))
+
+
+def test_list_hardware(capsys):
+    rc, out, _ = run(capsys, "--list-hardware")
+    assert rc == 0
+    for hw in KNOWN.values():
+        assert hw.name in out and hw.source in out
+    rc, _, err = run(capsys)
+    assert rc == 1 and "--params" in err and "--preset" in err

@@ -11,7 +11,7 @@ import sys
 from tinyllm.errors import PlanError
 from tinyllm.plan import make_plan, parse_count
 from tinyllm.plan.hardware import known_names
-from tinyllm.plan.report import format_plan
+from tinyllm.plan.report import format_hardware, format_plan
 
 
 def build_parser():
@@ -19,7 +19,7 @@ def build_parser():
         prog="plan", description="Plan a training run: the model shape for a target size, the token "
         "budget, FLOPs and time, memory per device for each ZeRO stage, hyperparameters, the commands "
         "and a rough cost. Sizes take suffixes: 125M, 1.3B, 20B.")
-    model = p.add_mutually_exclusive_group(required=True)
+    model = p.add_mutually_exclusive_group()
     model.add_argument("--params", help="target parameter count, e.g. 1B (all parameters, embeddings included)")
     model.add_argument("--preset", help="plan a preset's shape instead (tiny, default, bench, gpt2)")
     p.add_argument("--hardware", default="8xH100",
@@ -38,11 +38,15 @@ def build_parser():
     p.add_argument("--price", type=float, default=2.0, help="USD per device-hour (default: %(default)s)")
     p.add_argument("--out", help="the training run's --out folder (default: out/plan-SIZE)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON instead of text")
+    p.add_argument("--list-hardware", action="store_true", help="print the known devices and exit")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.list_hardware:
+        print(format_hardware())
+        return 0
     try:
         plan = make_plan(params=parse_count(args.params, "--params") if args.params else None,
                          preset=args.preset, hardware=args.hardware,

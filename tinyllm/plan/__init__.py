@@ -45,11 +45,13 @@ def make_plan(params=None, hardware="8xH100", preset=None, tokens=None, days=Non
     """The plan for a model of `params` parameters (or the shape of `preset`) on `hardware`."""
     hw = parse_hardware(hardware, measure)
     dtype = dtype or ("bf16" if hw.bf16 else "fp32")
-    mfu = mfu or hw.mfu
+    mfu = hw.mfu if mfu is None else mfu
     _check_options(hw, dtype, zero, mfu, price, days)
     config = _model(params, preset, seq_len, vocab_size)
     N, T = num_parameters(config), config.block_size
     chinchilla = budget.chinchilla_tokens(N)
+    if tokens is not None and tokens < 1:
+        raise PlanError(f"--tokens must be a positive count, got {tokens}: e.g. --tokens 20B")
     D = tokens or chinchilla
     flops = budget.training_flops(config, D)
     seconds = budget.training_seconds(flops, hw, dtype, mfu)
@@ -68,7 +70,7 @@ def make_plan(params=None, hardware="8xH100", preset=None, tokens=None, days=Non
                   "flops_per_token": flops_per_token(config)},
         "hardware": {"name": hw.name, "count": hw.count, "peak_flops": hw.peak(dtype), "dtype": dtype,
                      "memory_bytes": hw.memory, "source": hw.source, "backend": hw.backend},
-        "tokens": {"budget": D, "chinchilla": chinchilla, "from": "--tokens" if tokens else "chinchilla",
+        "tokens": {"budget": D, "chinchilla": chinchilla, "from": "chinchilla" if tokens is None else "--tokens",
                    "tokens_per_parameter": D / N, "days_allow": allowed},
         "compute": {"flops": flops, "mfu": mfu, "seconds": seconds, "days": seconds / 86400,
                     "step_seconds": flops_per_token(config) * hp["batch_tokens"] / flops * seconds,

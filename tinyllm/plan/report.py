@@ -3,6 +3,7 @@
 Not here: the numbers (tinyllm/plan/__init__.py builds them). Read
 tinyllm/cli/plan.py next.
 """
+from tinyllm.plan.hardware import KNOWN
 
 
 def count(n):
@@ -26,6 +27,15 @@ def rate(flops):
 
 def gb(n):
     return f"{n / 1e9:.1f} GB"
+
+
+def format_hardware():
+    """The known devices: peaks, memory and where the numbers come from."""
+    lines = [f"{'device':<10} {'bf16 dense':>14} {'fp32':>13} {'memory':>7}   source"]
+    lines += [f"{h.name:<10} {rate(h.bf16):>14} {rate(h.fp32):>13} {h.memory / 1e9:>4.0f} GB   {h.source}"
+              for h in KNOWN.values()]
+    return "\n".join(lines + ["this       measured: the active backend's float32 matmul rate and this "
+                               "machine's memory"])
 
 
 def format_plan(plan):
