@@ -71,6 +71,37 @@ def preset(name, **overrides):
     return GPTConfig(**{**PRESETS[name], **overrides})
 
 
+# -- size and cost from a config alone (the planner's; GPT's methods count the built arrays) ----
+def parameter_counts(config):
+    """GPT(config)'s parameters by part, from the shape alone: no arrays are made.
+
+    With V, T, L, C = vocab_size, block_size, n_layer, n_embd:
+        wte V C   wpe T C   ln_f C   lm_head V C
+        blocks L (12 C^2 + 2 C): c_attn 3C^2, attn c_proj C^2, c_fc 4C^2, mlp c_proj 4C^2, ln_1 + ln_2 2C
+    e.g. the gpt2 preset: 38,597,376 + 786,432 + 84,953,088 + 768 + 38,597,376 = 162,935,040.
+    """
+    V, T, L, C = config.vocab_size, config.block_size, config.n_layer, config.n_embd
+    return {"wte": V * C, "wpe": T * C, "blocks": L * (12 * C * C + 2 * C), "ln_f": C, "lm_head": V * C}
+
+
+def num_parameters(config):
+    """Every parameter of GPT(config); equals GPT(config).num_parameters() without building it."""
+    return sum(parameter_counts(config).values())
+
+
+def flops_per_token(config, T=None):
+    """Training FLOPs per token (forward + backward) at sequence length T: 6 N + 12 L C T (PaLM appendix B).
+
+    N counts the matmul weights, 12 L C^2 + V C (the embeddings are lookups,
+    the norms elementwise); the second term is the attention scores and the
+    weighted sum of the values. Equals GPT(config).flops_per_token(T).
+    """
+    L, C = config.n_layer, config.n_embd
+    T = T or config.block_size
+    n_matmul = L * 12 * C * C + config.vocab_size * C
+    return 6 * n_matmul + 12 * L * C * T
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer, rng):
         self.n_head = config.n_head
