@@ -23,6 +23,7 @@ import gpu_report  # noqa: E402
 def test_nvidia_smi_csv_gives_the_architecture():
     gpu = gpu_check.parse_gpu("NVIDIA H200, 9.0, 143771, 580.159.03\n")
     assert gpu == {"name": "NVIDIA H200", "arch": "90", "memory_mib": "143771", "driver": "580.159.03"}
+    assert gpu_check.parse_gpu("NVIDIA H200, 9.0, 140000, unknown (read by torch)")["arch"] == "90"
     assert gpu_check.parse_gpu("") is None
     assert gpu_check.parse_gpu("No devices were found") is None
 

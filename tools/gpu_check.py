@@ -1,6 +1,6 @@
 """The GPU check: one script that builds, tests and times the CUDA backend on a GPU machine.
 
-  make gpu-check                                 # on a GPU machine: about 4-8 minutes
+  make gpu-check                                 # on a GPU machine: within its 8-minute --budget
   python tools/gpu_check.py --dry-run            # anywhere (CI): the CPU emulation, no GPU stages
   python tools/gpu_check.py --only tests --budget 200   # a second try at some stages
 
@@ -42,7 +42,6 @@ import traceback
 import zipfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import gpu_report  # noqa: E402  (after the path fix)
@@ -57,7 +56,7 @@ class Check:
     """One run of the check: the GPU found (or None), the environment the stages share, the deadline."""
 
     def __init__(self, args):
-        self.args, self.stages = args, {}
+        self.stages = {}
         self.deadline = time.monotonic() + args.budget
         self.gpu = None if args.dry_run else detect_gpu()
         self.env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -106,23 +105,37 @@ def run_command(cmd, limit, env):
     try:
         rc = proc.wait(timeout=max(limit, 0))
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:   # it ended between the timeout and the kill
+            pass
         proc.wait()
         rc = None
     reader.join(timeout=5)
     return rc, "".join(lines)
 
 
+def find_nvcc():
+    """nvcc on the PATH, else in a CUDA toolkit's usual folder (a login PATH may lack it), or None."""
+    return shutil.which("nvcc") or next(iter(sorted(glob.glob("/usr/local/cuda*/bin/nvcc"))), None)
+
+
 def detect_gpu():
-    """{"name", "arch" ("90"), "memory_mib", "driver"} of GPU 0 from nvidia-smi, or None without one."""
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,driver_version",
-                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_gpu(out.stdout) if out.returncode == 0 else None
+    """{"name", "arch" ("90"), "memory_mib", "driver"} of GPU 0, or None without one: from nvidia-smi,
+    else from torch (a container may lack nvidia-smi, or a driver its compute_cap field)."""
+    queries = [["nvidia-smi", "--query-gpu=name,compute_cap,memory.total,driver_version",
+                "--format=csv,noheader,nounits"],
+               [sys.executable, "-c", "import torch; p = torch.cuda.get_device_properties(0); "
+                "print(f'{p.name}, {p.major}.{p.minor}, {p.total_memory >> 20}, unknown (read by torch)')"]]
+    for cmd in queries:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        gpu = parse_gpu(out.stdout) if out.returncode == 0 else None
+        if gpu:
+            return gpu
+    return None
 
 
 def parse_gpu(csv_text):
@@ -143,8 +156,8 @@ def stage_env(check):
                 "else print('no torch')")
     python_ok = check.python(["-c", versions], 60)
     found = " ".join(line.strip() for line in check.last.splitlines()[-2:])
-    if shutil.which("nvcc"):
-        check.run(["nvcc", "--version"], 30)
+    if find_nvcc():
+        check.run([find_nvcc(), "--version"], 30)
         found += " | nvcc " + (re.findall(r"release ([\d.]+)", check.last) or ["?"])[0]
     gpu = check.gpu
     where = f"{gpu['name']} (sm_{gpu['arch']}), driver {gpu['driver']}" if gpu else "no GPU (dry run)"
@@ -184,7 +197,8 @@ def stage_build(check):
     jobs = f"-j{os.cpu_count() or 1}"
     c_ok = check.run(["make", jobs, "lib", f"PYTHON={sys.executable}"], 180)
     if check.gpu:
-        target, what = ["cuda", f"CUDA_ARCHS={check.gpu['arch']}"], f"CUDA for sm_{check.gpu['arch']}"
+        arch = check.gpu["arch"]
+        target, what = ["cuda", f"CUDA_ARCHS={arch}", f"NVCC={find_nvcc() or 'nvcc'}"], f"CUDA for sm_{arch}"
     else:
         target, what = ["cuda-emu"], "the CUDA emulation"
     cuda_ok = check.run(["make", jobs, *target], 240)
