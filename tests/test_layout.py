@@ -104,7 +104,8 @@ def test_no_import_circle_but_tensor_and_ops():
 
 SOURCES = sorted([*PACKAGE.rglob("*.py"), *(ROOT / "csrc").rglob("*.[ch]"),
                   *(ROOT / "csrc").rglob("*.cu"), *(ROOT / "csrc").rglob("*.cuh"),
-                  *(ROOT / "csrc").rglob("*.cpp"), *(ROOT / "examples").glob("*.py")])
+                  *(ROOT / "csrc").rglob("*.cpp"), *(ROOT / "examples").glob("*.py"),
+                  *(ROOT / "tools").glob("*.py")])
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
