@@ -10,16 +10,23 @@ A run's output folder holds two safetensors files (safetensors.py is the format)
                            and, as metadata, the step, the training config and
                            the random generators' states; its "run_id" must equal
                            the model file's, so the two always come from one save
-Each file is written atomically, the training state first: a crash between
-the two renames leaves a pair whose run_ids differ, which load refuses
-rather than resuming from mismatched halves.
+The two move together (`save_checkpoint`): both are first written whole
+beside their targets as NAME.next (each atomically), then renamed over
+them, the training state first. A kill before the first rename leaves the
+previous pair; a kill between the renames leaves a training state whose
+model waits in ckpt.safetensors.next with the same run_id, and
+`recover_checkpoint` (run before every resume) finishes that rename. So at
+any instant the folder holds a consistent pair, or the pieces to make the
+newest one; load still refuses a pair whose run_ids differ.
 
 Not here: the file format itself (safetensors.py) or the training loop (train.py).
 Read safetensors.py next.
 """
 import json
+import os
 import uuid
 
+from tinyllm.atomic import commit
 from tinyllm.errors import CheckpointError
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.safetensors import load_safetensors, read_metadata, save_safetensors
@@ -33,6 +40,44 @@ def save_model(path, model, tokenizer, step, run_id):
     save_safetensors(path, model.state_dict(), {
         "format": FORMAT, "version": VERSION, "config": json.dumps(model.config.to_dict()),
         "tokenizer": json.dumps(tokenizer.to_dict()), "step": str(step), "run_id": run_id})
+
+
+def save_checkpoint(ckpt_path, state_path, model, tokenizer, names, optimizer, state, run_id):
+    """The model and its training state as one pair: see the module docstring for the order."""
+    staged_state, staged_model = _staged(state_path), _staged(ckpt_path)
+    save_training_state(staged_state, names, optimizer, state, run_id)
+    save_model(staged_model, model, tokenizer, state["step"], run_id)
+    commit(staged_state, state_path)
+    commit(staged_model, ckpt_path)
+
+
+def recover_checkpoint(ckpt_path, state_path):
+    """Finish the renames of a save that a kill interrupted, so the newest whole pair is in place.
+
+    Staged files that make no pair with the rest (a kill while they were being written) are
+    removed: the pair in place is then the newest consistent one.
+    """
+    staged_state, staged_model = _staged(state_path), _staged(ckpt_path)
+    model_id = _run_id(staged_model)
+    if model_id is not None and model_id == _run_id(staged_state):   # killed before the renames
+        commit(staged_state, state_path)
+    if model_id is not None and model_id == _run_id(state_path):     # killed between them
+        commit(staged_model, ckpt_path)
+    for path in (staged_state, staged_model):
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def _staged(path):
+    return os.fspath(path) + ".next"
+
+
+def _run_id(path):
+    """The run_id in a file's metadata, or None when it is missing or unreadable."""
+    try:
+        return read_metadata(path).get("run_id")
+    except (OSError, CheckpointError):
+        return None
 
 
 def read_model_metadata(path):

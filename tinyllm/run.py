@@ -23,6 +23,7 @@ import pathlib
 
 from tinyllm import backends
 from tinyllm import tokenizer as tokenizers
+from tinyllm.checkpoint import recover_checkpoint
 from tinyllm.data import (BatchLoader, is_prepared, load_corpus, open_prepared, prepare_token_files,
                           prepared_tokenizer, read_tokens)
 from tinyllm.model import GPT, PRESETS, GPTConfig
@@ -71,6 +72,7 @@ class TrainConfig(LoopConfig):
 def saved_config(out):
     """The TrainConfig fields a run in `out` was started with, or {} when there is none."""
     state_path = pathlib.Path(out) / "train_state.safetensors"
+    recover_checkpoint(pathlib.Path(out) / "ckpt.safetensors", state_path)
     if not state_path.exists():
         return {}
     return json.loads(read_metadata(state_path)["state"])["train_config"]

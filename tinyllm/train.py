@@ -31,7 +31,7 @@ import numpy as np
 from tinyllm.atomic import atomic_write
 from tinyllm.backends import get_backend
 from tinyllm.checkpoint import (load_model, load_training_state, new_run_id, read_model_metadata,
-                                save_model, save_training_state)
+                                recover_checkpoint, save_checkpoint)
 from tinyllm.errors import CheckpointError, TrainingError
 from tinyllm.malloc import keep_freed_memory
 from tinyllm.optim import clip_grad_norm, cosine_lr
@@ -94,16 +94,17 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------
     def save(self):
-        """Training state first, then the model: see checkpoint.py for why."""
+        """The model and the training state, as one pair (checkpoint.save_checkpoint)."""
         self.run_id = new_run_id()
         state = {"step": self.step, "loader": self.loader.state_dict(),
                  "dropout_rng": self.model.rng.bit_generator.state,
                  "train_config": dataclasses.asdict(self.config)}
-        save_training_state(self.state_path, self.names, self.optimizer, state, self.run_id)
-        save_model(self.ckpt_path, self.model, self.tokenizer, self.step, self.run_id)
+        save_checkpoint(self.ckpt_path, self.state_path, self.model, self.tokenizer, self.names,
+                        self.optimizer, state, self.run_id)
 
     def resume(self):
         """Continue the run saved in config.out; it must have this tokenizer and model shape."""
+        recover_checkpoint(self.ckpt_path, self.state_path)
         if not self.ckpt_path.exists():
             raise CheckpointError(f"--resume: no checkpoint at {self.ckpt_path}; "
                                   f"train without --resume first, or point --out at the run")
