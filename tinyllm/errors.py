@@ -33,3 +33,7 @@ class BackendUnavailable(RuntimeError):
 
 class CudaError(RuntimeError):
     """A CUDA call failed; the message names the call and CUDA's reason."""
+
+
+class OutputFolderError(RuntimeError):
+    """An output folder cannot be written: it is a file, read-only, or another run holds it."""

@@ -54,8 +54,8 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     the window is recomputed for each further token.
     """
     idx = model._check_ids(idx)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 <= temperature < float("inf"):   # `not` also refuses nan
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -83,6 +83,10 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 
 def sample(logits, temperature, top_k, top_p, rng):
     """One token id per row of logits (B, V)."""
+    if not np.isfinite(logits).all():   # sampled anyway, they would give token 0 again and again
+        bad = logits[~np.isfinite(logits)][0]
+        raise ValueError(f"the model's logits hold {bad}: its weights are damaged or training "
+                         f"diverged; sample from an earlier checkpoint")
     if temperature == 0:
         return logits.argmax(axis=-1)
     logits = logits.astype(np.float64) / temperature

@@ -24,6 +24,7 @@ import pathlib
 from tinyllm import backends
 from tinyllm import tokenizer as tokenizers
 from tinyllm.checkpoint import recover_checkpoint
+from tinyllm.folder_lock import lock_folder
 from tinyllm.data import (BatchLoader, is_prepared, load_corpus, open_prepared, prepare_token_files,
                           prepared_tokenizer, read_tokens)
 from tinyllm.model import GPT, PRESETS, GPTConfig
@@ -58,8 +59,11 @@ class TrainConfig(LoopConfig):
         super().__post_init__()
         for name in ("batch_size", "vocab_size"):
             self._at_least(name, 1)
-        for name in ("weight_decay", "sample_tokens"):
+        for name in ("weight_decay", "sample_tokens", "seed"):
             self._at_least(name, 0)
+        if self.sample_tokens and not self.prompt:
+            raise ValueError("--prompt is empty: the closing sample continues it; give at least "
+                             "one character (the default is a newline), or --sample-tokens 0")
 
     def model_config(self, vocab_size):
         if self.preset not in PRESETS:
@@ -82,6 +86,7 @@ def build_trainer(config, printer=None):
     """A Trainer for config, resumed from config.out when config.resume."""
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
+    lock_folder(config.out, "train")   # before anything is written there
     backend = backends.set_backend(config.backend) if config.backend else backends.get_backend()
     if config.max_steps is None:   # the default run's length follows the backend's speed
         config = dataclasses.replace(config, max_steps=800 if backend.NAME == "numpy" else 1100)

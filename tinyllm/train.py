@@ -6,9 +6,9 @@ cosine learning rate, AdamW. Every eval_interval steps the val loss is
 measured on the same fixed batches and a checkpoint is written
 (checkpoint.py). Every step appends one JSON line to OUT/log.jsonl.
 
-Safety: Ctrl-C finishes the current step, saves and exits (press it twice
-to quit at once); a NaN or inf loss stops the run before anything is saved,
-so the last good checkpoint stays; `resume()` restores the model, AdamW,
+Safety: Ctrl-C or SIGTERM finishes the current step, saves and exits (a
+second one quits at once); a NaN or inf loss, val loss or weight stops the
+run before anything is saved, so the last good checkpoint stays; `resume()` restores the model, AdamW,
 the step and every random generator, and so continues exactly as an
 uninterrupted run would.
 
@@ -33,6 +33,7 @@ from tinyllm.backends import get_backend
 from tinyllm.checkpoint import (load_model, load_training_state, new_run_id, read_model_metadata,
                                 recover_checkpoint, save_checkpoint)
 from tinyllm.errors import CheckpointError, TrainingError
+from tinyllm.folder_lock import lock_folder
 from tinyllm.malloc import keep_freed_memory
 from tinyllm.optim import clip_grad_norm, cosine_lr
 from tinyllm.progress import Progress
@@ -60,6 +61,10 @@ class LoopConfig:
     resume: bool = option(False, "continue the run saved in --out, exactly where it stopped")
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):   # every float flag, the subclasses' too
+            value = getattr(self, field.name)
+            if field.type is float and value is not None and not math.isfinite(value):
+                raise ValueError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
         for name in ("max_steps", "grad_accum", "eval_interval", "eval_batches"):
             self._at_least(name, 1)
         for name in ("lr", "min_lr", "warmup_steps", "grad_clip"):
@@ -90,11 +95,13 @@ class Trainer:
         self.log_path = self.out / "log.jsonl"
         self.step, self.run_id, self.records, self.step_tokens = 0, new_run_id(), [], 0
         self._stop_requested = False
+        lock_folder(self.out, "train")   # one run per folder (a no-op when run.py took it)
         keep_freed_memory()
 
     # -- checkpoints -----------------------------------------------------------
     def save(self):
         """The model and the training state, as one pair (checkpoint.save_checkpoint)."""
+        self._check_finite_weights()
         self.run_id = new_run_id()
         state = {"step": self.step, "loader": self.loader.state_dict(),
                  "dropout_rng": self.model.rng.bit_generator.state,
@@ -119,10 +126,17 @@ class Trainer:
         self.run_id = meta["run_id"]
         # log lines written after the checkpoint belong to steps that will run again
         if self.log_path.exists():
-            self.records = [r for r in map(json.loads, self.log_path.read_text().splitlines())
-                            if r["step"] <= self.step]
+            self.records = [r for r in self._read_log() if r["step"] <= self.step]
         self._write_log()
         self.print(f"resumed from {self.ckpt_path} at step {self.step}")
+
+    def _check_finite_weights(self):
+        """Nothing non-finite is ever saved: the checkpoint on disk stays the last good one."""
+        kernels, params = get_backend(), list(self.model.named_parameters())
+        if not math.isfinite(kernels.sum_of_squares([p.data for _, p in params])):
+            bad = [n for n, p in params if not math.isfinite(kernels.sum_of_squares([p.data]))]
+            raise TrainingError(self._diverged(f"the weights {', '.join(bad[:3])} are not finite",
+                                               self.step))
 
     def _check_same_run(self, meta):
         if meta["tokenizer"].fingerprint() != self.tokenizer.fingerprint():
@@ -137,6 +151,25 @@ class Trainer:
                 f"--resume: the checkpoint in {self.out} was trained with a different model "
                 f"(checkpoint vs asked: {diff}); use the same --preset and shape flags, "
                 f"or another --out")
+
+    def _read_log(self):
+        """The log's records; a torn last line (a kill or a full disk mid-write) is dropped."""
+        lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError("a record is an object with an integer 'step'")
+            except (ValueError, RecursionError) as e:
+                if number == len(lines) and isinstance(e, json.JSONDecodeError):
+                    self.print(f"warning: {self.log_path} line {number} is cut short (the run "
+                               f"was stopped while writing it); dropped")
+                    break
+                raise CheckpointError(f"{self.log_path} line {number} is damaged ({str(e)[:100]}); "
+                                      f"delete or repair that line, then --resume") from None
+            records.append(record)
+        return records
 
     def _write_log(self):
         with atomic_write(self.log_path, "w") as f:
@@ -161,22 +194,22 @@ class Trainer:
             x, y = self.loader.next_batch()                     # (B, T) each
             _, loss = self.model(x, y)
             if not math.isfinite(loss.item()):
-                raise TrainingError(self._diverged(f"the loss is {loss.item()}"))
+                raise TrainingError(self._diverged(f"the loss is {loss.item()}", self.step + 1))
             loss.backward(np.asarray(1.0 / c.grad_accum))       # mean over micro-batches
             loss_sum += loss.item()
             self.step_tokens += x.size
         norm = clip_grad_norm(self.model.parameters(), c.grad_clip) if c.grad_clip > 0 else float("nan")
         if c.grad_clip > 0 and not math.isfinite(norm):
-            raise TrainingError(self._diverged(f"the gradient norm is {norm}"))
+            raise TrainingError(self._diverged(f"the gradient norm is {norm}", self.step + 1))
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
         return loss_sum / c.grad_accum, norm, lr
 
-    def _diverged(self, what):
+    def _diverged(self, what, step):
         kept = (f"the last good checkpoint (step {read_model_metadata(self.ckpt_path)['step']}) "
                 f"is untouched in {self.out}" if self.ckpt_path.exists() else "no checkpoint was written")
-        return (f"training diverged at step {self.step + 1}: {what}. Nothing was saved for this "
+        return (f"training diverged at step {step}: {what}. Nothing was saved for this "
                 f"step; {kept}. Try a lower --lr (now {self.config.lr}) or a smaller --grad-clip, "
                 f"then --resume.")
 
@@ -190,7 +223,8 @@ class Trainer:
             self.records = []
             self._write_log()
         bar = Progress("train")
-        previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        # SIGTERM is how schedulers (Slurm, Kubernetes, systemd) ask a job to stop: as Ctrl-C
+        previous = {s: signal.signal(s, self._on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         started, tokens_run, val_loss = time.perf_counter(), 0, None
         try:
             while self.step < c.max_steps and not self._stop_requested:
@@ -201,13 +235,16 @@ class Trainer:
                           "tokens_per_sec": self.step_tokens / (time.perf_counter() - t0)}
                 if self.step % c.eval_interval == 0 or self.step == c.max_steps:
                     record["val_loss"] = val_loss = self.evaluate()
+                    if not math.isfinite(val_loss):
+                        raise TrainingError(self._diverged(f"the val loss is {val_loss}", self.step))
                     if self.bytes_per_token:   # per byte, runs with other tokenizers compare
                         record["val_bpb"] = val_loss / math.log(2) / self.bytes_per_token
                 self._log(record, bar)
                 if "val_loss" in record:
                     self.save()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         if self._stop_requested:
             self.save()
             self.print(f"\ninterrupted: saved step {self.step} to {self.ckpt_path}; "
@@ -236,7 +273,8 @@ class Trainer:
                 "interrupted": self._stop_requested}
 
     def _on_interrupt(self, signum, frame):
-        if self._stop_requested:      # the second Ctrl-C: stop now
+        if self._stop_requested:      # the second Ctrl-C (or SIGTERM): stop now
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.print("\nCtrl-C: finishing this step, then saving (press again to quit at once)")
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.print(f"\n{what}: finishing this step, then saving (press Ctrl-C again to quit at once)")

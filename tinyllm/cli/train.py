@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from tinyllm.errors import BackendUnavailable, CheckpointError, TrainingError
+from tinyllm.errors import BackendUnavailable, CheckpointError, OutputFolderError, TrainingError
 from tinyllm.plot import plot_loss_curve
 from tinyllm.run import TrainConfig, build_trainer, saved_config
 
@@ -46,8 +46,11 @@ def main(argv=None):
         config = config_from_args(argv)
         trainer = build_trainer(config)
         summary = trainer.train()
-    except (TrainingError, CheckpointError, ValueError, BackendUnavailable) as e:
+    except (TrainingError, CheckpointError, ValueError, BackendUnavailable, OutputFolderError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # the disk filled, or the folder became read-only, mid-run
+        print(f"\nerror: cannot write {e.filename or config.out}: {e.strerror or e}", file=sys.stderr)
         return 1
     if trainer.records:
         picture = plot_loss_curve(trainer.records, trainer.out / "loss.svg")
