@@ -182,13 +182,13 @@ class GPT(nn.Module):
 
     # -- generation (generate.py) -----------------------------------------
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 seed=None, use_cache=True):
+                 seed=None, use_cache=True, exclude=None):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + new).
 
         See generate.generate, which this calls, for the sampling options.
         """
         return generate.generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                                 top_p=top_p, seed=seed, use_cache=use_cache)
+                                 top_p=top_p, seed=seed, use_cache=use_cache, exclude=exclude)
 
     @property
     def dtype(self):

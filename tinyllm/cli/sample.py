@@ -32,7 +32,8 @@ def main(argv=None):
         model, tokenizer, meta = load_model(args.ckpt)
         ids = np.array([tokenizer.encode(args.prompt)] * args.num_samples)   # (num_samples, T)
         out = model.generate(ids, args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+                             top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                             exclude=tokenizer.unused_ids())
     except (CheckpointError, ValueError, backends.BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

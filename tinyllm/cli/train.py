@@ -64,6 +64,7 @@ def main(argv=None):
     if config.sample_tokens and not summary["interrupted"]:
         print(f"\n--- sample ({config.sample_tokens} tokens, temperature 0.8, top-k 40) ---", file=sys.stderr)
         ids = np.array([trainer.tokenizer.encode(config.prompt)])             # (1, T)
-        out = trainer.model.generate(ids, config.sample_tokens, temperature=0.8, top_k=40, seed=0)
+        out = trainer.model.generate(ids, config.sample_tokens, temperature=0.8, top_k=40, seed=0,
+                                     exclude=trainer.tokenizer.unused_ids())
         print(trainer.tokenizer.decode(out[0].tolist()))
     return 0
