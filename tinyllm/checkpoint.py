@@ -94,14 +94,16 @@ def read_model_metadata(path):
         tokenizer = tokenizer_from_dict(json.loads(meta["tokenizer"]))
         return {"config": config, "tokenizer": tokenizer, "step": int(meta["step"]),
                 "run_id": meta["run_id"]}
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path} has damaged metadata ({e}); use another checkpoint") from e
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"{path} has damaged metadata ({str(e)[:200]}); use another "
+                              f"checkpoint") from None
 
 
 def load_model(path):
     """(model, tokenizer, metadata) from a model checkpoint."""
     meta = read_model_metadata(path)
     tensors, _ = load_safetensors(path)
+    _check_shapes(path, meta["config"], tensors)   # before a model of the config's size is built
     model = GPT(meta["config"])
     try:
         model.load_state_dict(tensors)
@@ -109,6 +111,34 @@ def load_model(path):
         raise CheckpointError(f"{path}: the weights do not match the config stored beside "
                               f"them ({e}); the file is damaged") from e
     return model, meta["tokenizer"], meta
+
+
+def contract_shapes(config):
+    """{parameter name: shape} of a GPT of this config, by DESIGN.md's model contract."""
+    V, T, C = config.vocab_size, config.block_size, config.n_embd
+    shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (T, C)}
+    for i in range(config.n_layer):
+        shapes.update({f"transformer.h.{i}.{name}": shape for name, shape in (
+            ("ln_1.weight", (C,)), ("attn.c_attn.weight", (3 * C, C)),
+            ("attn.c_proj.weight", (C, C)), ("ln_2.weight", (C,)),
+            ("mlp.c_fc.weight", (4 * C, C)), ("mlp.c_proj.weight", (C, 4 * C)))})
+    shapes.update({"transformer.ln_f.weight": (C,), "lm_head.weight": (V, C)})
+    return shapes
+
+
+def _check_shapes(path, config, tensors):
+    """A config that does not match its weights (say, one claiming a huge model) is refused."""
+    if config.n_layer > len(tensors):   # each layer holds tensors: do not even list them
+        raise CheckpointError(f"{path}: its config claims {config.n_layer:,} layers but the file "
+                              f"holds {len(tensors)} tensors; the file is damaged")
+    expected = contract_shapes(config)
+    wrong = [(n, tensors[n].shape if n in tensors else "missing", s)
+             for n, s in expected.items() if n not in tensors or tensors[n].shape != s]
+    if wrong:
+        name, got, want = wrong[0]
+        raise CheckpointError(f"{path}: the weights do not match the config stored beside them "
+                              f"({len(wrong)} tensors differ, e.g. {name}: {got} in the file, "
+                              f"{want} by the config); the file is damaged")
 
 
 def new_run_id():
@@ -137,7 +167,10 @@ def load_training_state(path, names, optimizer, run_id):
             "step": int(meta["optimizer_step"]),
             "exp_avg": [tensors[f"exp_avg.{n}"] for n in names],
             "exp_avg_sq": [tensors[f"exp_avg_sq.{n}"] for n in names]})
-        return json.loads(meta["state"])
-    except (KeyError, ValueError) as e:
+        state = json.loads(meta["state"])
+        if not isinstance(state, dict):
+            raise ValueError(f"its state is a {type(state).__name__}, not an object")
+        return state
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{path} is missing or has a damaged part of the optimizer "
                               f"state ({e}); start a new run") from e

@@ -24,6 +24,7 @@ import pathlib
 from tinyllm import backends
 from tinyllm import tokenizer as tokenizers
 from tinyllm.checkpoint import recover_checkpoint
+from tinyllm.errors import CheckpointError
 from tinyllm.folder_lock import lock_folder
 from tinyllm.data import (BatchLoader, is_prepared, load_corpus, open_prepared, prepare_token_files,
                           prepared_tokenizer, read_tokens)
@@ -79,7 +80,19 @@ def saved_config(out):
     recover_checkpoint(pathlib.Path(out) / "ckpt.safetensors", state_path)
     if not state_path.exists():
         return {}
-    return json.loads(read_metadata(state_path)["state"])["train_config"]
+    try:
+        saved = json.loads(read_metadata(state_path)["state"])["train_config"]
+        if not isinstance(saved, dict):
+            raise TypeError(f"train_config is a {type(saved).__name__}, not an object")
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{state_path}: no readable train_config in its metadata ({str(e)[:200]}); "
+                              f"the file is damaged: start a new run or restore it") from None
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise CheckpointError(f"{state_path}: train_config has fields this command does not know "
+                              f"({unknown}); it was written by another tinyllm or command: resume "
+                              f"it with that one, or start a new run")
+    return saved
 
 
 def build_trainer(config, printer=None):

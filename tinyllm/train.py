@@ -61,10 +61,16 @@ class LoopConfig:
     resume: bool = option(False, "continue the run saved in --out, exactly where it stopped")
 
     def __post_init__(self):
-        for field in dataclasses.fields(self):   # every float flag, the subclasses' too
-            value = getattr(self, field.name)
-            if field.type is float and value is not None and not math.isfinite(value):
-                raise ValueError(f"--{field.name.replace('_', '-')} must be a finite number, got {value}")
+        for field in dataclasses.fields(self):   # every number flag, the subclasses' too
+            flag, value = f"--{field.name.replace('_', '-')}", getattr(self, field.name)
+            if field.type not in (int, float) or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    (field.type is int and not isinstance(value, int)):
+                raise ValueError(f"{flag} must be {'an integer' if field.type is int else 'a number'}, "
+                                 f"got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{flag} must be a finite number, got {value}")
         for name in ("max_steps", "grad_accum", "eval_interval", "eval_batches"):
             self._at_least(name, 1)
         for name in ("lr", "min_lr", "warmup_steps", "grad_clip"):

@@ -25,6 +25,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--backend", default=None, help="numpy, c or cuda (default: the fastest built)")
     args = p.parse_args(argv)
+    for flag, value in (("--num-samples", args.num_samples), ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            p.error(f"{flag} must be at least 1, got {value}")
+    if not args.prompt:
+        p.error("--prompt is empty: the sample continues it; give at least one character "
+                "(the default is a newline)")
 
     try:
         if args.backend:

@@ -44,6 +44,7 @@ from tinyllm.atomic import atomic_write, commit
 from tinyllm.tokenizer import ByteTokenizer
 from tinyllm.curate.clean import CleanConfig
 from tinyllm.errors import DataError
+from tinyllm.folder_lock import lock_folder
 from tinyllm.curate.dedup import duplicates_to_drop, near_duplicate_clusters
 from tinyllm.curate.report import Report
 from tinyllm.curate.state import (WORK, config_dict, finished, load_state, remove_stale_shards,
@@ -97,7 +98,7 @@ def prepare(inputs, out, tokenizer=None, config=None, progress=True):
     config = config or PrepareConfig()
     tokenizer = tokenizer or ByteTokenizer()
     out = pathlib.Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    lock_folder(out, "prepare")   # makes it; one run per folder
     stats = SourceStats()
     files = list_inputs(inputs, stats)
     settings, notes = step_settings(config, tokenizer)
