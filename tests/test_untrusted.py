@@ -144,3 +144,33 @@ def test_sample_flags_are_checked_by_name(ckpt, flags, named, capsys):
         code = e.code
     assert code in (1, 2)
     assert named in capsys.readouterr().err
+
+
+# -- control characters on a terminal (item 12) -------------------------------------
+
+class FakeTerminal:
+    def isatty(self):
+        return True
+
+
+def test_control_characters_are_escaped_on_a_terminal_only():
+    from tinyllm.terminal import shown
+    text = "red \x1b[31m\rbell\x07 del\x7f c1\x9b ok\n\ttab é"
+    escaped = shown(text, FakeTerminal())
+    assert escaped == "red \\x1b[31m\\x0dbell\\x07 del\\x7f c1\\x9b ok\n\ttab é"
+    assert shown(text, FakeTerminal(), "never") == text
+    assert shown(text, open(__file__)) == text                  # a file keeps the exact text
+    assert shown(text, open(__file__), "always") == escaped
+
+
+def test_sample_escape_flag(ckpt, capsys):
+    from tinyllm.cli.sample import main as sample_main
+    model, tok, _ = load_model(ckpt)
+    model.lm_head.weight.data[:] = 0
+    model.lm_head.weight.data[27] = 1.0      # ESC is by far the likeliest byte...
+    model.transformer.ln_f.weight.data[:] = 100.0   # ...whatever the activations' signs
+    save_model(ckpt, model, tok, 3, "run")
+    assert sample_main(["--ckpt", str(ckpt), "--max-new-tokens", "20", "--temperature", "0",
+                        "--escape", "always", "--prompt", "a"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b" in out

@@ -10,6 +10,7 @@ import numpy as np
 from tinyllm import backends
 from tinyllm.checkpoint import load_model
 from tinyllm.errors import CheckpointError
+from tinyllm.terminal import MODES, shown
 
 
 def main(argv=None):
@@ -24,6 +25,10 @@ def main(argv=None):
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold (default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--backend", default=None, help="numpy, c or cuda (default: the fastest built)")
+    p.add_argument("--escape", choices=MODES, default="auto",
+                   help="show control characters of the text as \\xNN: auto = when stdout is a "
+                        "terminal (a file or pipe gets the exact text), always, or never "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
     for flag, value in (("--num-samples", args.num_samples), ("--max-new-tokens", args.max_new_tokens)):
         if value < 1:
@@ -47,5 +52,5 @@ def main(argv=None):
     for i, row in enumerate(out):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print(tokenizer.decode(row.tolist()))
+        print(shown(tokenizer.decode(row.tolist()), mode=args.escape))
     return 0

@@ -14,6 +14,7 @@ import numpy as np
 from tinyllm.errors import BackendUnavailable, CheckpointError, OutputFolderError, TrainingError
 from tinyllm.plot import plot_loss_curve
 from tinyllm.run import TrainConfig, build_trainer, saved_config
+from tinyllm.terminal import shown
 
 
 def build_parser():
@@ -66,5 +67,5 @@ def main(argv=None):
         ids = np.array([trainer.tokenizer.encode(config.prompt)])             # (1, T)
         out = trainer.model.generate(ids, config.sample_tokens, temperature=0.8, top_k=40, seed=0,
                                      exclude=trainer.tokenizer.unused_ids())
-        print(trainer.tokenizer.decode(out[0].tolist()))
+        print(shown(trainer.tokenizer.decode(out[0].tolist())))   # escaped on a terminal
     return 0
