@@ -174,3 +174,27 @@ def test_sample_escape_flag(ckpt, capsys):
                         "--escape", "always", "--prompt", "a"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b" in out
+
+
+@pytest.mark.parametrize("flag", ["--lang-threshold", "--dedup-threshold", "--val-fraction",
+                                  "--min-alpha-fraction", "--max-mean-word-length"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_prepare_float_flags_refuse_inf_and_nan(tmp_path, flag, value, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("some text here " * 20)
+    assert prepare_main(["--input", str(src), "--out", str(tmp_path / "o"), "--tokenizer", "bytes",
+                         "--no-progress", f"{flag}={value}"]) == 1
+    assert flag in capsys.readouterr().err
+
+
+def test_an_unwritable_out_is_a_clean_error(tmp_path, capsys):
+    """/sys refuses new folders even to root, as a read-only filesystem does."""
+    from tinyllm.cli.train import main as train_main
+    src = tmp_path / "in.txt"
+    src.write_text("some text here " * 200)
+    out = "/sys/tinyllm-test-out"
+    assert train_main(["--data", str(src), "--out", out, "--preset", "tiny", "--tokenizer", "bytes",
+                       "--max-steps", "1"]) == 1
+    assert out in capsys.readouterr().err
+    assert prepare_main(["--input", str(src), "--out", out, "--tokenizer", "bytes", "--no-progress"]) == 1
+    assert out in capsys.readouterr().err

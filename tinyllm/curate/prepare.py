@@ -84,6 +84,8 @@ class PrepareConfig:
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
             raise DataError(f"--val-fraction {self.val_fraction}: it must be strictly between 0 and 1")
+        if not 0.0 <= self.lang_threshold <= 1.0:   # `not` also refuses nan
+            raise DataError(f"--lang-threshold {self.lang_threshold}: a probability in [0, 1]")
         if not 0.0 <= self.dedup_threshold < 1.0:
             raise DataError(f"--dedup-threshold {self.dedup_threshold}: use 0 (off) or a Jaccard "
                             "similarity in (0, 1), e.g. 0.8")
