@@ -77,6 +77,7 @@ class TrainConfig(LoopConfig):
 def saved_config(out):
     """The TrainConfig fields a run in `out` was started with, or {} when there is none."""
     state_path = pathlib.Path(out) / "train_state.safetensors"
+    lock_folder(out, "train")   # recovering renames files a running save may be writing
     recover_checkpoint(pathlib.Path(out) / "ckpt.safetensors", state_path)
     if not state_path.exists():
         return {}
