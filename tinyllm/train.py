@@ -36,6 +36,7 @@ from tinyllm.errors import CheckpointError, TrainingError
 from tinyllm.folder_lock import lock_folder
 from tinyllm.malloc import keep_freed_memory
 from tinyllm.optim import clip_grad_norm, cosine_lr
+from tinyllm.plot import read_log
 from tinyllm.progress import Progress
 from tinyllm.tensor import no_grad
 
@@ -160,22 +161,13 @@ class Trainer:
 
     def _read_log(self):
         """The log's records; a torn last line (a kill or a full disk mid-write) is dropped."""
-        lines = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-        records = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-                    raise ValueError("a record is an object with an integer 'step'")
-            except (ValueError, RecursionError) as e:
-                if number == len(lines) and isinstance(e, json.JSONDecodeError):
-                    self.print(f"warning: {self.log_path} line {number} is cut short (the run "
-                               f"was stopped while writing it); dropped")
-                    break
-                raise CheckpointError(f"{self.log_path} line {number} is damaged ({str(e)[:100]}); "
-                                      f"delete or repair that line, then --resume") from None
-            records.append(record)
-        return records
+        def torn(lineno):
+            self.print(f"warning: {self.log_path} line {lineno} is cut short (the run was "
+                       f"stopped while writing it); dropped")
+        try:
+            return read_log(self.log_path, on_torn_last=torn, require_step=True)
+        except ValueError as e:
+            raise CheckpointError(f"{e}; repair or delete that line, then --resume") from None
 
     def _write_log(self):
         with atomic_write(self.log_path, "w") as f:
