@@ -1,7 +1,6 @@
 """`python -m tinyllm plot LOG`: draw the loss curve of a training log (tinyllm/plot.py draws it)."""
 import argparse
 import os
-import sys
 
 from tinyllm.plot import plot_loss_curve, read_log
 
@@ -19,10 +18,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = args.out or os.path.join(os.path.dirname(args.log), "loss.svg")
     try:
-        # a running trainer may be writing the last line: draw what is whole
-        records = read_log(args.log, on_torn_last=lambda n: print(
-            f"warning: {args.log} line {n} is cut short; drawn without it", file=sys.stderr))
-        plot_loss_curve(records, out, title=args.title, smoothing=args.smoothing)
+        plot_loss_curve(read_log(args.log), out, title=args.title, smoothing=args.smoothing)
     except (OSError, ValueError, ImportError) as e:
         parser.error(str(e))
     print(f"wrote {out}")
