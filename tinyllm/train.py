@@ -8,9 +8,10 @@ measured on the same fixed batches and a checkpoint is written
 
 Safety: Ctrl-C or SIGTERM finishes the current step, saves and exits (a
 second one quits at once); a NaN or inf loss, val loss or weight stops the
-run before anything is saved, so the last good checkpoint stays; `resume()` restores the model, AdamW,
-the step and every random generator, and so continues exactly as an
-uninterrupted run would.
+run before anything is saved, so the last good checkpoint stays; the model
+and training state move as one pair, so a SIGKILL at any instant leaves a
+resumable run; `resume()` restores the model, AdamW, the step and every
+random generator, and so continues exactly as an uninterrupted run would.
 
 The Trainer does not know where its batches come from: pretraining, SFT or
 classification hand it a loader (next_batch, state_dict, load_state_dict)
@@ -62,7 +63,16 @@ class LoopConfig:
     resume: bool = option(False, "continue the run saved in --out, exactly where it stopped")
 
     def __post_init__(self):
-        for field in dataclasses.fields(self):   # every number flag, the subclasses' too
+        self._check_numbers()
+        for name in ("max_steps", "grad_accum", "eval_interval", "eval_batches"):
+            self._at_least(name, 1)
+        for name in ("lr", "min_lr", "warmup_steps", "grad_clip"):
+            self._at_least(name, 0)
+
+    def _check_numbers(self):
+        """Every int and float field, the subclasses' too, holds a finite number of its type
+        (a saved run's config is read back from a file)."""
+        for field in dataclasses.fields(self):
             flag, value = f"--{field.name.replace('_', '-')}", getattr(self, field.name)
             if field.type not in (int, float) or value is None:
                 continue
@@ -72,10 +82,6 @@ class LoopConfig:
                                  f"got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"{flag} must be a finite number, got {value}")
-        for name in ("max_steps", "grad_accum", "eval_interval", "eval_batches"):
-            self._at_least(name, 1)
-        for name in ("lr", "min_lr", "warmup_steps", "grad_clip"):
-            self._at_least(name, 0)
 
     def _at_least(self, name, low):
         value = getattr(self, name)
@@ -192,19 +198,21 @@ class Trainer:
             x, y = self.loader.next_batch()                     # (B, T) each
             _, loss = self.model(x, y)
             if not math.isfinite(loss.item()):
-                raise TrainingError(self._diverged(f"the loss is {loss.item()}", self.step + 1))
+                raise TrainingError(self._diverged(f"the loss is {loss.item()}"))
             loss.backward(np.asarray(1.0 / c.grad_accum))       # mean over micro-batches
             loss_sum += loss.item()
             self.step_tokens += x.size
         norm = clip_grad_norm(self.model.parameters(), c.grad_clip) if c.grad_clip > 0 else float("nan")
         if c.grad_clip > 0 and not math.isfinite(norm):
-            raise TrainingError(self._diverged(f"the gradient norm is {norm}", self.step + 1))
+            raise TrainingError(self._diverged(f"the gradient norm is {norm}"))
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
         return loss_sum / c.grad_accum, norm, lr
 
-    def _diverged(self, what, step):
+    def _diverged(self, what, step=None):
+        """The message for a diverged run; step: where (default: the step being run)."""
+        step = self.step + 1 if step is None else step
         kept = (f"the last good checkpoint (step {read_model_metadata(self.ckpt_path)['step']}) "
                 f"is untouched in {self.out}" if self.ckpt_path.exists() else "no checkpoint was written")
         return (f"training diverged at step {step}: {what}. Nothing was saved for this "
