@@ -99,3 +99,15 @@ def test_generation_with_a_gap_in_the_vocabulary_decodes(tmp_path, capsys):
     save_model(tmp_path / "ckpt.safetensors", model, tok, 0, "run")
     assert sample_main(["--ckpt", str(tmp_path / "ckpt.safetensors"), "--max-new-tokens", "60",
                         "--num-samples", "4", "--backend", "numpy"]) == 0
+
+
+def test_a_small_bpe_file_cannot_claim_a_huge_vocabulary(tmp_path):
+    """Each merge line may double a token: 40 lines would make a 2**40-byte token."""
+    from tinyllm.errors import TokenizerError
+    lines = ["tinyllm-bpe 1", 'pattern "\\\\w+"', "tokens 296"]
+    lines += [f"{b} {b:02x}" for b in range(256)]
+    lines += ["256 97 97"] + [f"{r} {r - 1} {r - 1}" for r in range(257, 296)]
+    path = tmp_path / "bomb.bpe"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TokenizerError, match="bomb.bpe line"):
+        Tokenizer.load(path)

@@ -12,6 +12,8 @@ A token line is a merge when the token is the join of exactly two tokens of lowe
 rank under BPE (what `merge_chunk(token, ranks, max_rank=rank)` finds); single
 bytes, and tokens of imported vocabularies that are not, are written as hex.
 Text after "#" on a token line is a comment (the token shown as text).
+As merges can double a token per line, reading refuses a vocabulary whose
+tokens hold more than MAX_VOCAB_BYTES in all (64 MiB).
 to_dict() (checkpoints) holds the same token lines without the comments.
 
 The .tiktoken format: one "<base64 token> <rank>" line per token, nothing else
@@ -31,6 +33,7 @@ from tinyllm.tokenizer.encode import TokenizerError, merge_chunk
 
 MAGIC = "tinyllm-bpe"
 VERSION = 1
+MAX_VOCAB_BYTES = 1 << 26   # all tokens' bytes together; GPT-4's 100k tokens hold under 1 MB
 _HELP = ("# Byte-level BPE vocabulary of tinyllm: load it with tinyllm.tokenizer.Tokenizer.load.\n"
          "# Token lines: '<id> <hex bytes>', or '<id> <left id> <right id>' (the two tokens "
          "joined).\n")
@@ -63,6 +66,7 @@ def parse_token_lines(lines, where, merges=None):
     The merge lines' parts go into the dict `merges` ({rank: (left, right)}) when given."""
     by_rank = {}
     ranks = {}
+    total = 0
     for lineno, line in lines:
         fields = line.split("#", 1)[0].split()
         try:
@@ -84,6 +88,11 @@ def parse_token_lines(lines, where, merges=None):
             raise TokenizerError(f"{where} line {lineno}: expected '<id> <hex bytes>' or '<id> "
                                  f"<left id> <right id>', got {line.strip()!r}; the file is "
                                  "corrupt or truncated: save the tokenizer again") from None
+        total += len(token)
+        if total > MAX_VOCAB_BYTES:   # each merge line can double a token: a tiny file, a huge vocabulary
+            raise TokenizerError(f"{where} line {lineno}: the tokens so far hold {total:,} bytes, "
+                                 f"more than the {MAX_VOCAB_BYTES:,} any vocabulary here may; "
+                                 "the file is corrupt or hostile")
         _add_token(ranks, by_rank, token, rank, f"{where} line {lineno}")
     return ranks
 
