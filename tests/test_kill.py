@@ -1,4 +1,5 @@
-"""SIGKILL at random instants of a run that saves every step: `--resume` always works, exactly.
+"""SIGKILL at random instants of a run that saves every step: `--resume` always works, exactly;
+and SIGTERM saves and exits like Ctrl-C.
 
 A real `python -m tinyllm train` subprocess is killed again and again at
 seeded random moments (many of them inside a save, since a tiny model's step
@@ -16,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from tinyllm.checkpoint import read_model_metadata
 from tinyllm.safetensors import load_safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,3 +84,21 @@ def test_sigkill_at_random_instants_always_resumes_exactly(text_file, tmp_path):
     ref = [json.loads(line) for line in (reference / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, STEPS + 1))
     assert [r["loss"] for r in log] == [r["loss"] for r in ref]
+
+
+def test_sigterm_saves_the_step_and_exits_cleanly(text_file, tmp_path):
+    """What Slurm, Kubernetes and systemd send before a kill: handled like Ctrl-C."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    cmd = command(text_file, out, False)
+    cmd[cmd.index("--max-steps") + 1] = "100000"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "log.jsonl").exists() or len((out / "log.jsonl").read_text().splitlines()) < 3:
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    code, err = finish(proc)
+    assert code == 0 and "SIGTERM" in err and "continue with --resume" in err, err
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert read_model_metadata(out / "ckpt.safetensors")["step"] == steps[-1]
