@@ -30,7 +30,7 @@ from tinyllm.tokenizer import ByteTokenizer, Tokenizer  # noqa: E402
 from tinyllm.tokenizer import format as bpe_format  # noqa: E402
 from tinyllm.train import Trainer  # noqa: E402
 
-FUZZ = settings(max_examples=150, deadline=5000, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=100, deadline=5000, suppress_health_check=list(HealthCheck))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=20),
