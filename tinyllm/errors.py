@@ -37,3 +37,7 @@ class CudaError(RuntimeError):
 
 class PlanError(ValueError):
     """The planner cannot make a plan from its input; the message says which value and the fix."""
+
+
+class OutputFolderError(RuntimeError):
+    """An output folder cannot be written: it is a file, read-only, or another run holds it."""

@@ -44,19 +44,20 @@ class KVCache:
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             seed=None, use_cache=True):
+             seed=None, use_cache=True, exclude=None):
     """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + new).
 
     temperature 0 picks the most likely token; top_k keeps the k most
-    likely; top_p keeps the smallest set whose probability reaches p.
+    likely; top_p keeps the smallest set whose probability reaches p;
+    exclude lists ids never to sample (a tokenizer's unused_ids()).
     The context is the last block_size tokens, as in training. With the
     cache each new token costs one position's work; once the sequence
     fills block_size, the learned positions of the window all shift, so
     the window is recomputed for each further token.
     """
     idx = model._check_ids(idx)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if not 0 <= temperature < float("inf"):   # `not` also refuses nan
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
@@ -74,7 +75,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
                     pending = idx[:, -block:]
                 logits, _ = model(pending, cache=cache)
                 last = to_numpy(logits.data[:, -1, :])   # (B, V): all that leaves a GPU
-                nxt = sample(last, temperature, top_k, top_p, rng)            # (B,)
+                nxt = sample(last, temperature, top_k, top_p, rng, exclude)   # (B,)
                 idx = np.concatenate([idx, nxt[:, None]], axis=1)
                 pending = nxt[:, None]
     finally:
@@ -82,8 +83,15 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     return idx
 
 
-def sample(logits, temperature, top_k, top_p, rng):
-    """One token id per row of logits (B, V)."""
+def sample(logits, temperature, top_k, top_p, rng, exclude=None):
+    """One token id per row of logits (B, V), never one of the ids in exclude."""
+    if not np.isfinite(logits).all():   # sampled anyway, they would give token 0 again and again
+        bad = logits[~np.isfinite(logits)][0]
+        raise ValueError(f"the model's logits hold {bad}: its weights are damaged or training "
+                         f"diverged; sample from an earlier checkpoint")
+    if exclude:
+        logits = logits.copy()
+        logits[:, list(exclude)] = -np.inf                              # (B, V)
     if temperature == 0:
         return logits.argmax(axis=-1)
     logits = logits.astype(np.float64) / temperature

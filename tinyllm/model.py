@@ -40,14 +40,24 @@ class GPTConfig:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
                              f"each head gets n_embd / n_head channels, so choose n_embd a "
                              f"multiple of n_head (e.g. n_embd={self.n_head * max(1, self.n_embd // self.n_head)})")
+        for name in ("norm_eps", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+                raise ValueError(f"GPTConfig.{name} must be a number, got {value!r}")
+        if not 0.0 < self.norm_eps < 1.0:
+            raise ValueError(f"GPTConfig.norm_eps must be in (0, 1), got {self.norm_eps}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"GPTConfig.seed must be a non-negative integer, got {self.seed!r}")
 
     def to_dict(self):
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ValueError(f"a GPTConfig is a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -213,13 +223,13 @@ class GPT(nn.Module):
 
     # -- generation (generate.py) -----------------------------------------
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 seed=None, use_cache=True):
+                 seed=None, use_cache=True, exclude=None):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + new).
 
         See generate.generate, which this calls, for the sampling options.
         """
         return generate.generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                                 top_p=top_p, seed=seed, use_cache=use_cache)
+                                 top_p=top_p, seed=seed, use_cache=use_cache, exclude=exclude)
 
     @property
     def dtype(self):

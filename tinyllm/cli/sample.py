@@ -10,6 +10,7 @@ import numpy as np
 from tinyllm import backends
 from tinyllm.checkpoint import load_model
 from tinyllm.errors import CheckpointError
+from tinyllm.terminal import MODES, shown
 
 
 def main(argv=None):
@@ -24,7 +25,17 @@ def main(argv=None):
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold (default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--backend", default=None, help="numpy, c or cuda (default: the fastest built)")
+    p.add_argument("--escape", choices=MODES, default="auto",
+                   help="show control characters of the text as \\xNN: auto = when stdout is a "
+                        "terminal (a file or pipe gets the exact text), always, or never "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
+    for flag, value in (("--num-samples", args.num_samples), ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            p.error(f"{flag} must be at least 1, got {value}")
+    if not args.prompt:
+        p.error("--prompt is empty: the sample continues it; give at least one character "
+                "(the default is a newline)")
 
     try:
         if args.backend:
@@ -32,7 +43,8 @@ def main(argv=None):
         model, tokenizer, meta = load_model(args.ckpt)
         ids = np.array([tokenizer.encode(args.prompt)] * args.num_samples)   # (num_samples, T)
         out = model.generate(ids, args.max_new_tokens, temperature=args.temperature,
-                             top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+                             top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                             exclude=tokenizer.unused_ids())
     except (CheckpointError, ValueError, backends.BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -40,5 +52,5 @@ def main(argv=None):
     for i, row in enumerate(out):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print(tokenizer.decode(row.tolist()))
+        print(shown(tokenizer.decode(row.tolist()), mode=args.escape))
     return 0

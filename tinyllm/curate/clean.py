@@ -29,6 +29,7 @@ This is not deduplication across documents (dedup.py) or language
 identification (langid.py). Read hashing.py next.
 """
 import dataclasses
+import math
 import re
 import unicodedata
 
@@ -72,9 +73,9 @@ class CleanConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, str) and (value is None or value < 0):
-                raise DataError(f"clean config {f.name}={value!r}: limits must be >= 0 (0 turns "
-                                "the check off)")
+            if not isinstance(value, str) and (value is None or not 0 <= value < math.inf):
+                raise DataError(f"clean config {f.name}={value!r} (--{f.name.replace('_', '-')}): "
+                                "limits are finite numbers >= 0 (0 turns the check off)")
         self._top = _parse_limits("top_ngram_limits", self.top_ngram_limits)
         self._dup = _parse_limits("dup_ngram_limits", self.dup_ngram_limits)
 

@@ -44,6 +44,7 @@ from tinyllm.atomic import atomic_write, commit
 from tinyllm.tokenizer import ByteTokenizer
 from tinyllm.curate.clean import CleanConfig
 from tinyllm.errors import DataError
+from tinyllm.folder_lock import lock_folder
 from tinyllm.curate.dedup import duplicates_to_drop, near_duplicate_clusters
 from tinyllm.curate.report import Report
 from tinyllm.curate.state import (WORK, config_dict, finished, load_state, remove_stale_shards,
@@ -83,6 +84,8 @@ class PrepareConfig:
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
             raise DataError(f"--val-fraction {self.val_fraction}: it must be strictly between 0 and 1")
+        if not 0.0 <= self.lang_threshold <= 1.0:   # `not` also refuses nan
+            raise DataError(f"--lang-threshold {self.lang_threshold}: a probability in [0, 1]")
         if not 0.0 <= self.dedup_threshold < 1.0:
             raise DataError(f"--dedup-threshold {self.dedup_threshold}: use 0 (off) or a Jaccard "
                             "similarity in (0, 1), e.g. 0.8")
@@ -97,7 +100,7 @@ def prepare(inputs, out, tokenizer=None, config=None, progress=True):
     config = config or PrepareConfig()
     tokenizer = tokenizer or ByteTokenizer()
     out = pathlib.Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    lock_folder(out, "prepare")   # makes it; one run per folder
     stats = SourceStats()
     files = list_inputs(inputs, stats)
     settings, notes = step_settings(config, tokenizer)
