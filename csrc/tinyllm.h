@@ -105,4 +105,49 @@ bpe_trainer *bpe_trainer_new(const uint8_t *text, const int64_t *ends, const int
 int64_t bpe_trainer_merge(bpe_trainer *t, int64_t n, int32_t *left, int32_t *right);
 void bpe_trainer_free(bpe_trainer *t);
 
+/* langid.c: fastText supervised prediction, many lines per call (the definition is
+ * tinyllm/curate/langid.py with fasttext/features.py; tests/test_curate_langid_c.py holds
+ * the two equal). A matrix has m rows of n floats, dense (rows != NULL) or product-quantized:
+ * row i is norm_i times the concatenated centroids of its codes codes[i * nsubq + q], where
+ * sub-quantizer q spans dsub values (the last one lastdsub) and its centroid c starts at
+ * centroids[q * 256 * dsub + c * (that span)]; norm_i = norm_centroids[norm_codes[i]], or 1
+ * when norm_codes is NULL. */
+typedef struct {
+    const float *rows;             /* (m, n), or NULL when quantized */
+    const uint8_t *codes;          /* (m, nsubq) */
+    const float *centroids;        /* (n * 256,) */
+    const uint8_t *norm_codes;     /* (m,) or NULL */
+    const float *norm_centroids;   /* (256,) */
+    int64_t m, n;
+    int32_t nsubq, dsub, lastdsub;
+} langid_matrix;
+/* Dictionary entry e (words first, then labels) is bytes[offsets[e] : offsets[e + 1]] of type
+ * types[e] (0 word, 1 label); slots (n_slots, a power of two > size) is filled by
+ * langid_model_build. An n-gram's bucket b is input row nwords + b, or with prune (bucket,)
+ * row nwords + prune[b], dropped when prune[b] < 0. loss: 1 hs, 2 ns, 3 softmax, 4 ova;
+ * tree_left/right (2 * nlabels - 1,) are the Huffman tree of hs (nodes < nlabels are leaves);
+ * sigmoid (513,) is fastText's table for ns and ova. */
+typedef struct {
+    const uint8_t *bytes;
+    const int64_t *offsets;        /* (size + 1,) */
+    const int8_t *types;           /* (size,) */
+    int32_t *slots;                /* (n_slots,) */
+    int64_t size, nwords, n_slots;
+    int32_t minn, maxn, word_ngrams, bucket;
+    const int32_t *prune;          /* (bucket,) or NULL */
+    langid_matrix input, output;
+    int32_t loss, nlabels;
+    const int32_t *tree_left, *tree_right;
+    const float *sigmoid;
+} langid_model;
+void langid_model_build(const langid_model *m);
+/* Line i is text[ends[i - 1] : ends[i]] (ends[-1] = 0); fastText's separators (space \t \n
+ * \v \f \r \0) split its tokens, so lines may be joined with '\n'. For each line, up to
+ * k >= 1 (label, log-probability) pairs best first go to labels[i * k :] and scores[i * k :],
+ * counts[i] of them, each of probability >= threshold; the rest of the row is label -1, score
+ * -INFINITY. Returns 0, or -1 when out of memory. */
+int langid_predict(const langid_model *m, const uint8_t *text, const int64_t *ends,
+                   int64_t n_lines, int32_t k, float threshold, int32_t *labels, float *scores,
+                   int32_t *counts);
+
 #endif
