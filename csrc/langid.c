@@ -71,7 +71,7 @@ typedef struct { float score; int32_t id; } pair;
 typedef struct {
     ivec rows, hashes;
     uint8_t *word; int64_t word_cap;    /* "<" + token + ">" */
-    float *hidden, *out;                /* (dim,), (nlabels,) */
+    float *hidden, *row, *out;          /* (dim,), (dim,), (nlabels,) */
     pair *heap; int64_t heap_n;         /* (k + 1,) */
     int failed;
 } scratch;
@@ -86,13 +86,29 @@ static void push(scratch *w, ivec *a, int32_t x) {
     a->v[a->n++] = x;
 }
 
+/* Start loading an input row now: rows sit at random in a large matrix (2M buckets), and
+ * the hashing of the next n-grams hides the wait. */
+static void prefetch_row(const langid_matrix *a, int64_t row) {
+    if (a->rows) {
+        __builtin_prefetch(a->rows + row * a->n);
+        return;
+    }
+    __builtin_prefetch(a->codes + row * a->nsubq);
+    if (a->norm_codes) __builtin_prefetch(a->norm_codes + row);
+}
+
+static void push_row(const langid_model *m, scratch *w, int64_t row) {
+    prefetch_row(&m->input, row);
+    push(w, &w->rows, (int32_t)row);
+}
+
 /* Dictionary::pushHash: bucket b -> input row, unless pruning dropped it. */
 static void push_bucket(const langid_model *m, scratch *w, int64_t b) {
     if (m->prune) {
         if (m->prune[b] < 0) return;
         b = m->prune[b];
     }
-    push(w, &w->rows, (int32_t)(m->nwords + b));
+    push_row(m, w, m->nwords + b);
 }
 
 /* Dictionary::computeSubwords over word[0:size] = "<" + token + ">": n counts UTF-8
@@ -118,7 +134,7 @@ static void add_token(const langid_model *m, scratch *w, const uint8_t *t, int64
     int label = id >= 0 ? m->types[id] == 1
                         : len >= 9 && memcmp(t, LABEL, 9) == 0;
     if (label) return;
-    if (id >= 0) push(w, &w->rows, id);
+    if (id >= 0) push_row(m, w, id);
     if (m->maxn > 0 && m->bucket > 0 && !eos) {
         if (len + 2 > w->word_cap) {
             uint8_t *b = realloc(w->word, (size_t)(len + 2));
@@ -177,19 +193,30 @@ static float row_norm(const langid_matrix *a, int64_t row) {
     return a->norm_codes ? a->norm_centroids[a->norm_codes[row]] : 1.0f;
 }
 
-static void add_row(const langid_matrix *a, int64_t row, float *restrict h) {
+/* hidden += row: dense, or norm * the row's centroids gathered into tmp (dim,) first, so
+ * the update is one vector loop (each element still gets one product and one sum). */
+static void add_row(const langid_matrix *a, int64_t row, float *restrict h, float *restrict tmp) {
+    int64_t n = a->n;
     if (a->rows) {
-        const float *r = a->rows + row * a->n;
-        for (int64_t j = 0; j < a->n; j++) h[j] += r[j];
+        const float *restrict r = a->rows + row * n;
+        for (int64_t j = 0; j < n; j++) h[j] += r[j];
         return;
     }
-    float norm = row_norm(a, row);
-    for (int32_t q = 0; q < a->nsubq; q++) {              /* ProductQuantizer::addcode */
-        int32_t d;
-        const float *c = centroid(a, row, q, &d);
-        float *hq = h + (int64_t)q * a->dsub;
-        for (int32_t t = 0; t < d; t++) hq[t] += norm * c[t];
+    const uint8_t *code = a->codes + row * a->nsubq;
+    const float *base = a->centroids;
+    int32_t last = a->nsubq - 1, dsub = a->dsub;
+    if (dsub == 2) {                                      /* fastText's default for inputs */
+        for (int32_t q = 0; q < last; q++)
+            memcpy(tmp + 2 * q, base + ((int64_t)q * KSUB + code[q]) * 2, 2 * sizeof(float));
+    } else {
+        for (int32_t q = 0; q < last; q++)
+            memcpy(tmp + (int64_t)q * dsub, base + ((int64_t)q * KSUB + code[q]) * dsub,
+                   (size_t)dsub * sizeof(float));
     }
+    memcpy(tmp + (int64_t)last * dsub, base + (int64_t)last * KSUB * dsub + (int64_t)code[last] * a->lastdsub,
+           (size_t)a->lastdsub * sizeof(float));
+    float norm = row_norm(a, row);
+    for (int64_t j = 0; j < n; j++) h[j] += norm * tmp[j];   /* ProductQuantizer::addcode */
 }
 
 static float dot_row(const langid_matrix *a, int64_t row, const float *h) {
@@ -265,9 +292,18 @@ static void sort_heap(pair *heap, int64_t n) {
 
 /* Softmax / ova / ns: p for every label into w->out (Loss::computeOutput). */
 static void output_probs(const langid_model *m, scratch *w) {
-    float *out = w->out;
+    float *restrict out = w->out;
     int32_t L = m->nlabels;
-    for (int32_t i = 0; i < L; i++) out[i] = dot_row(&m->output, i, w->hidden);
+    if (m->output_t) {            /* (dim, L): each lane of the vector loop sums one label's row */
+        const float *h = w->hidden;
+        for (int32_t i = 0; i < L; i++) out[i] = 0.0f;
+        for (int64_t j = 0; j < m->input.n; j++) {
+            const float *restrict col = m->output_t + j * L;
+            for (int32_t i = 0; i < L; i++) out[i] += col[i] * h[j];
+        }
+    } else {
+        for (int32_t i = 0; i < L; i++) out[i] = dot_row(&m->output, i, w->hidden);
+    }
     if (m->loss == 3) {
         float max = out[0], z = 0.0f;
         for (int32_t i = 1; i < L; i++) max = out[i] > max ? out[i] : max;
@@ -314,7 +350,7 @@ static void predict_line(const langid_model *m, scratch *w, const uint8_t *line,
     if (w->failed || w->rows.n == 0) return;
     int64_t dim = m->input.n;
     for (int64_t j = 0; j < dim; j++) w->hidden[j] = 0.0f;
-    for (int64_t r = 0; r < w->rows.n; r++) add_row(&m->input, w->rows.v[r], w->hidden);
+    for (int64_t r = 0; r < w->rows.n; r++) add_row(&m->input, w->rows.v[r], w->hidden, w->row);
     float inv = (float)(1.0 / (double)w->rows.n);
     for (int64_t j = 0; j < dim; j++) w->hidden[j] *= inv;
     if (m->loss == 1) {
@@ -334,9 +370,10 @@ int langid_predict(const langid_model *m, const uint8_t *text, const int64_t *en
     {
         scratch w = {0};
         w.hidden = malloc((size_t)m->input.n * sizeof(float));
+        w.row = malloc((size_t)m->input.n * sizeof(float));
         w.out = malloc((size_t)m->nlabels * sizeof(float));
         w.heap = malloc((size_t)(k + 1) * sizeof(pair));
-        w.failed = !w.hidden || !w.out || !w.heap;
+        w.failed = !w.hidden || !w.row || !w.out || !w.heap;
 #pragma omp for schedule(dynamic, 16)
         for (int64_t i = 0; i < n_lines; i++) {
             int64_t start = i ? ends[i - 1] : 0;
@@ -349,7 +386,7 @@ int langid_predict(const langid_model *m, const uint8_t *text, const int64_t *en
             counts[i] = n;
         }
         failed |= w.failed;
-        free(w.rows.v), free(w.hashes.v), free(w.word), free(w.hidden), free(w.out), free(w.heap);
+        free(w.rows.v), free(w.hashes.v), free(w.word), free(w.hidden), free(w.row), free(w.out), free(w.heap);
     }
     return failed ? -1 : 0;
 }

@@ -126,7 +126,8 @@ typedef struct {
  * langid_model_build. An n-gram's bucket b is input row nwords + b, or with prune (bucket,)
  * row nwords + prune[b], dropped when prune[b] < 0. loss: 1 hs, 2 ns, 3 softmax, 4 ova;
  * tree_left/right (2 * nlabels - 1,) are the Huffman tree of hs (nodes < nlabels are leaves);
- * sigmoid (513,) is fastText's table for ns and ova. */
+ * sigmoid (513,) is fastText's table for ns and ova; output_t (dim, nlabels), the dense output
+ * matrix transposed, or NULL, speeds up softmax, ns and ova. */
 typedef struct {
     const uint8_t *bytes;
     const int64_t *offsets;        /* (size + 1,) */
@@ -139,6 +140,7 @@ typedef struct {
     int32_t loss, nlabels;
     const int32_t *tree_left, *tree_right;
     const float *sigmoid;
+    const float *output_t;
 } langid_model;
 void langid_model_build(const langid_model *m);
 /* Line i is text[ends[i - 1] : ends[i]] (ends[-1] = 0); fastText's separators (space \t \n

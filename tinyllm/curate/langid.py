@@ -16,7 +16,13 @@ into the hidden vector, then
     top k, as HierarchicalSoftmaxLoss::dfs does;
 and each reported probability is exp(log(p + 1e-5)), fastText's smoothed log.
 Arithmetic follows fastText's float32 order (sums row by row, dot products
-column by column), so table lookups land in the same entries.
+column by column), so table lookups land in the same entries; exp and log
+are taken in double and rounded to float (a correctly rounded expf/logf).
+
+This file is the definition. When the C library has csrc/langid.c (`make
+lib`), predict and predict_arrays run there instead (through langid_c.py),
+many lines per call; tests/test_curate_langid_c.py holds the two equal and
+use_c=False keeps NumPy.
 
 Where to get a model: fastText's published language-id models (lid.176.bin,
 lid.176.ftz) from the fastText website's language identification page, or
@@ -83,6 +89,13 @@ class FastTextModel:
         One string: (tuple of labels, float64 array). A list of strings: (list
         of label lists, list of float32 arrays). k=-1 returns every label.
         """
+        if isinstance(text, str) and self._c is not None:                  # one line: the short way
+            blob = text.encode("utf-8")
+            if b"\n" in blob:
+                raise ValueError("predict processes one line at a time (remove '\\n')")
+            ids, scores = self._c.predict_line(blob, self._check_k(k), float(np.float32(threshold)))
+            return (tuple(self.labels[i] for i in ids),
+                    np.exp(scores, dtype=np.float32).astype(np.float64))
         ids, probs, counts = self.predict_arrays(text if isinstance(text, list) else [text], k,
                                                  threshold)
         rows, n = ids.tolist(), counts.tolist()

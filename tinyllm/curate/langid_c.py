@@ -79,6 +79,9 @@ class CPredictor:
             m.tree_left = self._ptr("int32_t *", np.asarray(left, np.int32))
             m.tree_right = self._ptr("int32_t *", np.asarray(right, np.int32))
         m.sigmoid = self._ptr("float *", np.ascontiguousarray(model._sigmoid, np.float32))
+        if model.loss != "hs" and not isinstance(file.output, QuantizedMatrix):
+            m.output_t = self._ptr("float *", np.ascontiguousarray(np.asarray(file.output).T,
+                                                                   np.float32))    # (dim, L)
         lib.langid_model_build(m)
         self._model = m
 
@@ -93,13 +96,25 @@ class CPredictor:
         scores = np.empty((n, k), np.float32)                               # (n, k)
         counts = np.empty(n, np.int32)                                      # (n,)
         ends = np.ascontiguousarray(ends, np.int64)
-        text = self.ffi.from_buffer("uint8_t[]", blob or b"\0")
-        done = self.lib.langid_predict(self._model, text, self._cast("int64_t *", ends), n, k,
-                                       float(threshold), self._cast("int32_t *", ids),
-                                       self._cast("float *", scores), self._cast("int32_t *", counts))
+        buffer = self.ffi.from_buffer
+        done = self.lib.langid_predict(self._model, buffer("uint8_t[]", blob or b"\0"),
+                                       buffer("int64_t[]", ends), n, k, float(threshold),
+                                       buffer("int32_t[]", ids), buffer("float[]", scores),
+                                       buffer("int32_t[]", counts))
         if done < 0:
             raise MemoryError(f"langid_predict: out of memory on {n} lines of {len(blob)} bytes")
         return ids, scores, counts
+
+    def predict_line(self, blob, k, threshold):
+        """(label ids (list), log-probabilities (float32 array)) of one line: predict's fast path."""
+        ffi = self.ffi
+        ids, scores, count = ffi.new("int32_t[]", k), ffi.new("float[]", k), ffi.new("int32_t *")
+        if self.lib.langid_predict(self._model, ffi.from_buffer("uint8_t[]", blob or b"\0"),
+                                   ffi.new("int64_t *", len(blob)), 1, k, threshold, ids,
+                                   scores, count) < 0:
+            raise MemoryError(f"langid_predict: out of memory on a line of {len(blob)} bytes")
+        n = count[0]
+        return ffi.unpack(ids, n), np.frombuffer(ffi.buffer(scores, 4 * n), np.float32)
 
     def _matrix(self, out, matrix):
         """Fill a langid_matrix from a dense (m, n) array or a QuantizedMatrix."""
@@ -130,7 +145,4 @@ class CPredictor:
     def _ptr(self, ctype, arr):
         """A pointer into arr, which stays alive as long as this predictor."""
         self._keep.append(arr)
-        return self._cast(ctype, arr)
-
-    def _cast(self, ctype, arr):
         return self.ffi.cast(ctype, arr.ctypes.data)
