@@ -28,7 +28,7 @@ import numpy as np
 from tinyllm.curate.clean import CleanConfig, normalize, quality_reason
 from tinyllm.errors import DataError
 from tinyllm.curate.dedup import exact_hash
-from tinyllm.curate.minhash import MinHasher, band_keys, optimal_bands
+from tinyllm.curate.minhash import MinHasher, band_keys, recall_bands
 
 _loaded = None  # this process's _Loaded, set by init_worker
 GET_A_MODEL = ("get a fastText language-id model, e.g. lid.176.ftz (917 kB) from the fastText "
@@ -77,7 +77,7 @@ def step_settings(config, tokenizer):
                                 f"{len(labels)} labels (e.g. {', '.join(sorted(labels)[:5])})")
         else:
             notes.append("language filter skipped (--skip-langid): no model given")
-    bands, rows = (optimal_bands(config.dedup_threshold, config.num_perm)
+    bands, rows = (recall_bands(config.dedup_threshold, config.num_perm)
                    if config.dedup_threshold > 0 else (0, 0))
     clean = config.clean if config.quality else CleanConfig.off()
     return StepSettings(clean, languages, config.langid_model, config.lang_threshold,

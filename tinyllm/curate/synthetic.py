@@ -21,6 +21,8 @@ import numpy as np
 
 from tinyllm.curate.fasttext.format import KSUB, FastTextFile, ProductQuantizer, QuantizedMatrix
 
+EDIT_KINDS = ("substitute", "insert", "delete", "trim", "mixed")
+
 # Made-up languages: each draws words from its own syllables; two share an
 # alphabet, so telling them apart needs character n-grams, not the alphabet.
 LANGUAGES = {
@@ -32,22 +34,37 @@ LANGUAGES = {
 
 
 def near_duplicate_corpus(n_docs=2000, dup_clusters=200, cluster_size=(2, 4), related_pairs=100,
-                          words=(100, 400), min_similarity=0.9, vocab_size=20000, seed=0):
-    """(docs, clusters): n_docs strings and the planted near-duplicate clusters (sorted index lists)."""
+                          words=(100, 400), min_similarity=0.9, vocab_size=20000, seed=0,
+                          similarity=None, kinds=EDIT_KINDS):
+    """(docs, clusters): n_docs strings and the planted near-duplicate clusters (sorted index lists).
+
+    similarity=(lo, hi) plants copies of varied kinds and rates instead: each
+    copy draws a target similarity uniformly in [lo, hi) and one kind from
+    `kinds` (substitute, insert, delete, trim: words cut from either end,
+    mixed: any of these at each edit), and is edited until one more edit would
+    take its Jaccard to the original below the target. Pairs inside a cluster
+    then span the threshold, so the truth is their exact shingle_jaccard.
+    """
     rng = np.random.Generator(np.random.PCG64(seed))
     vocab = _vocabulary(rng, vocab_size)
     weights = 1.0 / np.arange(1, vocab_size + 1)                  # Zipf: a few very common words
-    weights /= weights.sum()
+    cdf = np.cumsum(weights / weights.sum())
+    cdf /= cdf[-1]
 
-    def random_words(n):
-        return list(vocab[rng.choice(vocab_size, size=n, p=weights)])
+    def random_words(n):  # rng.choice(vocab_size, n, p=weights), without its O(vocab) set-up per call
+        return list(vocab[cdf.searchsorted(rng.random(n), side="right")])
 
     groups, docs = [], []
     for _ in range(dup_clusters):
         original = random_words(int(rng.integers(*words)))
         copies = int(rng.integers(cluster_size[0], cluster_size[1] + 1)) - 1
-        members = [original] + [_edit_until(rng, original, random_words, min_similarity)
-                                for _ in range(copies)]
+        if similarity is None:
+            members = [original] + [_edit_until(rng, original, random_words, min_similarity)
+                                    for _ in range(copies)]
+        else:
+            members = [original] + [_edit_to(rng, original, random_words, rng.uniform(*similarity),
+                                             kinds[int(rng.integers(len(kinds)))])
+                                    for _ in range(copies)]
         groups.append(list(range(len(docs), len(docs) + len(members))))
         docs.extend(members)
     for _ in range(related_pairs):                                 # about half the text shared
@@ -155,6 +172,30 @@ def _edit_until(rng, original, random_words, min_similarity):
         else:
             trial.insert(pos, random_words(1)[0])      # insert
         if shingle_jaccard(" ".join(trial), " ".join(original)) < min_similarity:
+            break
+        copy = trial
+    return copy
+
+
+def _edit_to(rng, original, random_words, target, kind):
+    """A copy of original edited by `kind` while its Jaccard to original stays >= target."""
+    copy, reference = list(original), _shingles([w.lower() for w in original], 5)
+    while len(copy) > 10:
+        trial = list(copy)
+        how = EDIT_KINDS[int(rng.integers(4))] if kind == "mixed" else kind
+        pos = int(rng.integers(0, len(trial)))
+        if how == "substitute":
+            trial[pos] = random_words(1)[0]
+        elif how == "insert":
+            trial.insert(pos, random_words(1)[0])
+        elif how == "delete":
+            del trial[pos]
+        elif how == "trim":
+            del trial[0 if rng.integers(2) else -1]
+        else:
+            raise ValueError(f"edit kind {kind!r}: use one of {EDIT_KINDS}")
+        trial_set = _shingles([w.lower() for w in trial], 5)
+        if len(trial_set & reference) < target * len(trial_set | reference):
             break
         copy = trial
     return copy
