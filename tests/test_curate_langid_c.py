@@ -17,11 +17,12 @@ from tinyllm.data import DataError
 from tinyllm.curate.langid import FastTextModel, train_supervised
 from tinyllm.curate.langid_c import c_library
 from tinyllm.curate.synthetic import language_sentences, random_fasttext_model
+from tests.test_curate_langid import train_file  # noqa: F401 (the labeled training file, a fixture)
 
 pytestmark = pytest.mark.skipif(c_library() is None, reason="the C library lacks csrc/langid.c; "
                                 "run `make lib`")
 
-SENTENCES = language_sentences(1400, seed=2)
+SENTENCES = language_sentences(1400, seed=2)   # not the training file's sentences (seed 1)
 WORDS = sorted({w for _, s in SENTENCES[:1200] for w in s.split()})
 AWKWARD = ["", " ", "\t\r\v\f", "a </s> b", "</s>", "__label__lat ka", "__label__l001", "x\0y",
            "ка λο mixed ühm", "w" * 300, "ЁЖ🙂 ümlaut ", "  lead and trail  ", "ab" * 40 + " c"]
@@ -39,14 +40,6 @@ def assert_c_equals_numpy(file, lines=LINES, ks=(1, 3, -1), thresholds=(0.0, 0.3
                 assert ids[i, :n].tolist() == want_ids[i, :n].tolist(), (lines[i], k, threshold)
                 np.testing.assert_allclose(probs[i, :n], want_probs[i, :n], rtol=1e-6, atol=0,
                                            err_msg=f"{lines[i]!r} k={k} threshold={threshold}")
-
-
-@pytest.fixture(scope="module")
-def train_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("langid_c") / "train.txt"
-    path.write_text("".join(f"__label__{label} {text}\n" for label, text in SENTENCES[:1200]),
-                    encoding="utf-8")
-    return path
 
 
 @pytest.mark.parametrize("args", [
