@@ -9,7 +9,7 @@
  * The definition is tinyllm/curate/langid.py (FastTextModel._predict_line) with
  * fasttext/features.py: the same hashing quirks, the same float32 sums in the same order,
  * exp and log in double rounded to float, and libstdc++'s heap moves so tied labels come
- * out in fastText's order. tests/test_curate_langid_c.py holds the two equal. Loading the
+ * out in fastText's order. tests/test_c_langid.py holds the two equal. Loading the
  * file, the prune map and every input check live in Python (tinyllm/curate/langid_c.py).
  */
 #include <math.h>

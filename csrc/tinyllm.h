@@ -106,7 +106,7 @@ int64_t bpe_trainer_merge(bpe_trainer *t, int64_t n, int32_t *left, int32_t *rig
 void bpe_trainer_free(bpe_trainer *t);
 
 /* langid.c: fastText supervised prediction, many lines per call (the definition is
- * tinyllm/curate/langid.py with fasttext/features.py; tests/test_curate_langid_c.py holds
+ * tinyllm/curate/langid.py with fasttext/features.py; tests/test_c_langid.py holds
  * the two equal). A matrix has m rows of n floats, dense (rows != NULL) or product-quantized:
  * row i is norm_i times the concatenated centroids of its codes codes[i * nsubq + q], where
  * sub-quantizer q spans dsub values (the last one lastdsub) and its centroid c starts at

@@ -21,7 +21,7 @@ are taken in double and rounded to float (a correctly rounded expf/logf).
 
 This file is the definition. When the C library has csrc/langid.c (`make
 lib`), predict and predict_arrays run there instead (through langid_c.py),
-many lines per call; tests/test_curate_langid_c.py holds the two equal and
+many lines per call; tests/test_c_langid.py holds the two equal and
 use_c=False keeps NumPy.
 
 Where to get a model: fastText's published language-id models (lid.176.bin,

@@ -12,7 +12,7 @@ have to: the arrays of the loaded file are passed as they are, and kept alive
 with the predictor. `predict` runs many lines in one call and returns, per
 line, up to k label ids and log-probabilities (fastText's scores), best first.
 
-This is not the definition (langid.py is; tests/test_curate_langid_c.py holds
+This is not the definition (langid.py is; tests/test_c_langid.py holds
 the two equal), and it checks nothing the caller (FastTextModel.predict_arrays)
 has checked. Read csrc/langid.c next.
 """
