@@ -152,4 +152,12 @@ int langid_predict(const langid_model *m, const uint8_t *text, const int64_t *en
                    int64_t n_lines, int32_t k, float threshold, int32_t *labels, float *scores,
                    int32_t *counts);
 
+/* ngrams.c: the repetition counts of one document's n-gram hashes grams (G,), in text order
+ * (the definition: repeat_stats in tinyllm/curate/clean.py). Writes repeat (G,): 1 where the
+ * n-gram equals an earlier one; counts (G,) scratch; slots (n_slots,) scratch, n_slots a power
+ * of two > G. Returns the largest number of occurrences of one n-gram, and sets *at to the
+ * first position of the earliest n-gram that occurs that often. */
+int64_t ngram_repeats(const uint64_t *grams, int64_t G, int64_t *slots, int64_t n_slots,
+                      int32_t *counts, uint8_t *repeat, int64_t *at);
+
 #endif

@@ -19,6 +19,7 @@ has checked. Read csrc/langid.c next.
 import numpy as np
 
 from tinyllm.errors import BackendUnavailable
+from tinyllm.curate import native
 from tinyllm.curate.fasttext.format import QuantizedMatrix
 
 _SYMBOLS = ("langid_model_build", "langid_predict")
@@ -27,16 +28,7 @@ _LOSS_IDS = {"hs": 1, "ns": 2, "softmax": 3, "ova": 4}
 
 def c_library():
     """(ffi, lib) of the C kernels when they were built with langid.c, else None."""
-    try:
-        from tinyllm.backends.c_kernels import ffi, lib
-    except (BackendUnavailable, ImportError):
-        return None
-    try:  # a library built before langid.c existed lacks the symbols (AttributeError)
-        for name in _SYMBOLS:
-            getattr(lib, name)
-    except AttributeError:
-        return None
-    return ffi, lib
+    return native.c_library(_SYMBOLS)
 
 
 def c_predictor(model, use_c=None):
