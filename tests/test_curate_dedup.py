@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tinyllm.data import DataError
+from tinyllm.curate import dedup
 from tinyllm.curate.dedup import (UnionFind, candidate_pairs, exact_hash, find_near_duplicate_pairs,
                                 find_near_duplicates, union_find_clusters)
 from tinyllm.curate.hashing import ngram_hashes, span_hashes, text_words, utf8_array, word_spans
@@ -186,6 +187,19 @@ def test_recall_and_precision_on_varied_edits():
     assert len(wanted) > 100 and recall >= 0.99 and precision >= 0.99, (recall, precision)
     estimate_only = find_near_duplicate_pairs(docs, 0.8, bands=optimal_bands(0.8, 128), exact=False)
     assert len(found & wanted) > len(set(zip(*(x.tolist() for x in estimate_only))) & wanted)
+
+
+def test_exact_checks_run_in_bounded_chunks(monkeypatch):
+    docs, _ = near_duplicate_corpus(n_docs=300, dup_clusters=40, related_pairs=10, seed=6,
+                                    similarity=(0.7, 0.9))
+    whole = find_near_duplicate_pairs(docs)
+    sizes, exact = [], dedup.exact_jaccard
+    monkeypatch.setattr(dedup, "exact_jaccard",
+                        lambda d, i, j, n: sizes.append(len(i)) or exact(d, i, j, n))
+    monkeypatch.setattr(dedup, "_EXACT_CHUNK", 3)
+    chunked = find_near_duplicate_pairs(docs)
+    assert len(sizes) > 2 and max(sizes) == 3
+    assert [a.tolist() for a in chunked] == [a.tolist() for a in whole]
 
 
 def test_exact_hash():

@@ -27,6 +27,7 @@ from tinyllm.curate.minhash import MinHasher, band_keys, exact_jaccard, recall_b
 
 MAX_NEIGHBORS = 64     # pairs per document inside one LSH bucket (see the docstring)
 _VERIFY_CHUNK = 1 << 16  # candidate pairs compared at once: 2 * 64K * P * 4 bytes
+_EXACT_CHUNK = 1 << 14   # unsure pairs handed to `exact` at once: the texts of <= 32K documents
 
 
 def find_near_duplicates(docs, threshold=0.8, num_perm=128, ngram=5, seed=0):
@@ -111,8 +112,9 @@ def verify_pairs(signatures, i, j, threshold, exact=None):
     keep = equal >= threshold * P - 1e-9
     if exact is not None and len(i):
         unsure = np.flatnonzero(np.abs(equal / P - threshold) < exact_margin(threshold, P))
-        if len(unsure):
-            keep[unsure] = exact(i[unsure], j[unsure]) >= threshold - 1e-12
+        for lo in range(0, len(unsure), _EXACT_CHUNK):    # bounded: exact may load the texts
+            part = unsure[lo:lo + _EXACT_CHUNK]
+            keep[part] = exact(i[part], j[part]) >= threshold - 1e-12
     return keep
 
 

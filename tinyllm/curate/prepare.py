@@ -19,7 +19,8 @@ tokenizer: shards.prepared_tokenizer) and OUT/manifest.json, written last.
 
 Memory stays flat in the corpus size except for the plan step, which holds
 about 100 bytes per surviving document (hashes and LSH keys; signatures are
-memory-mapped). The output does not depend on --workers.
+memory-mapped), and the texts of at most 32K documents at a time while it
+settles the near-duplicate pairs the estimate leaves unsure. The output does not depend on --workers.
 
 Interruption: every stage writes temp files and renames them when complete;
 OUT/.prepare-work/state.json records the finished stages and shards. A re-run
