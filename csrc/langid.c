@@ -213,8 +213,8 @@ static void add_row(const langid_matrix *a, int64_t row, float *restrict h, floa
             memcpy(tmp + (int64_t)q * dsub, base + ((int64_t)q * KSUB + code[q]) * dsub,
                    (size_t)dsub * sizeof(float));
     }
-    memcpy(tmp + (int64_t)last * dsub, base + (int64_t)last * KSUB * dsub + (int64_t)code[last] * a->lastdsub,
-           (size_t)a->lastdsub * sizeof(float));
+    const float *c_last = base + (int64_t)last * KSUB * dsub + (int64_t)code[last] * a->lastdsub;
+    memcpy(tmp + (int64_t)last * dsub, c_last, (size_t)a->lastdsub * sizeof(float));
     float norm = row_norm(a, row);
     for (int64_t j = 0; j < n; j++) h[j] += norm * tmp[j];   /* ProductQuantizer::addcode */
 }
@@ -386,7 +386,8 @@ int langid_predict(const langid_model *m, const uint8_t *text, const int64_t *en
             counts[i] = n;
         }
         failed |= w.failed;
-        free(w.rows.v), free(w.hashes.v), free(w.word), free(w.hidden), free(w.row), free(w.out), free(w.heap);
+        free(w.rows.v), free(w.hashes.v), free(w.word);
+        free(w.hidden), free(w.row), free(w.out), free(w.heap);
     }
     return failed ? -1 : 0;
 }
