@@ -13,6 +13,8 @@ Sections (each also runs alone as examples/bench_<name>.py --help):
   attention  fused attention forward + backward vs NumPy and torch SDPA; memory vs T
   tokenizer  BPE encode MB/s vs tiktoken, training time vs HuggingFace tokenizers
   dedup      MinHash-LSH near-duplicate precision, recall and time vs datasketch
+  langid     fastText-model language id lines/s vs the fasttext package, one thread each
+             (in its own process, so the C kernels start with one OpenMP thread)
   cuda       (on a GPU) matmul vs cuBLAS and attention vs torch SDPA; the train section
              then also runs the cuda backend and PyTorch on the GPU
 Every train case starts from the same weights (the preset's seed) and trains on the
@@ -178,7 +180,7 @@ def bench_train(args):
 
 
 def main():
-    sections = ["train", "matmul", "attention", "tokenizer", "dedup", "cuda"]
+    sections = ["train", "matmul", "attention", "tokenizer", "dedup", "langid", "cuda"]
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--what", nargs="+", choices=sections, default=sections, help="sections to run")
@@ -198,6 +200,8 @@ def main():
         print(f"\n=== {name} ===", flush=True)
         if name == "train":
             bench_train(args)
+        elif name == "langid":
+            subprocess.run([sys.executable, os.path.join(ROOT, "examples", "bench_langid.py")])
         else:
             __import__(f"bench_{name}").run()
 
