@@ -153,8 +153,10 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(text_file, tmp_path,
     np.testing.assert_allclose(two[-1]["val_loss"], one[-1]["val_loss"], rtol=1e-6)
     a, _ = load_safetensors(tmp_path / "two" / "ckpt.safetensors")
     b, _ = load_safetensors(tmp_path / "one" / "ckpt.safetensors")
-    for name in b:   # AdamW divides by sqrt(v): near-zero gradients amplify that round-off
-        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    # measured: |difference| <= 1.2e-7 after 5 steps; relative to the entry it is large only
+    # where a weight is near zero (AdamW's m / sqrt(v) passes the round-off on whole)
+    for name in b:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 @needs_mpi
@@ -178,24 +180,17 @@ def test_interrupted_two_rank_run_resumes_on_two_ranks_and_on_one(text_file, tmp
 
 
 @needs_mpi
-def test_a_killed_rank_ends_the_job_and_the_checkpoint_loads(text_file, tmp_path):
+@pytest.mark.parametrize("fault,timeout,says", [
+    ("sigkill", 20, "rank 1"),                                    # mpirun names the dead rank
+    ("hang", 3, "rank 0 of 2 waited 3 s for the gradient allreduce")])   # our deadline
+def test_a_killed_or_hanging_rank_ends_the_job_and_the_checkpoint_loads(text_file, tmp_path,
+                                                                        fault, timeout, says):
     script = tmp_path / "faulty.py"
     script.write_text(FAULTY)
-    args = flags(text_file, tmp_path / "run", max_steps=8, eval_interval=2, mpi_timeout=20)
-    done, seconds = launch(2, ["sigkill", "4", "1", *args], script)
+    args = flags(text_file, tmp_path / "run", max_steps=8, eval_interval=2, mpi_timeout=timeout)
+    done, seconds = launch(2, [fault, "4", "1", *args], script)
     assert done.returncode != 0 and seconds < 60
-    assert "rank 1" in done.stdout + done.stderr
-    assert load_model(tmp_path / "run" / "ckpt.safetensors")[2]["step"] == 2
-
-
-@needs_mpi
-def test_a_hanging_rank_is_stopped_by_the_timeout(text_file, tmp_path):
-    script = tmp_path / "faulty.py"
-    script.write_text(FAULTY)
-    args = flags(text_file, tmp_path / "run", max_steps=8, eval_interval=2, mpi_timeout=3)
-    done, seconds = launch(2, ["hang", "4", "1", *args], script)
-    assert done.returncode != 0 and seconds < 60
-    assert "rank 0 of 2 waited 3 s for the gradient allreduce" in done.stderr
+    assert says in done.stdout + done.stderr
     assert load_model(tmp_path / "run" / "ckpt.safetensors")[2]["step"] == 2
 
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import pathlib
+import signal
 import sys
 import time
 import traceback
@@ -92,9 +93,21 @@ def code_version():
     return digest.hexdigest()[:16]
 
 
+def ring_allreduce_seconds(nbytes, ranks, bytes_per_second):
+    """A ring allreduce sends and receives 2 (N-1)/N of the buffer on every link."""
+    return 2 * (ranks - 1) / ranks * nbytes / bytes_per_second
+
+
+def data_parallel_step_seconds(compute_s, grad_bytes, ranks, bytes_per_second, overlap):
+    """The scaling model: one rank's compute, plus the part of the allreduce the backward
+    did not hide (overlap: the hidden fraction, measured by examples/bench_distributed.py)."""
+    return compute_s + (1 - overlap) * ring_allreduce_seconds(grad_bytes, ranks, bytes_per_second)
+
+
 class SingleProcess:
     """One process: every method is the plain single-process behaviour."""
     rank, world_size, is_main = 0, 1, True
+    wait_seconds = 0.0   # seconds spent waiting on the other ranks (the benchmark's)
 
     def check_same_run(self, described):
         pass
@@ -220,9 +233,10 @@ class Distributed(SingleProcess):
         self.rank, self.world_size = comm.Get_rank(), comm.Get_size()
         self.is_main = self.rank == 0
         self.buckets, self.reducer, self.overlap, self.syncing = [], None, True, False
-        self.wait_seconds = 0.0   # time spent waiting on gradient communication (the benchmark's)
-        self._excepthook = sys.excepthook
+        self.wait_seconds = 0.0
         sys.excepthook = self._abort_on_uncaught
+        # mpirun ends the job on Ctrl-C but forwards SIGUSR1: that one is every rank's Ctrl-C
+        signal.signal(signal.SIGUSR1, lambda *_: signal.raise_signal(signal.SIGINT))
 
     @property
     def label(self):
@@ -233,7 +247,7 @@ class Distributed(SingleProcess):
         """Wait for MPI requests; after the timeout raise an error naming this rank and the step."""
         timeout = self.timeout if timeout == "default" else timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 1e-5
+        delay, started = 1e-5, time.perf_counter()
         while not self.MPI.Request.Testall(requests):
             if deadline is not None and time.monotonic() > deadline:
                 raise DistributedError(
@@ -243,6 +257,7 @@ class Distributed(SingleProcess):
                     f"Raise --mpi-timeout if a step is simply that slow")
             time.sleep(delay)
             delay = min(2 * delay, 1e-3)
+        self.wait_seconds += time.perf_counter() - started
 
     def barrier(self, what, timeout="default"):
         self.wait([self.comm.Ibarrier()], what, timeout)
@@ -324,9 +339,7 @@ class Distributed(SingleProcess):
             for bucket in self.buckets:   # buckets with an unused parameter start now
                 if bucket.request is None:
                     self._start(bucket)
-            started = time.perf_counter()
             self.wait([b.request for b in self.buckets], "the gradient allreduce")
-            self.wait_seconds += time.perf_counter() - started
             for bucket in self.buckets:
                 bucket.request = None
                 self.reducer.finish(bucket)

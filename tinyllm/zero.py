@@ -15,7 +15,7 @@ is the same as one process's.
 For a checkpoint the slices are gathered to rank 0 (gather_state), which saves
 the full moments under the usual names, so a run resumes at any rank count,
 with or without ZeRO. Host arrays only: the CUDA backend uses --zero 0.
-Not here: the buckets and the waiting (distributed.py). Read train.py next.
+Not here: the buckets and the waiting (distributed.py). Read run.py next, which builds both.
 """
 import math
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from tinyllm.backends import get_backend
 from tinyllm.errors import DistributedError
+from tinyllm.optim import AdamW
 from tinyllm.tensor import is_device_array
 
 
@@ -94,15 +95,8 @@ class ShardedAdamW:
         for bucket in self.dist.buckets:
             bucket.unpack(bucket.params, "data")
 
-    def zero_grad(self):
-        for p in self._params:
-            p.grad = None
-
-    def set_lr(self, lr):
-        if not lr >= 0:
-            raise ValueError(f"lr must be >= 0, got {lr!r}")
-        for group in self.param_groups:
-            group["lr"] = lr
+    # AdamW's own: they touch only _params and param_groups
+    zero_grad, set_lr = AdamW.zero_grad, AdamW.set_lr
 
     # -- checkpoints: the full moments, as AdamW.state_dict has them -------------
     def gather_state(self):
