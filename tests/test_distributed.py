@@ -53,12 +53,13 @@ def mpi_missing():
     return None if "Open MPI" in version else f"these tests launch OpenMPI's mpirun, not {version[:40]!r}"
 
 
-needs_mpi = pytest.mark.skipif(mpi_missing() is not None, reason=str(mpi_missing()))
+MPI_MISSING = mpi_missing()
+needs_mpi = pytest.mark.skipif(MPI_MISSING is not None, reason=str(MPI_MISSING))
 
 
-def launch(np_, args, script=TRAIN, timeout=120):
+def launch(np_, args, script=TRAIN, timeout=120, env=None):
     """mpirun -np np_ python script args; returns (CompletedProcess, seconds)."""
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    env = {**os.environ, **(env or {}), "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
     command = ["mpirun", "--oversubscribe", "--bind-to", "none", "-np", str(np_), sys.executable,
                script, *args]
@@ -157,6 +158,22 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(text_file, tmp_path,
     # where a weight is near zero (AdamW's m / sqrt(v) passes the round-off on whole)
     for name in b:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+EMULATED_CUDA = os.path.join(ROOT, "build", "cuda-emu", "libtinyllm_cuda.so")   # make cuda-emu
+
+
+@needs_mpi
+@pytest.mark.skipif(not os.path.exists(EMULATED_CUDA),
+                    reason="the CUDA emulation is not built (make cuda-emu)")
+def test_cuda_gradients_staged_through_host_buffers(text_file, tmp_path):
+    """On the cuda backend (here its CPU emulation) 2 ranks still equal 1 process."""
+    cuda = {"TINYLLM_CUDA_LIB": EMULATED_CUDA}
+    run = dict(backend="cuda", max_steps=3, eval_interval=3, eval_batches=1, bucket_mb=0.01)
+    assert_ran(launch(2, flags(text_file, tmp_path / "two", batch_size=2, **run), env=cuda)[0])
+    assert_ran(launch(1, flags(text_file, tmp_path / "one", batch_size=4, **run), env=cuda)[0])
+    np.testing.assert_allclose([r["loss"] for r in read_log(tmp_path / "two")],
+                               [r["loss"] for r in read_log(tmp_path / "one")], rtol=1e-6)
 
 
 @needs_mpi

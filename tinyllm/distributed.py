@@ -179,9 +179,9 @@ class Bucket:
         for a, start, end in zip(arrays, self.offsets, self.offsets[1:]):
             self.buffer[start:end] = to_numpy(a).reshape(-1)
 
-    def unpack(self, holders, attribute, scale=1.0):
-        """Set holder.<attribute> (data or grad) of each parameter from the buffer, times scale."""
-        for p, start, end in zip(holders, self.offsets, self.offsets[1:]):
+    def unpack(self, attribute, scale=1.0):
+        """Set p.<attribute> (data or grad) of each parameter from the buffer, times scale."""
+        for p, start, end in zip(self.params, self.offsets, self.offsets[1:]):
             values = self.buffer[start:end].reshape(p.data.shape) * np.float32(scale)
             current = getattr(p, attribute)
             if current is None or is_device_array(current):
@@ -215,7 +215,7 @@ class Averaging:
         return self.dist.comm.Iallreduce(MPI.IN_PLACE, bucket.buffer, op=MPI.SUM)
 
     def finish(self, bucket):
-        bucket.unpack(bucket.params, "grad", scale=1.0 / self.dist.world_size)
+        bucket.unpack("grad", scale=1.0 / self.dist.world_size)
 
     def clip_grad_norm(self, params, max_norm):
         return clip_grad_norm(params, max_norm)   # the gradients are the same on every rank
@@ -305,15 +305,16 @@ class Distributed(SingleProcess):
         return result
 
     def attach(self, model, optimizer, zero=0):
-        """Broadcast rank 0's weights, bucket the gradients, hook them; with zero=1 shard AdamW."""
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.buckets = make_buckets(params, self.bucket_mb, self.world_size)
-        for bucket in self.buckets:
+        """Broadcast rank 0's weights (every parameter, trained or frozen), bucket the trained
+        ones' gradients and hook them; with zero=1 shard AdamW."""
+        for bucket in make_buckets(list(model.parameters()), self.bucket_mb, 1):
             bucket.pack([p.data for p in bucket.params])
             self.wait([self.comm.Ibcast(bucket.buffer, root=0)], "rank 0's initial weights")
-            bucket.unpack(bucket.params, "data")
-            for p in bucket.params:
-                p.grad_hook = self._on_gradient_ready
+            bucket.unpack("data")
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.buckets = make_buckets(params, self.bucket_mb, self.world_size)
+        for p in params:
+            p.grad_hook = self._on_gradient_ready
         self.bucket_of = {id(p): b for b in self.buckets for p in b.params}
         if zero:
             optimizer = self.reducer = ShardedAdamW(optimizer, self)
@@ -368,7 +369,7 @@ class Distributed(SingleProcess):
         return bool(self.allreduce([int(bool(flag))], "the stop flag")[0])
 
     def mean(self, values):
-        total, count = self.allreduce([float(np.sum(values)), len(values)], "the val loss")
+        total, count = self.allreduce([float(np.sum(values)), len(values)], "the mean loss")
         return float(total / count)
 
     def arrive_to_save(self):

@@ -172,7 +172,9 @@ class Trainer:
                 loss.backward(np.asarray(1.0 / c.grad_accum))   # mean over micro-batches
             loss_sum += loss.item()
             self.step_tokens += x.size * self.dist.world_size   # every rank's rows
-        norm = self.dist.clip_grad_norm(self.model.parameters(), c.grad_clip) if c.grad_clip > 0 else float("nan")
+        # the global norm: on N ranks the gradients are averaged (or, with ZeRO-1, sharded)
+        norm = (self.dist.clip_grad_norm(self.model.parameters(), c.grad_clip) if c.grad_clip > 0
+                else float("nan"))
         if c.grad_clip > 0 and not math.isfinite(norm):
             raise TrainingError(self._diverged(f"the gradient norm is {norm}"))
         self.optimizer.step()

@@ -93,7 +93,7 @@ class ShardedAdamW:
             requests.append(self.dist.comm.Iallgather(mine, bucket.buffer))
         self.dist.wait(requests, "the parameter all-gather")
         for bucket in self.dist.buckets:
-            bucket.unpack(bucket.params, "data")
+            bucket.unpack("data")
 
     # AdamW's own: they touch only _params and param_groups
     zero_grad, set_lr = AdamW.zero_grad, AdamW.set_lr
