@@ -132,6 +132,57 @@ def test_single_process_is_the_plain_loop():
     assert one.main_first(lambda: 7) == 7 and one.any(False) is False
 
 
+class FakeMPI:
+    """Enough of mpi4py's MPI for one rank: collectives are recorded, and done at once."""
+    IN_PLACE, SUM = "in place", "sum"
+    params = None   # the model's, while a test watches its gradients
+
+    class Request:
+        @staticmethod
+        def Testall(requests):
+            return True
+
+    class COMM_WORLD:
+        started = []   # for each Iallreduce of a bucket: how many parameters had a gradient
+
+        def Get_rank(self):
+            return 0
+
+        def Get_size(self):
+            return 1
+
+        def Ibcast(self, buffer, root):
+            return "done"
+
+        def Iallreduce(self, send, buffer, op):
+            if FakeMPI.params:
+                self.started.append(sum(p.grad is not None for p in FakeMPI.params))
+            return "done"
+
+
+def test_buckets_start_while_the_backward_still_runs(monkeypatch):
+    from tinyllm import distributed
+    from tinyllm.model import GPT, preset
+    from tinyllm.optim import AdamW
+    monkeypatch.setattr(distributed, "import_mpi", lambda: FakeMPI)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)   # restored after the test
+    monkeypatch.setattr(distributed.signal, "signal", lambda *a: None)
+    model = GPT(preset("tiny"))
+    FakeMPI.params = model.parameters()
+    dist = distributed.Distributed(FakeMPI.COMM_WORLD(), timeout=5, bucket_mb=0.002)
+    dist.attach(model, AdamW(model.parameters()))
+    x = np.random.default_rng(0).integers(0, 256, (2, 16))
+    _, loss = model(x, x)
+    FakeMPI.COMM_WORLD.started.clear()
+    with dist.averaging_gradients(last=True):
+        loss.backward()
+    started = FakeMPI.COMM_WORLD.started
+    assert len(started) == len(dist.buckets) > 2
+    # the first bucket left when few gradients were done; each later one with more of them
+    assert started[0] < len(FakeMPI.params) / 2 and started == sorted(started)
+    FakeMPI.params = None
+
+
 def test_missing_mpi4py_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(DistributedError, match="make mpi"):
