@@ -24,10 +24,11 @@ from tinyllm.safetensors import load_safetensors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "train.py")
-# runs TRAIN's main, doing ACTION (sigint, sigkill, hang) on RANK at the start of STEP
+# runs TRAIN's main, doing ACTION (sigint, sigkill, hang, raise) on RANK at the start of STEP
 FAULTY = """
 import os, signal, sys, time
 from tinyllm.cli.train import main
+from tinyllm.errors import TrainingError
 from tinyllm.train import Trainer
 action, step, rank = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 original = Trainer.train_step
@@ -35,6 +36,8 @@ def train_step(self):
     if self.step + 1 == step and self.dist.rank == rank:
         if action == "hang":
             time.sleep(600)
+        if action == "raise":
+            raise TrainingError("this rank gives up")
         os.kill(os.getpid(), signal.SIGINT if action == "sigint" else signal.SIGKILL)
     return original(self)
 Trainer.train_step = train_step
@@ -250,9 +253,10 @@ def test_interrupted_two_rank_run_resumes_on_two_ranks_and_on_one(text_file, tmp
 @needs_mpi
 @pytest.mark.parametrize("fault,timeout,says", [
     ("sigkill", 20, "rank 1"),                                    # mpirun names the dead rank
-    ("hang", 3, "rank 0 of 2 waited 3 s for the gradient allreduce")])   # our deadline
-def test_a_killed_or_hanging_rank_ends_the_job_and_the_checkpoint_loads(text_file, tmp_path,
-                                                                        fault, timeout, says):
+    ("hang", 3, "rank 0 of 2 waited 3 s for the gradient allreduce"),   # our deadline
+    ("raise", 20, "error (rank 1 of 2): this rank gives up")])          # MPI_Abort after it
+def test_a_dead_hanging_or_failing_rank_ends_the_job_and_the_checkpoint_loads(
+        text_file, tmp_path, fault, timeout, says):
     script = tmp_path / "faulty.py"
     script.write_text(FAULTY)
     args = flags(text_file, tmp_path / "run", max_steps=8, eval_interval=2, mpi_timeout=timeout)
