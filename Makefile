@@ -141,8 +141,8 @@ mpi:
 	@echo "MPI: mpirun $$(command -v mpirun >/dev/null && mpirun --version 2>/dev/null | head -1 | \
 		sed 's/^mpirun //') $$(command -v mpirun >/dev/null && echo ✓ || echo '✗ (apt-get install \
 		openmpi-bin libopenmpi-dev, or your cluster'"'"'s MPI module)'), mpi4py $$($(PYTHON) -c \
-		"import mpi4py; print(mpi4py.__version__, '✓')" 2>/dev/null || echo '✗ (pip install mpi4py; \
-		it needs mpicc from libopenmpi-dev)')"
+		"import mpi4py; from mpi4py import MPI; print(mpi4py.__version__, '✓')" 2>/dev/null \
+		|| echo '✗ (pip install mpi4py; it needs an MPI library, libopenmpi-dev)')"
 
 # ASan and UBSan need their runtime loaded before Python starts: LD_PRELOAD.
 # Python's own allocations are not freed at exit, so leak detection is off.
