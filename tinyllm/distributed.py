@@ -15,13 +15,16 @@ methods either way, so its loop has no `if distributed` branches:
   any(flag)                  a Ctrl-C on one rank stops every rank at the same step
   mean(values)               the mean over every rank's values (the loss, the val loss)
   arrive_to_save()           every rank arrives, rank 0 alone writes the checkpoint
-run.py uses the rest: check_same_run (config, tokenizer and code alike on every
+run.py uses the rest: main_first (rank 0 tokenizes and caches the data before
+the others read it), check_same_run (config, tokenizer and code alike on every
 rank, else an error naming the rank), attach (rank 0's weights broadcast, the
 buckets, ZeRO-1) and shard (each rank's disjoint rows of each global batch).
 
 Every collective waits with a deadline (--mpi-timeout): a rank that died or
 hangs stops the others with an error instead of a hang, and an error on one
-rank aborts them all (MPI_Abort) after it is printed. The CUDA backend's
+rank aborts them all (MPI_Abort) after it is printed. mpirun ends the job on
+Ctrl-C but forwards SIGUSR1, which each rank turns into its Ctrl-C (finish the
+step, save, stop; any() keeps the ranks on the same step). The CUDA backend's
 gradients are staged through host buffers (the tested path; no CUDA-aware MPI).
 
 Not here: the sharded optimizer (zero.py) or the loop (train.py). Read zero.py next.
