@@ -214,6 +214,18 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(text_file, tmp_path,
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@needs_mpi
+def test_with_dropout_each_rank_resumes_its_own_masks(text_file, tmp_path):
+    script = tmp_path / "faulty.py"
+    script.write_text(FAULTY)
+    common = dict(max_steps=6, eval_interval=3, dropout=0.1)
+    assert_ran(launch(2, flags(text_file, tmp_path / "whole", **common))[0])
+    assert_ran(launch(2, ["sigint", "3", "0", *flags(text_file, tmp_path / "cut", **common)], script)[0])
+    assert_ran(launch(2, flags(text_file, tmp_path / "cut", resume=True, **common))[0])
+    np.testing.assert_allclose([r["loss"] for r in read_log(tmp_path / "cut")],
+                               [r["loss"] for r in read_log(tmp_path / "whole")], rtol=1e-6)
+
+
 EMULATED_CUDA = os.path.join(ROOT, "build", "cuda-emu", "libtinyllm_cuda.so")   # make cuda-emu
 
 

@@ -15,6 +15,7 @@ methods either way, so its loop has no `if distributed` branches:
   any(flag)                  a Ctrl-C on one rank stops every rank at the same step
   mean(values)               the mean over every rank's values (the loss, the val loss)
   arrive_to_save()           every rank arrives, rank 0 alone writes the checkpoint
+  own_dropout_stream(model)  each rank its own dropout masks, resumed exactly
 run.py uses the rest: main_first (rank 0 tokenizes and caches the data before
 the others read it), check_same_run (config, tokenizer and code alike on every
 rank, else an error naming the rank), attach (rank 0's weights broadcast, the
@@ -140,6 +141,9 @@ class SingleProcess:
 
     def arrive_to_save(self):
         return True
+
+    def own_dropout_stream(self, model):
+        pass
 
 
 class RankShard:
@@ -327,6 +331,12 @@ class Distributed(SingleProcess):
 
     def shard(self, loader):
         return RankShard(loader, self.rank, self.world_size)
+
+    def own_dropout_stream(self, model):
+        """Rank r draws its dropout masks from rank 0's generator jumped r times (PCG64.jumped).
+        A checkpoint holds rank 0's state; jumping it again after a resume puts every rank
+        back on its own stream where it was, since jumps commute with draws."""
+        model.rng.bit_generator.state = model.rng.bit_generator.jumped(self.rank).state
 
     # -- the gradients, while the backward runs --------------------------------
     @contextlib.contextmanager

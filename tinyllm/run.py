@@ -124,6 +124,7 @@ def build_trainer(config, printer=None):
         printer=printer if dist.is_main else (lambda *a: None), dist=dist)
     if config.resume:
         trainer.resume()
+    dist.own_dropout_stream(model)   # after the resume, which restores rank 0's generator
     return trainer
 
 
