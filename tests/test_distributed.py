@@ -97,6 +97,18 @@ def one_process(data, out, **overrides):
     return build_trainer(TrainConfig(**settings(data, out, **overrides)))
 
 
+@pytest.fixture
+def faulty(tmp_path):
+    """FAULTY as a script file."""
+    script = tmp_path / "faulty.py"
+    script.write_text(FAULTY)
+    return script
+
+
+def losses(out):
+    return [r["loss"] for r in read_log(out)]
+
+
 def read_log(out):
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
@@ -215,15 +227,13 @@ def test_two_ranks_of_batch_b_equal_one_process_of_batch_2b(text_file, tmp_path,
 
 
 @needs_mpi
-def test_with_dropout_each_rank_resumes_its_own_masks(text_file, tmp_path):
-    script = tmp_path / "faulty.py"
-    script.write_text(FAULTY)
+def test_with_dropout_each_rank_resumes_its_own_masks(text_file, tmp_path, faulty):
     common = dict(max_steps=6, eval_interval=3, dropout=0.1)
     assert_ran(launch(2, flags(text_file, tmp_path / "whole", **common))[0])
-    assert_ran(launch(2, ["sigint", "3", "0", *flags(text_file, tmp_path / "cut", **common)], script)[0])
+    assert_ran(launch(2, ["sigint", "3", "0", *flags(text_file, tmp_path / "cut", **common)],
+                      faulty)[0])
     assert_ran(launch(2, flags(text_file, tmp_path / "cut", resume=True, **common))[0])
-    np.testing.assert_allclose([r["loss"] for r in read_log(tmp_path / "cut")],
-                               [r["loss"] for r in read_log(tmp_path / "whole")], rtol=1e-6)
+    np.testing.assert_allclose(losses(tmp_path / "cut"), losses(tmp_path / "whole"), rtol=1e-6)
 
 
 EMULATED_CUDA = os.path.join(ROOT, "build", "cuda-emu", "libtinyllm_cuda.so")   # make cuda-emu
@@ -238,24 +248,21 @@ def test_cuda_gradients_staged_through_host_buffers(text_file, tmp_path):
     run = dict(backend="cuda", max_steps=3, eval_interval=3, eval_batches=1, bucket_mb=0.01)
     assert_ran(launch(2, flags(text_file, tmp_path / "two", batch_size=2, **run), env=cuda)[0])
     assert_ran(launch(1, flags(text_file, tmp_path / "one", batch_size=4, **run), env=cuda)[0])
-    np.testing.assert_allclose([r["loss"] for r in read_log(tmp_path / "two")],
-                               [r["loss"] for r in read_log(tmp_path / "one")], rtol=1e-6)
+    np.testing.assert_allclose(losses(tmp_path / "two"), losses(tmp_path / "one"), rtol=1e-6)
 
 
 @needs_mpi
-def test_interrupted_two_rank_run_resumes_on_two_ranks_and_on_one(text_file, tmp_path):
-    script = tmp_path / "faulty.py"
-    script.write_text(FAULTY)
+def test_interrupted_two_rank_run_resumes_on_two_ranks_and_on_one(text_file, tmp_path, faulty):
     common = dict(max_steps=8, eval_interval=4, zero=1)
     assert_ran(launch(2, flags(text_file, tmp_path / "whole", **common))[0])
     # Ctrl-C on rank 1 alone in step 6: both ranks finish it, save and stop
-    done, _ = launch(2, ["sigint", "6", "1", *flags(text_file, tmp_path / "cut", **common)], script)
+    done, _ = launch(2, ["sigint", "6", "1", *flags(text_file, tmp_path / "cut", **common)], faulty)
     assert_ran(done)
     assert load_model(tmp_path / "cut" / "ckpt.safetensors")[2]["step"] == 6
     shutil.copytree(tmp_path / "cut", tmp_path / "cut1")
     assert_ran(launch(2, flags(text_file, tmp_path / "cut", resume=True, **common))[0])
     one_process(text_file, tmp_path / "cut1", resume=True, batch_size=8, **common).train()
-    whole = [r["loss"] for r in read_log(tmp_path / "whole")]
+    whole = losses(tmp_path / "whole")
     for run in ("cut", "cut1"):
         log = read_log(tmp_path / run)
         assert [r["step"] for r in log] == list(range(1, 9))
@@ -268,11 +275,9 @@ def test_interrupted_two_rank_run_resumes_on_two_ranks_and_on_one(text_file, tmp
     ("hang", 3, "rank 0 of 2 waited 3 s for the gradient allreduce"),   # our deadline
     ("raise", 20, "error (rank 1 of 2): this rank gives up")])          # MPI_Abort after it
 def test_a_dead_hanging_or_failing_rank_ends_the_job_and_the_checkpoint_loads(
-        text_file, tmp_path, fault, timeout, says):
-    script = tmp_path / "faulty.py"
-    script.write_text(FAULTY)
+        text_file, tmp_path, faulty, fault, timeout, says):
     args = flags(text_file, tmp_path / "run", max_steps=8, eval_interval=2, mpi_timeout=timeout)
-    done, seconds = launch(2, [fault, "4", "1", *args], script)
+    done, seconds = launch(2, [fault, "4", "1", *args], faulty)
     assert done.returncode != 0 and seconds < 60
     assert says in done.stdout + done.stderr
     assert load_model(tmp_path / "run" / "ckpt.safetensors")[2]["step"] == 2
