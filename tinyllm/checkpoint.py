@@ -4,7 +4,8 @@ A run's output folder holds two safetensors files (safetensors.py is the format)
   ckpt.safetensors         the model: the contract's parameter names (DESIGN.md),
                            so PyTorch code loads it as a state_dict, plus metadata
                            "format", "version", "config" (GPTConfig as JSON),
-                           "tokenizer" (JSON), "step" and "run_id"
+                           "tokenizer" (JSON), "step" and "run_id"; a fine-tuned
+                           model adds "labels" and/or "lora" (finetune/model.py)
   train_state.safetensors  what an exact resume needs besides the model:
                            AdamW's moments ("exp_avg.<name>", "exp_avg_sq.<name>")
                            and, as metadata, the step, the training config and
@@ -21,7 +22,8 @@ import json
 import uuid
 
 from tinyllm.errors import CheckpointError
-from tinyllm.model import GPT, GPTConfig
+from tinyllm.finetune import model as finetuned
+from tinyllm.model import GPTConfig
 from tinyllm.safetensors import load_safetensors, read_metadata, save_safetensors
 from tinyllm.tokenizer import from_dict as tokenizer_from_dict
 
@@ -32,7 +34,8 @@ VERSION = "1"
 def save_model(path, model, tokenizer, step, run_id):
     save_safetensors(path, model.state_dict(), {
         "format": FORMAT, "version": VERSION, "config": json.dumps(model.config.to_dict()),
-        "tokenizer": json.dumps(tokenizer.to_dict()), "step": str(step), "run_id": run_id})
+        "tokenizer": json.dumps(tokenizer.to_dict()), "step": str(step), "run_id": run_id,
+        **finetuned.metadata(model)})
 
 
 def read_model_metadata(path):
@@ -47,8 +50,9 @@ def read_model_metadata(path):
     try:
         config = GPTConfig.from_dict(json.loads(meta["config"]))
         tokenizer = tokenizer_from_dict(json.loads(meta["tokenizer"]))
+        extras = {k: json.loads(meta[k]) for k in finetuned.KEYS if k in meta}
         return {"config": config, "tokenizer": tokenizer, "step": int(meta["step"]),
-                "run_id": meta["run_id"]}
+                "run_id": meta["run_id"], "finetune": extras}
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path} has damaged metadata ({e}); use another checkpoint") from e
 
@@ -57,7 +61,7 @@ def load_model(path):
     """(model, tokenizer, metadata) from a model checkpoint."""
     meta = read_model_metadata(path)
     tensors, _ = load_safetensors(path)
-    model = GPT(meta["config"])
+    model = finetuned.build(meta["config"], meta["finetune"])
     try:
         model.load_state_dict(tensors)
     except (KeyError, ValueError) as e:

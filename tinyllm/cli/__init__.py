@@ -5,6 +5,7 @@
   python -m tinyllm prepare   [--help]  raw text -> clean, deduplicated token shards (cli/prepare.py)
   python -m tinyllm tokenizer {train,encode,decode} [--help]  byte-level BPE (cli/tokenizer.py)
   python -m tinyllm plot LOG  [--help]  the loss curve of a training log (cli/plot.py)
+  python -m tinyllm finetune {sft,classify} [--help]  adapt a checkpoint, LoRA or full (cli/finetune.py)
 
 The command modules only parse flags and print; the work is in the library
 below them. A command is imported only when it runs, so `sample` never pays
@@ -13,7 +14,7 @@ for the curation pipeline.
 import importlib
 import sys
 
-COMMANDS = ("train", "sample", "prepare", "tokenizer", "plot")
+COMMANDS = ("train", "sample", "prepare", "tokenizer", "plot", "finetune")
 
 
 def main(argv=None):
