@@ -8,6 +8,7 @@ import pytest
 
 from tests.finetune_helpers import instructions, labelled, tiny_base, write_jsonl
 from tinyllm.checkpoint import load_model, save_model
+from tinyllm.cli.sample import main as sample_main
 from tinyllm.errors import CheckpointError
 from tinyllm.finetune import lora
 from tinyllm.finetune.run import FinetuneConfig, build_finetune_trainer, finish, load_with_adapter
@@ -111,6 +112,8 @@ def test_adapter_files_round_trip(tmp_path, base):
     expected = trainer.model(X)[0].data
     np.testing.assert_array_equal(model(X)[0].data, expected)
     assert tokenizer.fingerprint() == trainer.tokenizer.fingerprint()
+    assert sample_main(["--ckpt", str(base_path), "--adapter", str(out), "--instruction",
+                        "--prompt", "swap cat dog", "--max-new-tokens", "4", "--temperature", "0"]) == 0
     merged, _, meta = load_model(out / "merged.safetensors")
     assert meta["finetune"] == {} and type(merged) is GPT
     np.testing.assert_allclose(merged(X)[0].data, expected, rtol=1e-5, atol=1e-5)

@@ -1,5 +1,8 @@
 """`python -m tinyllm sample` (and `python examples/sample.py`): continue a prompt with a checkpoint.
 
+With --adapter DIR the LoRA adapter of a `finetune --lora` run is put on top
+of --ckpt (its base); with --instruction the prompt is put in the fine-tuning
+template (tinyllm/finetune/sft.py) and each answer ends at <|end|>.
 This file only parses flags and prints; decoding is tinyllm/generate.py's.
 """
 import argparse
@@ -10,6 +13,8 @@ import numpy as np
 from tinyllm import backends
 from tinyllm.checkpoint import load_model
 from tinyllm.errors import CheckpointError
+from tinyllm.finetune import sft
+from tinyllm.finetune.run import load_with_adapter
 
 
 def main(argv=None):
@@ -24,13 +29,20 @@ def main(argv=None):
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold (default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--backend", default=None, help="numpy, c or cuda (default: the fastest built)")
+    p.add_argument("--adapter", default=None, help="a LoRA adapter folder to put on top of --ckpt")
+    p.add_argument("--instruction", action="store_true",
+                   help="--prompt is a question: use the instruction template, stop at <|end|>")
     args = p.parse_args(argv)
 
     try:
         if args.backend:
             backends.set_backend(args.backend)
         model, tokenizer, meta = load_model(args.ckpt)
-        ids = np.array([tokenizer.encode(args.prompt)] * args.num_samples)   # (num_samples, T)
+        if args.adapter:
+            model, tokenizer = load_with_adapter(args.ckpt, args.adapter)
+        prompt = (sft.prompt_ids(tokenizer, args.prompt) if args.instruction
+                  else tokenizer.encode(args.prompt))
+        ids = np.array([prompt] * args.num_samples)                          # (num_samples, T)
         out = model.generate(ids, args.max_new_tokens, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     except (CheckpointError, ValueError, backends.BackendUnavailable) as e:
@@ -40,5 +52,6 @@ def main(argv=None):
     for i, row in enumerate(out):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print(tokenizer.decode(row.tolist()))
+        print(sft.answer_text(tokenizer, row[len(prompt):]) if args.instruction
+              else tokenizer.decode(row.tolist()))
     return 0

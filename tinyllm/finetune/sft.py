@@ -110,6 +110,9 @@ def encode(messages, tokenizer):
 
 def prompt_ids(tokenizer, question, system=None):
     """The ids to generate an answer from: the template up to and including "<|assistant|>\\n"."""
+    if END not in tokenizer.special_tokens:
+        raise DataError("this model's tokenizer has no template tokens: it was not instruction-"
+                        "tuned (`python -m tinyllm finetune sft`), so prompt it with plain text")
     messages = ([{"role": "system", "content": system}] if system else []) + \
         [{"role": "user", "content": question}, {"role": "assistant", "content": "x"}]
     ids, trained = encode(messages, tokenizer)
@@ -129,3 +132,17 @@ def examples(chats, tokenizer, block_size, mask_prompt=True):
         y = np.where(trained[1:], ids[1:], -1)                             # (T,) next token or -1
         out.append((x, y))
     return out, truncated
+
+
+def answer(model, tokenizer, question, max_new_tokens=64, **sampling):
+    """The model's answer to a question put in the template: generated text up to <|end|>."""
+    ids = prompt_ids(tokenizer, question)
+    out = model.generate(ids[None, -model.config.block_size:], max_new_tokens, **sampling)[0, len(ids):]
+    return answer_text(tokenizer, out)
+
+
+def answer_text(tokenizer, ids):
+    """Decode generated ids, stopping before the first <|end|>."""
+    ids = list(ids)
+    end = tokenizer.special_tokens[END]
+    return tokenizer.decode(ids[:ids.index(end)] if end in ids else ids)
