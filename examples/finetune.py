@@ -65,7 +65,8 @@ def docstring_pairs():
                 signature = str(inspect.signature(obj))
             except (TypeError, ValueError):
                 continue
-            if 10 <= len(doc) <= 110 and len(signature) <= 60 and (name, attr) not in seen:
+            if 10 <= len(doc) <= 110 and len(signature) <= 60 and " at 0x" not in signature \
+                    and (name, attr) not in seen:
                 seen.add((name, attr))
                 pairs.append((f"What does {name}.{attr}{signature} do?", doc))
     return pairs
@@ -191,8 +192,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--base", default="out/ckpt.safetensors", help="pretrained checkpoint (default: %(default)s)")
     p.add_argument("--out", default="out-finetune", help="folder of the runs and data (default: %(default)s)")
-    p.add_argument("--sft-steps", type=int, default=300, help="steps of each instruction run (default: %(default)s)")
-    p.add_argument("--cls-steps", type=int, default=200, help="steps of each classification run (default: %(default)s)")
+    p.add_argument("--sft-steps", type=int, default=150, help="steps of each instruction run (default: %(default)s)")
+    p.add_argument("--cls-steps", type=int, default=150, help="steps of each classification run (default: %(default)s)")
     p.add_argument("--lines", type=int, default=4000, help="classification examples (default: %(default)s)")
     p.add_argument("--backend", default=None, help="numpy, c or cuda (default: the fastest built)")
     p.add_argument("--runs", default="sft,sft-lora,classify,classify-lora", help="which runs (default: %(default)s)")

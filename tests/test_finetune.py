@@ -186,7 +186,9 @@ def test_a_label_unseen_in_training_is_an_error_at_eval(tmp_path, base, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     (["--lora", "--lora-targets", "q_proj"], "names no Linear module of this model"),
-    (["--lora", "--lora-r", "0"], "--lora-r must be an integer >= 1, got 0")])
+    (["--lora", "--lora-r", "0"], "--lora-r must be an integer >= 1, got 0"),
+    (["--merge"], "--merge folds LoRA adapters into the base: it needs --lora"),
+    (["--train-blocks", "1"], "--train-blocks is for classify")])
 def test_bad_lora_flags_are_clear_errors(tmp_path, base, capsys, flags, message):
     data = write_jsonl(tmp_path / "sft.jsonl", instructions())
     out = tmp_path / "out"

@@ -71,6 +71,9 @@ class FinetuneConfig(LoopConfig):
             self._at_least(name, 1)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.merge and not self.lora:
+            raise ValueError("--merge folds LoRA adapters into the base: it needs --lora "
+                             "(without it OUT/ckpt.safetensors is already a full model)")
 
     def lora_config(self, modules_to_save=()):
         targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
@@ -118,6 +121,8 @@ def build_finetune_trainer(kind, config, printer=None):
     """A Trainer fine-tuning config.base for `kind` ("sft" or "classify"), resumed when config.resume."""
     if kind not in KINDS:
         raise ValueError(f"unknown fine-tuning kind {kind!r}; choose one of {KINDS}")
+    if kind == "sft" and config.train_blocks is not None:
+        raise ValueError("--train-blocks is for classify; for sft use --lora to train less")
     backend = backends.set_backend(config.backend) if config.backend else backends.get_backend()
     base, tokenizer, meta = load_model(config.base)
     if type(base) is not GPT:
