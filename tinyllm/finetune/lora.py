@@ -27,10 +27,11 @@ import pathlib
 import numpy as np
 
 from tinyllm import nn, ops
+from tinyllm.backends import get_backend
 from tinyllm.atomic import atomic_write
 from tinyllm.errors import CheckpointError
 from tinyllm.safetensors import load_safetensors, save_safetensors
-from tinyllm.tensor import like, to_numpy
+from tinyllm.tensor import Tensor, like, to_numpy
 
 PEFT_PREFIX = "base_model.model."
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
@@ -59,10 +60,39 @@ class LoRAConfig:
 
 
 def lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout=None):
-    """x W^T (+ b) + scale * dropout(x) A^T B^T, from ops.linear alone, so its gradient is linear's."""
-    y = ops.linear(x, weight, bias)                                      # (..., out)
-    h = ops.linear(dropout(x) if dropout else x, lora_a)                 # (..., r)
-    return y + ops.linear(h, lora_b) * scale                             # (..., out)
+    """x W^T (+ b) + scale * dropout(x) A^T B^T -> (..., out), one op: x (..., in), W (out, in),
+    A (r, in), B (out, r). It keeps only h = dropout(x) A^T (N, r) beside its inputs, and a
+    frozen W (or an input that needs no gradient) costs no matmul in the backward."""
+    if x.shape[-1] != weight.shape[1] or lora_a.shape != (lora_b.shape[1], weight.shape[1]) \
+            or lora_b.shape[0] != weight.shape[0]:
+        raise ValueError(f"lora_linear: x {x.shape}, W {weight.shape}, A {lora_a.shape} and "
+                         f"B {lora_b.shape} do not fit: need W (out, in), A (r, in), B (out, r)")
+    kernels = get_backend()
+    xd = dropout(x) if dropout is not None else x                        # (..., in)
+    x2 = x.data.reshape(-1, x.shape[-1])                                 # (N, in)
+    xd2 = xd.data.reshape(-1, x.shape[-1])                               # (N, in)
+    y = kernels.matmul(x2, weight.data, transpose_b=True)                # (N, out)  x W^T
+    h = kernels.matmul(xd2, lora_a.data, transpose_b=True)               # (N, r)    xd A^T
+    update = kernels.matmul(h, lora_b.data, transpose_b=True)            # (N, out)  h B^T
+    update *= scale                                                      # in place: GPU arrays too
+    y += update                                                          # x W^T + s h B^T
+    if bias is not None:
+        y = y + bias.data
+    parents = (x, xd, weight, lora_a, lora_b) + ((bias,) if bias is not None else ())
+
+    def backward(g):
+        g2 = g.reshape(-1, weight.shape[0])                              # (N, out)
+        # forward: y = x W^T + s h B^T (+ b), h = xd A^T; so with dh = s g B (N, r):
+        dh = kernels.matmul(g2, lora_b.data)                             # (N, r)
+        dh *= scale
+        d_lora_b = kernels.matmul(g2, h, transpose_a=True)               # (out, r)
+        d_lora_b *= scale                                                # dB = s g^T h
+        grads = (kernels.matmul(g2, weight.data).reshape(x.shape) if x.requires_grad else None,  # g W
+                 kernels.matmul(dh, lora_a.data).reshape(x.shape) if xd.requires_grad else None,  # dh A
+                 kernels.matmul(g2, x2, transpose_a=True) if weight.requires_grad else None,     # g^T x
+                 kernels.matmul(dh, xd2, transpose_a=True), d_lora_b)                           # dh^T xd
+        return grads + ((g2.sum(axis=0),) if bias is not None else ())
+    return Tensor.from_op(y.reshape(*x.shape[:-1], weight.shape[0]), parents, backward, "lora_linear")
 
 
 class LoRALinear(nn.Module):
