@@ -39,6 +39,8 @@ KINDS = ("sft", "classify")
 
 @dataclasses.dataclass
 class FinetuneConfig(LoopConfig):
+    out: str = option("out-finetune", "folder for the log, checkpoints, adapters and loss curve")
+    max_steps: int = option(None, "optimizer steps (default: --epochs passes over the data)")
     base: str = option("out/ckpt.safetensors", "the pretrained checkpoint to start from")
     data: str = option(None, "training examples, JSONL (sft: instruction/input/output or messages; "
                              "classify: text/label)")
@@ -71,6 +73,9 @@ class FinetuneConfig(LoopConfig):
             self._at_least(name, 1)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if pathlib.Path(self.out, "ckpt.safetensors").resolve() == pathlib.Path(self.base).resolve():
+            raise ValueError(f"--out {self.out} would overwrite the base checkpoint {self.base}; "
+                             f"give another --out")
         if self.merge and not self.lora:
             raise ValueError("--merge folds LoRA adapters into the base: it needs --lora "
                              "(without it OUT/ckpt.safetensors is already a full model)")
