@@ -7,7 +7,9 @@ zero, so at initialisation the model computes exactly what the base did.
 Only A and B (and any modules listed in modules_to_save, such as the
 embedding rows of added tokens) are trained; every other parameter is
 frozen (requires_grad False), so it takes no gradient work and no
-optimizer state. `merge` folds the update into W (W += (alpha / r) B A)
+optimizer state. `lora_linear` is the layer as one op with its own backward:
+it keeps only h = x A^T (N, r) for it, where three chained Linears would keep
+three (N, out) arrays per layer (more than full fine-tuning's memory, measured). `merge` folds the update into W (W += (alpha / r) B A)
 for inference at the base's speed; `unmerge` takes it out again.
 
 Adapters are written as HuggingFace peft writes them, so peft loads them
@@ -18,7 +20,7 @@ onto the same model in PyTorch (examples/torch_gpt.py):
                              base_model.model.<module path>.weight
   adapter_config.json        peft's LoraConfig fields (r, lora_alpha, target_modules, ...)
 
-Not here: which run trains them (finetune/run.py). Read classify.py next.
+Not here: which run trains them (finetune/run.py). Read model.py next.
 """
 import dataclasses
 import json
