@@ -194,3 +194,14 @@ def test_bad_lora_flags_are_clear_errors(tmp_path, base, capsys, flags, message)
     out = tmp_path / "out"
     assert main(["sft", "--base", str(base[0]), "--data", str(data), "--out", str(out), *flags]) == 1
     assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_resume_takes_the_saved_flags(tmp_path, base, capsys):
+    data = write_jsonl(tmp_path / "sft.jsonl", instructions())
+    out = tmp_path / "out"
+    assert main(["sft", "--base", str(base[0]), "--data", str(data), "--out", str(out),
+                 "--max-steps", "2", "--eval-interval", "2", "--batch-size", "4", "--lora"]) == 0
+    assert main(["sft", "--out", str(out), "--resume", "--max-steps", "4"]) == 0
+    assert "resumed from" in capsys.readouterr().err
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4] and (out / "adapter_model.safetensors").exists()
