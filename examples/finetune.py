@@ -140,7 +140,8 @@ def run_one(kind, use_lora, args, files, questions):
     prefix = "sft" if kind == "sft" else "cls"
     config = FinetuneConfig(
         base=args.base, data=files[f"{prefix}_train"], val=files[f"{prefix}_val"],
-        out=str(pathlib.Path(args.out) / name), batch_size=16, eval_interval=100, eval_batches=8,
+        out=str(pathlib.Path(args.out) / name), batch_size=16, eval_interval=100,
+        eval_batches=64,   # every held-out example (up to 1024): accuracy over all of them
         max_steps=args.sft_steps if kind == "sft" else args.cls_steps, lora=use_lora,
         lr=3e-3 if use_lora else 1e-3, min_lr=1e-4, backend=args.backend, lora_r=8)
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
