@@ -4,7 +4,8 @@ A run's output folder holds two safetensors files (safetensors.py is the format)
   ckpt.safetensors         the model: the contract's parameter names (DESIGN.md),
                            so PyTorch code loads it as a state_dict, plus metadata
                            "format", "version", "config" (GPTConfig as JSON),
-                           "tokenizer" (JSON), "step" and "run_id"
+                           "tokenizer" (JSON), "step" and "run_id"; a fine-tuned
+                           model adds "labels" and/or "lora" (finetune/model.py)
   train_state.safetensors  what an exact resume needs besides the model:
                            AdamW's moments ("exp_avg.<name>", "exp_avg_sq.<name>")
                            and, as metadata, the step, the training config and
@@ -28,7 +29,8 @@ import uuid
 
 from tinyllm.atomic import commit
 from tinyllm.errors import CheckpointError
-from tinyllm.model import GPT, GPTConfig
+from tinyllm.finetune import model as finetuned
+from tinyllm.model import GPTConfig
 from tinyllm.safetensors import load_safetensors, read_metadata, save_safetensors
 from tinyllm.tokenizer import from_dict as tokenizer_from_dict
 
@@ -39,7 +41,8 @@ VERSION = "1"
 def save_model(path, model, tokenizer, step, run_id):
     save_safetensors(path, model.state_dict(), {
         "format": FORMAT, "version": VERSION, "config": json.dumps(model.config.to_dict()),
-        "tokenizer": json.dumps(tokenizer.to_dict()), "step": str(step), "run_id": run_id})
+        "tokenizer": json.dumps(tokenizer.to_dict()), "step": str(step), "run_id": run_id,
+        **finetuned.metadata(model)})
 
 
 def save_checkpoint(ckpt_path, state_path, model, tokenizer, names, optimizer, state, run_id):
@@ -92,8 +95,9 @@ def read_model_metadata(path):
     try:
         config = GPTConfig.from_dict(json.loads(meta["config"]))
         tokenizer = tokenizer_from_dict(json.loads(meta["tokenizer"]))
+        extras = {k: json.loads(meta[k]) for k in finetuned.KEYS if k in meta}
         return {"config": config, "tokenizer": tokenizer, "step": int(meta["step"]),
-                "run_id": meta["run_id"]}
+                "run_id": meta["run_id"], "finetune": extras}
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{path} has damaged metadata ({str(e)[:200]}); use another "
                               f"checkpoint") from None
@@ -104,7 +108,7 @@ def load_model(path):
     meta = read_model_metadata(path)
     tensors, _ = load_safetensors(path)
     _check_shapes(path, meta["config"], tensors)   # before a model of the config's size is built
-    model = GPT(meta["config"])
+    model = finetuned.build(meta["config"], meta["finetune"])
     try:
         model.load_state_dict(tensors)
     except (KeyError, ValueError) as e:
@@ -131,9 +135,12 @@ def _check_shapes(path, config, tensors):
     if config.n_layer > len(tensors):   # each layer holds tensors: do not even list them
         raise CheckpointError(f"{path}: its config claims {config.n_layer:,} layers but the file "
                               f"holds {len(tensors)} tensors; the file is damaged")
+    # a fine-tuned model may lack lm_head (a classifier) or wrap a layer (LoRA), but the
+    # embeddings are always there and pin the width, vocabulary and context
     expected = contract_shapes(config)
-    wrong = [(n, tensors[n].shape if n in tensors else "missing", s)
-             for n, s in expected.items() if n not in tensors or tensors[n].shape != s]
+    needed = {"transformer.wte.weight", "transformer.wpe.weight"}
+    wrong = [(n, tensors[n].shape if n in tensors else "missing", s) for n, s in expected.items()
+             if (n in needed and n not in tensors) or (n in tensors and tensors[n].shape != s)]
     if wrong:
         name, got, want = wrong[0]
         raise CheckpointError(f"{path}: the weights do not match the config stored beside them "

@@ -171,6 +171,12 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, cache=None):
         """idx (B, T) token ids -> logits (B, T, V) and the mean loss against targets (or None)."""
+        logits = self.lm_head(self.hidden(idx, cache))                     # (B, T, V)
+        loss = ops.cross_entropy(logits, targets) if targets is not None else None
+        return logits, loss
+
+    def hidden(self, idx, cache=None):
+        """idx (B, T) -> the final hidden states (B, T, C), after ln_f (heads read them)."""
         idx = self._check_ids(idx)
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -186,9 +192,7 @@ class GPT(nn.Module):
             x = block(x, cache)
         if cache is not None:
             cache.length += T
-        logits = self.lm_head(t.ln_f(x))                                   # (B, T, V)
-        loss = ops.cross_entropy(logits, targets) if targets is not None else None
-        return logits, loss
+        return t.ln_f(x)                                                   # (B, T, C)
 
     def _check_ids(self, idx):
         idx = np.asarray(idx)

@@ -248,10 +248,11 @@ def linear(x, weight, bias=None):
         y = y + bias.data
     parents = (x, weight) if bias is None else (x, weight, bias)
 
-    def backward(g):
+    def backward(g):   # a frozen weight or an input without a gradient costs no matmul
         g2 = g.reshape(-1, weight.shape[0])                      # (N, out)
-        dx = kernels.matmul(g2, weight.data).reshape(x.shape)    # y = x W^T  ->  dx = g W
-        dw = kernels.matmul(g2, x2, transpose_a=True)            #            ->  dW = g^T x
+        dx = (kernels.matmul(g2, weight.data).reshape(x.shape)   # y = x W^T  ->  dx = g W
+              if x.requires_grad else None)
+        dw = kernels.matmul(g2, x2, transpose_a=True) if weight.requires_grad else None  # dW = g^T x
         return (dx, dw) if bias is None else (dx, dw, g2.sum(axis=0))
     return Tensor.from_op(y.reshape(*lead, weight.shape[0]), parents, backward, "linear")
 

@@ -87,8 +87,9 @@ class TrainConfig(LoopConfig):
         return GPTConfig(**shape)
 
 
-def saved_config(out):
-    """The TrainConfig fields a run in `out` was started with, or {} when there is none."""
+def saved_config(out, config_class=None):
+    """The config fields (of config_class, TrainConfig by default) a run in `out` was started
+    with, or {} when there is none."""
     state_path = pathlib.Path(out) / "train_state.safetensors"
     if distributed.launched_rank() == 0:   # rank 0 alone owns the folder under mpirun
         lock_folder(out, "train")   # recovering renames files a running save may be writing
@@ -102,7 +103,7 @@ def saved_config(out):
     except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{state_path}: no readable train_config in its metadata ({str(e)[:200]}); "
                               f"the file is damaged: start a new run or restore it") from None
-    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainConfig)})
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(config_class or TrainConfig)})
     if unknown:
         raise CheckpointError(f"{state_path}: train_config has fields this command does not know "
                               f"({unknown}); it was written by another tinyllm or command: resume "

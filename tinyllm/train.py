@@ -93,17 +93,19 @@ class LoopConfig:
 
 class Trainer:
     def __init__(self, model, optimizer, loader, val_batches, tokenizer, config, names,
-                 bytes_per_token=None, description=None, printer=None, dist=None):
+                 bytes_per_token=None, description=None, printer=None, dist=None, metrics=None):
         """model: on its backend already; optimizer: over the parameters named by names, in its
         order; loader: next_batch() -> (x, y) and a state_dict; val_batches() -> [(x, y), ...],
         the same every call; bytes_per_token: of the val data, for bits per byte in the log;
-        dist: this process's place in an MPI run (distributed.py; default: a single process)."""
+        dist: this process's place in an MPI run (distributed.py; default: a single process);
+        metrics: () -> {name: number}, measured and logged with every val loss (val accuracy)."""
         if config.max_steps is None:
             raise ValueError("LoopConfig.max_steps is not set: give the number of steps")
         self.print = printer or (lambda *a: print(*a, file=sys.stderr, flush=True))
         self.model, self.optimizer, self.loader = model, optimizer, loader
         self.val_batches, self.tokenizer, self.config, self.names = val_batches, tokenizer, config, names
         self.bytes_per_token, self.description = bytes_per_token, description
+        self.metrics = metrics or dict
         self.out = pathlib.Path(config.out)
         self.ckpt_path = self.out / "ckpt.safetensors"
         self.state_path = self.out / "train_state.safetensors"
@@ -257,6 +259,7 @@ class Trainer:
                         raise TrainingError(self._diverged(f"the val loss is {val_loss}", self.step))
                     if self.bytes_per_token:   # per byte, runs with other tokenizers compare
                         record["val_bpb"] = val_loss / math.log(2) / self.bytes_per_token
+                    record.update(self.metrics())
                 self._log(record, bar)
                 if "val_loss" in record:
                     self.save()
@@ -279,7 +282,9 @@ class Trainer:
                 f"lr {record['lr']:.2e} | {record['tokens_per_sec']:,.0f} tok/s")
         if "val_loss" in record:
             bpb = f" ({record['val_bpb']:.3f} bits/byte)" if "val_bpb" in record else ""
-            bar.note(f"{line} | val {record['val_loss']:.4f}{bpb}")
+            extra = "".join(f" | {k} {record[k]:.4f}" for k in sorted(record) if k.startswith("val_")
+                            and k not in ("val_loss", "val_bpb"))
+            bar.note(f"{line} | val {record['val_loss']:.4f}{bpb}{extra}")
         else:
             bar.update(line, self.step / self.config.max_steps)
 

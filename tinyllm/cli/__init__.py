@@ -6,6 +6,7 @@
   python -m tinyllm tokenizer {train,encode,decode} [--help]  byte-level BPE (cli/tokenizer.py)
   python -m tinyllm plot LOG  [--help]  the loss curve of a training log (cli/plot.py)
   python -m tinyllm plan      [--help]  a training plan for a target size and hardware (cli/plan.py)
+  python -m tinyllm finetune {sft,classify} [--help]  adapt a checkpoint, LoRA or full (cli/finetune.py)
 
 The command modules only parse flags and print; the work is in the library
 below them. A command is imported only when it runs, so `sample` never pays
@@ -14,7 +15,7 @@ for the curation pipeline. Read train.py here first.
 import importlib
 import sys
 
-COMMANDS = ("train", "sample", "prepare", "tokenizer", "plot", "plan")
+COMMANDS = ("train", "sample", "prepare", "tokenizer", "plot", "plan", "finetune")
 
 
 def main(argv=None):

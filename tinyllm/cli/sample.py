@@ -1,5 +1,8 @@
 """`python -m tinyllm sample` (and `python examples/sample.py`): continue a prompt with a checkpoint.
 
+With --adapter DIR the LoRA adapter of a `finetune --lora` run is put on top
+of --ckpt (its base); with --instruction the prompt is put in the fine-tuning
+template (tinyllm/finetune/sft.py) and each answer ends at <|end|>.
 This file only parses flags and prints; decoding is tinyllm/generate.py's.
 """
 import argparse
@@ -11,6 +14,8 @@ from tinyllm import backends
 from tinyllm.checkpoint import load_model
 from tinyllm.errors import CheckpointError
 from tinyllm.terminal import MODES, shown
+from tinyllm.finetune import sft
+from tinyllm.finetune.run import load_with_adapter
 
 
 def main(argv=None):
@@ -29,6 +34,9 @@ def main(argv=None):
                    help="show control characters of the text as \\xNN: auto = when stdout is a "
                         "terminal (a file or pipe gets the exact text), always, or never "
                         "(default: %(default)s)")
+    p.add_argument("--adapter", default=None, help="a LoRA adapter folder to put on top of --ckpt")
+    p.add_argument("--instruction", action="store_true",
+                   help="--prompt is a question: use the instruction template, stop at <|end|>")
     args = p.parse_args(argv)
     for flag, value in (("--num-samples", args.num_samples), ("--max-new-tokens", args.max_new_tokens)):
         if value < 1:
@@ -41,7 +49,11 @@ def main(argv=None):
         if args.backend:
             backends.set_backend(args.backend)
         model, tokenizer, meta = load_model(args.ckpt)
-        ids = np.array([tokenizer.encode(args.prompt)] * args.num_samples)   # (num_samples, T)
+        if args.adapter:
+            model, tokenizer = load_with_adapter(args.ckpt, args.adapter)
+        prompt = (sft.prompt_ids(tokenizer, args.prompt) if args.instruction
+                  else tokenizer.encode(args.prompt))
+        ids = np.array([prompt] * args.num_samples)                          # (num_samples, T)
         out = model.generate(ids, args.max_new_tokens, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                              exclude=tokenizer.unused_ids())
@@ -52,5 +64,7 @@ def main(argv=None):
     for i, row in enumerate(out):
         if args.num_samples > 1:
             print(f"--- sample {i + 1} ---")
-        print(shown(tokenizer.decode(row.tolist()), mode=args.escape))
+        text = (sft.answer_text(tokenizer, row[len(prompt):]) if args.instruction
+                else tokenizer.decode(row.tolist()))
+        print(shown(text, mode=args.escape))
     return 0

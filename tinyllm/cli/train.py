@@ -19,20 +19,26 @@ from tinyllm.run import TrainConfig, build_trainer, saved_config
 from tinyllm.terminal import shown
 
 
+def add_config_flags(p, config_class):
+    """One --flag per field of a config dataclass, its help beside the field (cli/finetune.py too)."""
+    for field in dataclasses.fields(config_class):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata["help"]
+        if field.type is bool:   # a default-on switch gets its --no- form
+            action = argparse.BooleanOptionalAction if field.default else "store_true"
+            p.add_argument(flag, action=action, help=help_text)
+        else:
+            shown = "" if field.default is None else f" (default: {field.default!r})"
+            p.add_argument(flag, type=field.type, help=help_text + shown)
+    return p
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="train", description="Train a GPT on text. With no arguments: the default model "
         "on the Python standard library's source, about five minutes on two cores.",
         argument_default=argparse.SUPPRESS)
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        help_text = field.metadata["help"]
-        if field.type is bool:
-            p.add_argument(flag, action="store_true", help=help_text)
-        else:
-            shown = "" if field.default is None else f" (default: {field.default!r})"
-            p.add_argument(flag, type=field.type, help=help_text + shown)
-    return p
+    return add_config_flags(p, TrainConfig)
 
 
 def config_from_args(argv=None):

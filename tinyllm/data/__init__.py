@@ -7,6 +7,8 @@ In reading order:
   loader.py     prepare_token_files (tokenize once, cache) and BatchLoader (x, y batches)
   shards.py     the shards `python -m tinyllm prepare` writes: ShardWriter, and
                 open_prepared / prepared_tokenizer for the trainer
+  examples.py   fine-tuning data: JSONL read with line numbers, padded batches of
+                variable-length (x, y) examples (ExampleLoader)
 
 Not here: the tokenizers (tinyllm/tokenizer/) or the curation pipeline that
 cleans and deduplicates raw text into shards (tinyllm/curate/). This package
