@@ -169,8 +169,10 @@ def test_zero_flag_is_kept_or_refused():
 
 def test_days_and_tokens():
     plan = make_plan(params=1e9, hardware="8xH100", days=7)
+    c = plan["compute"]   # the compute rate, slowed by each step's exposed allreduce
     assert plan["tokens"]["days_allow"] == pytest.approx(
-        7 * 86400 * 8 * 989.5e12 * 0.4 / plan["model"]["flops_per_token"])
+        7 * 86400 * 8 * 989.5e12 * 0.4 / plan["model"]["flops_per_token"]
+        * c["compute_step_seconds"] / c["step_seconds"])
     plan = make_plan(params=1e9, hardware="8xH100", tokens=5e9)
     assert plan["tokens"]["budget"] == 5e9 and plan["tokens"]["from"] == "--tokens"
     assert plan["compute"]["flops"] == plan["model"]["flops_per_token"] * 5e9
@@ -223,3 +225,71 @@ def test_list_hardware(capsys):
         assert hw.name in out and hw.source in out
     rc, _, err = run(capsys)
     assert rc == 1 and "--params" in err and "--preset" in err
+
+
+def test_communication_arithmetic():
+    from tinyllm.plan.scaling import OVERLAP, communication
+    node = dataclasses.replace(KNOWN["H100-SXM"], count=4, link=100e9, network=10e9)
+    comm = communication(1e9, node, zero=1)
+    # a ring of 4 sends 2 x 3/4 of the 1 GB over the 100 GB/s link: 15 ms; the backward hides 44%
+    assert comm["allreduce_seconds"] == pytest.approx(0.015) and OVERLAP == 0.44
+    assert comm["exposed_seconds"] == pytest.approx(0.56 * 0.015)
+    # 16 ranks span two nodes of 8: the 10 GB/s network is the slowest link; ZeRO-3 moves 1.5 x
+    comm = communication(1e9, dataclasses.replace(node, count=16), zero=3)
+    assert comm["across_nodes"] and comm["allreduce_seconds"] == pytest.approx(2 * 15 / 16 * 1.5e9 / 10e9)
+    assert communication(1e9, dataclasses.replace(node, count=1), zero=0)["exposed_seconds"] == 0
+
+
+def test_plan_time_includes_the_allreduce():
+    plan = make_plan(params=1e9, hardware="8xH100")
+    c, N = plan["compute"], plan["model"]["parameters"]
+    comm = c["communication"]
+    # bf16 gradients, 2 bytes a parameter, over NVLink 4 (450 GB/s one way) within one node
+    assert comm["grad_bytes"] == 2 * N and comm["bytes_per_second"] == 450e9
+    assert comm["exposed_seconds"] == pytest.approx(0.56 * 2 * 7 / 8 * 2 * N / 450e9)
+    assert c["step_seconds"] == pytest.approx(c["compute_step_seconds"] + comm["exposed_seconds"])
+    assert c["seconds"] == pytest.approx(c["compute_seconds"] * c["step_seconds"] / c["compute_step_seconds"])
+    assert c["compute_seconds"] == pytest.approx(c["flops"] / (8 * 989.5e12 * 0.4))
+    assert c["device_hours"] == pytest.approx(c["seconds"] / 3600 * 8)
+    # 64 devices are 8 nodes: the ring runs at the nodes' 8 x 400 Gbit/s InfiniBand
+    assert make_plan(params=10e9, hardware="64xH100")["compute"]["communication"]["bytes_per_second"] == 400e9
+    one = make_plan(params=125e6, hardware="1xH100")["compute"]
+    assert one["communication"]["exposed_seconds"] == 0 and one["step_seconds"] == one["compute_step_seconds"]
+
+
+def test_communication_is_a_line_of_the_plan(capsys):
+    rc, out, _ = run(capsys, "--params", "1B", "--hardware", "8xH100")
+    assert rc == 0 and "communication per step" in out and "450 GB/s" in out and "44%" in out
+    assert "has not landed" not in out and "has not landed" not in (ROOT / "README.md").read_text()
+    rc, out, _ = run(capsys, "--params", "1B", "--hardware", "8xH100", "--json")
+    assert json.loads(out)["compute"]["communication"]["ranks"] == 8
+    rc, out, _ = run(capsys, "--params", "125M", "--hardware", "1xH100")
+    assert rc == 0 and "communication per step" not in out and "mpirun" not in out
+
+
+def test_zero1_plans_pass_zero_1_to_mpirun():
+    plan = make_plan(params=10e9, hardware="64xH100")
+    assert plan["memory"]["chosen"]["zero"] == 1
+    one, mpi = (train_flags(plan["commands"][k]) for k in ("train", "train_mpi"))
+    assert mpi.zero == 1 and one.zero == 0 and "--zero 1" in plan["commands"]["train_mpi"]
+    assert "zero_note" not in plan["commands"]
+    assert "--zero" not in make_plan(params=1e9, hardware="8xH100")["commands"]["train_mpi"]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    # ZeRO-2 chosen: ZeRO-1 takes 85.9 GB a device here, and fits from 28 devices
+    (dict(params=13e9, hardware="8xH100"), ["ZeRO-2 is not in tinyllm", "more than", "28xH100-SXM"]),
+    # ZeRO-3 chosen: every rank keeps 4 bytes a parameter of weights and gradients, > 72 GB
+    (dict(params=20e9, hardware="8xH100"), ["ZeRO-3 is not in tinyllm", "at no device count"]),
+    # --zero 3 asked for where ZeRO-1 fits at half the micro-batch, with twice the accumulation
+    (dict(params=10e9, hardware="64xH100", zero=3), ["ZeRO-3 is not in tinyllm", "--batch-size 2 "
+                                                     "--grad-accum 8", "within"]),
+    # ZeRO-3 on twice the devices a 1B model needs: ZeRO-1 fits as planned
+    (dict(params=1e9, hardware="8xH100", zero=3), ["ZeRO-3 is not in tinyllm", "runs as planned"])])
+def test_zero_2_and_3_plans_say_what_tinyllm_runs_instead(kwargs, words):
+    plan = make_plan(**kwargs)
+    note, instead = plan["commands"]["zero_note"], plan["memory"]["tinyllm_zero1"]
+    for w in words:
+        assert w in note, note
+    assert f"{instead['bytes_per_device'] / 1e9:.1f} GB" in note
+    assert train_flags(plan["commands"]["train_mpi"]).zero == 1

@@ -6,14 +6,15 @@
 A plan holds: the model shape (shapes.py, from the GPT-3 paper's table) and
 its exact parameter count (model.num_parameters, from the config alone);
 the token budget (Chinchilla-optimal, or --tokens) and what --days allows;
-the training FLOPs and time at an MFU; the memory per device for each ZeRO
+the training FLOPs and time at an MFU, with each step's gradient allreduce
+(scaling.py); the memory per device for each ZeRO
 stage and the smallest layout that fits (budget.py); the hyperparameters
 (GPT-3's, interpolated by size) with the micro-batch and accumulation that
 fit; and the commands (commands.py) with a rough cost. Every value is plain
 data, so `--json` writes the dict as it is.
 
 Not here: printing it (report.py) or the flags (tinyllm/cli/plan.py). Read
-hardware.py next; then shapes.py, budget.py, layout.py, commands.py, report.py.
+hardware.py next; then shapes.py, budget.py, layout.py, scaling.py, commands.py, report.py.
 """
 import math
 import re
@@ -23,7 +24,8 @@ from tinyllm.model import PRESETS, GPTConfig, flops_per_token, num_parameters, p
 from tinyllm.plan import budget
 from tinyllm.plan.commands import commands
 from tinyllm.plan.hardware import parse_hardware
-from tinyllm.plan.layout import choose_layout, usable_bytes
+from tinyllm.plan.layout import choose_layout, usable_bytes, zero1_instead
+from tinyllm.plan.scaling import communication
 from tinyllm.plan.shapes import GPT3_RECIPE, gpt3_hyperparameters, shape_for
 
 SUFFIXES = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
@@ -53,17 +55,20 @@ def make_plan(params=None, hardware="8xH100", preset=None, tokens=None, days=Non
     if tokens is not None and tokens < 1:
         raise PlanError(f"--tokens must be a positive count, got {tokens}: e.g. --tokens 20B")
     D = tokens or chinchilla
-    flops = budget.training_flops(config, D)
-    seconds = budget.training_seconds(flops, hw, dtype, mfu)
-    allowed = budget.tokens_in(days * 86400, config, hw, dtype, mfu) if days else None
-    if days and allowed < D:
-        raise _too_short(days, D, seconds, allowed, hw, mfu)
     hp = _hyperparameters(params or N, D, T)   # at the size asked for: the table's own at its sizes
     layout, stages = choose_layout(config, N, hw, dtype, zero, hp["batch_sequences"])
     _schedule(hp, layout, D, T)
+    compute = _compute(config, N, hw, dtype, mfu, D, hp, layout["zero"], price)
+    # --days at the compute rate, slowed by the step's communication
+    allowed = (budget.tokens_in(days * 86400, config, hw, dtype, mfu) * compute["compute_step_seconds"]
+               / compute["step_seconds"]) if days else None
+    if days and allowed < D:
+        raise _too_short(days, D, compute["seconds"], allowed, hw, mfu)
     fits_one = (budget.memory_per_device(config, N, 1, 0, layout["micro_batch"], dtype, False)
                 + hw.runtime <= usable_bytes(hw))
-    device_hours = seconds / 3600 * hw.count
+    memory = {"chosen": layout, "stages": stages}
+    if layout["zero"] > 1 and hw.count > 1:
+        memory["tinyllm_zero1"] = zero1_instead(config, N, hw, dtype, layout)
     return {
         "model": {**config.to_dict(), "shape_from": f"the {preset} preset" if preset else "the GPT-3 table",
                   "parameters": N, "parameters_by_part": parameter_counts(config),
@@ -72,14 +77,27 @@ def make_plan(params=None, hardware="8xH100", preset=None, tokens=None, days=Non
                      "memory_bytes": hw.memory, "source": hw.source, "backend": hw.backend},
         "tokens": {"budget": D, "chinchilla": chinchilla, "from": "chinchilla" if tokens is None else "--tokens",
                    "tokens_per_parameter": D / N, "days_allow": allowed},
-        "compute": {"flops": flops, "mfu": mfu, "seconds": seconds, "days": seconds / 86400,
-                    "step_seconds": flops_per_token(config) * hp["batch_tokens"] / flops * seconds,
-                    "device_hours": device_hours, "price_per_device_hour": price,
-                    "cost": device_hours * price},
-        "memory": {"chosen": layout, "stages": stages},
+        "compute": compute,
+        "memory": memory,
         "hyperparameters": hp,
-        "commands": commands(config, layout, hp, hw, dtype, out or f"out/plan-{_size_name(N)}", fits_one),
+        "commands": commands(config, layout, hp, hw, dtype, out or f"out/plan-{_size_name(N)}", fits_one,
+                             memory.get("tinyllm_zero1")),
     }
+
+
+def _compute(config, N, hw, dtype, mfu, D, hp, zero, price):
+    """The time: FLOPs at the MFU, plus each step's gradient allreduce the backward does not hide."""
+    flops = budget.training_flops(config, D)
+    compute_seconds = budget.training_seconds(flops, hw, dtype, mfu)
+    compute_step = flops_per_token(config) * hp["batch_tokens"] / flops * compute_seconds
+    comm = communication(budget.STATE_BYTES[dtype][1] * N, hw, zero)
+    step = compute_step + comm["exposed_seconds"]
+    seconds = compute_seconds * step / compute_step
+    device_hours = seconds / 3600 * hw.count
+    return {"flops": flops, "mfu": mfu, "seconds": seconds, "days": seconds / 86400,
+            "compute_seconds": compute_seconds, "step_seconds": step, "compute_step_seconds": compute_step,
+            "communication": comm, "device_hours": device_hours, "price_per_device_hour": price,
+            "cost": device_hours * price}
 
 
 def _too_short(days, D, seconds, allowed, hw, mfu):

@@ -7,9 +7,10 @@ The rule: the lowest ZeRO stage (the least communication) on which one
 sequence per device fits without recomputation; failing that, with full
 recomputation; then the largest power-of-two micro-batch that still fits,
 and the accumulation that makes up the global batch. The table gives every
-stage's memory per device and the fewest devices on which it would fit.
+stage's memory per device and the fewest devices on which it would fit;
+zero1_instead what tinyllm (ZeRO stage 1 only) needs in place of stage 2 or 3.
 
-Not here: the byte counts themselves (budget.py). Read commands.py next.
+Not here: the byte counts themselves (budget.py). Read scaling.py next.
 """
 from tinyllm.errors import PlanError
 from tinyllm.plan.budget import (USABLE_MEMORY, ZERO_STAGES, activation_bytes, korthikanti_layer_bytes,
@@ -57,6 +58,28 @@ def choose_layout(config, params, hardware, dtype, zero, batch_sequences):
               # what the same layers would keep with a materialised softmax and dropout (eq. 1, 16-bit)
               "korthikanti_activation_bytes": config.n_layer * korthikanti_layer_bytes(s, b, h, a)}
     return chosen, table
+
+
+def zero1_instead(config, params, hardware, dtype, chosen):
+    """What tinyllm, which shards at ZeRO stage 1 only, runs in place of a ZeRO-2/3 layout: its memory
+    per device at the chosen micro-batch, else the largest smaller one that fits (the accumulation
+    making up the same global batch), else the fewest devices on which ZeRO-1 fits."""
+    n, b, recompute = hardware.count, chosen["micro_batch"], chosen["recompute"]
+
+    def per_device(micro_batch):
+        return memory_per_device(config, params, n, 1, micro_batch, dtype, recompute) + hardware.runtime
+    result = {"bytes_per_device": per_device(b), "micro_batch": b, "grad_accum": chosen["grad_accum"],
+              "fits": per_device(b) <= chosen["usable_bytes"], "min_devices": None}
+    smaller = b // 2
+    while not result["fits"] and smaller >= 1:
+        if per_device(smaller) <= chosen["usable_bytes"]:
+            result.update(bytes_per_device=per_device(smaller), micro_batch=smaller, fits=True,
+                          grad_accum=chosen["grad_accum"] * b // smaller)
+        smaller //= 2
+    if not result["fits"]:   # at one sequence, then: the least it can keep
+        result.update(bytes_per_device=per_device(1), micro_batch=1, grad_accum=chosen["grad_accum"] * b)
+        result["min_devices"] = min_devices(config, params, usable_bytes(hardware), 1, dtype, recompute)
+    return result
 
 
 def _micro_batch(fits, devices, batch_sequences, tolerance=0.05):

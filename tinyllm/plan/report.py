@@ -68,13 +68,33 @@ def _budget(plan):
         lines.append(f"  Chinchilla-optimal would be {count(t['chinchilla'])}")
     if t["days_allow"]:
         lines.append(f"  --days allows {count(t['days_allow'])} tokens at this MFU")
-    return lines + [
-        "", "compute",
-        f"  {c['flops']:.3g} FLOPs: {duration(c['seconds'])} on {hw['count']} x {hw['name']} at "
-        f"{rate(hw['peak_flops'])} {hw['dtype']} peak each and MFU {c['mfu']:g}",
-        f"  ({hw['source']}); one optimizer step: {duration(c['step_seconds'])}",
-        f"  {c['device_hours']:,.0f} device-hours: about ${c['cost']:,.0f} at "
-        f"${c['price_per_device_hour']:.2f} per device-hour (--price)", ""]
+    return lines + ["", "compute",
+                    f"  {c['flops']:.3g} FLOPs: {duration(c['seconds'])} on {hw['count']} x {hw['name']} at "
+                    f"{rate(hw['peak_flops'])} {hw['dtype']} peak each and MFU {c['mfu']:g}",
+                    f"  ({hw['source']}); one optimizer step: {duration(c['step_seconds'])}",
+                    *_communication(c, hw),
+                    f"  {c['device_hours']:,.0f} device-hours: about ${c['cost']:,.0f} at "
+                    f"${c['price_per_device_hour']:.2f} per device-hour (--price)", ""]
+
+
+def _communication(c, hw):
+    """The step's allreduce: bytes, link, what the backward hides (scaling.py); none on one device."""
+    comm = c["communication"]
+    if comm["ranks"] == 1:
+        return []
+    traffic = f"{comm['traffic']:g} x " if comm["traffic"] != 1 else ""
+    where = "between nodes" if comm["across_nodes"] else "within the node"
+    return [f"  communication per step: a ring allreduce of {traffic}{gb(comm['grad_bytes'])} of "
+            f"{hw['dtype']} gradients on {comm['ranks']} ranks, 2 (N-1)/N of it over "
+            f"{comm['bytes_per_second'] / 1e9:g} GB/s {where}:",
+            f"  {_ms(comm['allreduce_seconds'])}, of which the backward hides {comm['overlap']:.0%} "
+            f"(measured, BENCHMARKS.md's MPI section): +{_ms(comm['exposed_seconds'])} on a "
+            f"{duration(c['compute_step_seconds'])} compute step",
+            f"  ({comm['source']})"]
+
+
+def _ms(seconds):
+    return f"{seconds * 1e3:.3g} ms"
 
 
 def _memory(plan):
@@ -117,9 +137,14 @@ def _commands(plan):
     cmd = plan["commands"]
     lines = ["commands",
              f"  data ({count(plan['tokens']['budget'])} tokens of text, roughly 4 bytes each):",
-             f"    {cmd['prepare']}", "  train:", f"    {cmd['train']}"]
+             f"    {cmd['prepare']}"]
     if "train_mpi" in cmd:
-        lines += [f"  ({cmd['note']})", f"    {cmd['train_mpi']}"]
+        lines += [f"  train ({cmd['note']}):", f"    {cmd['train_mpi']}"]
+        if "zero_note" in cmd:
+            lines.append(f"  ({cmd['zero_note']})")
+        lines += [f"  or {cmd['one_process']}:", f"    {cmd['train']}"]
+    else:
+        lines += ["  train:", f"    {cmd['train']}"]
     if "today" in cmd:
         lines.append(f"  ({cmd['today']})")
     return lines
