@@ -316,7 +316,7 @@ def test_garbage_work_state_starts_over(corpus, reference, tmp_path):
 # ----------------------------------------------------------------------------- command line
 
 
-def test_cli_help_and_errors(capsys):
+def test_cli_help_and_errors(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
@@ -324,7 +324,7 @@ def test_cli_help_and_errors(capsys):
     for flag in ("--input", "--languages", "--langid-model", "--dedup-threshold", "--min-words",
                  "--dup-ngram-limits", "--no-quality", "--skip-langid", "--shard-tokens"):
         assert flag in out
-    assert main(["--input", "/no/such/path", "--out", "/tmp/x"]) == 1
+    assert main(["--input", "/no/such/path", "--out", str(tmp_path / "x")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
 
 
