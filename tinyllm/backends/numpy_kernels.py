@@ -40,6 +40,17 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     return np.matmul(a, b)
 
 
+def gemv(x, w):
+    """x (M, K) @ w (N, K)^T -> (M, N) for the few rows M (1..16) of a decoding step.
+
+    The same numbers as matmul(x, w, transpose_b=True). It is a kernel of its
+    own because decoding is memory-bound: each weight is read once per token,
+    so the compiled twins stream w's rows once for all M rows of x and split
+    N over the threads (no packing, no tiling) to run at the memory bandwidth.
+    """
+    return np.matmul(x, w.T)
+
+
 # ----------------------------------------------------------------------------
 # causal self-attention, flash-style
 
@@ -117,6 +128,23 @@ def attention_backward(dout, q, k, v, out, lse, tile=None):
             dq[:, :, q0:q1] += np.matmul(ds, k[:, :, k0:k1])
             dk[:, :, k0:k1] += np.matmul(np.swapaxes(ds, -1, -2), q[:, :, q0:q1])
     return dq, dk, dv
+
+
+def attention_decode(q, k_cache, v_cache, Tk):
+    """attention_forward's output for the newest queries against a KV cache, read in place.
+
+    q: (B, nh, Tq, hs) the Tq newest positions; k_cache, v_cache: (B, nh, Tmax, hs),
+    of which the first Tk positions hold keys and values (Tq <= Tk <= Tmax), the
+    last Tq of them the queries' own. Query i sits at position Tk - Tq + i, as in
+    attention_forward. Returns out (B, nh, Tq, hs); no lse: decoding has no backward.
+    The compiled twins read each cached key and value once per head, without a copy.
+    """
+    return attention_forward(q, k_cache[:, :, :Tk], v_cache[:, :, :Tk])[0]
+
+
+def kv_write(cache, x, start):
+    """cache (B, nh, Tmax, hs)[:, :, start:start + T] = x (B, nh, T, hs), in place."""
+    cache[:, :, start:start + x.shape[2]] = x
 
 
 # ----------------------------------------------------------------------------
@@ -330,3 +358,8 @@ def sum_of_squares(arrays):
 
 def concat(arrays, axis):
     return np.concatenate(arrays, axis=axis)
+
+
+def empty(shape, dtype=np.float32):
+    """An uninitialized array of this backend (the KV cache's buffers)."""
+    return np.empty(shape, dtype)
