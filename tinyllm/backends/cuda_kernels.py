@@ -303,6 +303,47 @@ def sum_of_squares(arrays):
     return float(np.sum(sums.numpy())) if arrays else 0.0
 
 
+def empty(shape, dtype=np.float32):
+    """An uninitialized DeviceArray (the KV cache's buffers)."""
+    return DeviceArray(shape, dtype)
+
+
+def _kv_sizes(name, cache, x):
+    cache, x = _f32(f"{name} cache", cache), _f32(f"{name} x", x)
+    if cache.ndim != 4 or x.ndim != 4 or cache.shape[:2] + cache.shape[3:] != x.shape[:2] + x.shape[3:]:
+        raise ValueError(f"{name}: cache (B, nh, Tmax, hs) {cache.shape} and (B, nh, T, hs) "
+                         f"{x.shape} differ off the time axis")
+    return cache.shape[0] * cache.shape[1], cache.shape[2] * cache.shape[3] * 4  # rows, row bytes
+
+
+def kv_write(cache, x, start):
+    """As numpy_kernels.kv_write: one strided copy, row (b, h) of x into its row of the cache."""
+    n_rows, cache_pitch = _kv_sizes("kv_write", cache, x)
+    T, hs = x.shape[2:]
+    if not 0 <= start <= cache.shape[2] - T:
+        raise ValueError(f"kv_write: positions [{start}, {start + T}) are outside the cache's "
+                         f"{cache.shape[2]}")
+    check(lib.copy_rows(cache.raw + start * hs * 4, cache_pitch, x.raw, T * hs * 4, T * hs * 4,
+                        n_rows))
+
+
+def attention_decode(q, k_cache, v_cache, Tk):
+    """As numpy_kernels.attention_decode. The cached prefix is copied out (one strided copy per
+    cache, on the device) and runs the flash kernel: a decode kernel reading the cache in
+    place is still to come here (the C backend has one)."""
+    q = _f32("attention_decode q", q)
+    B, nh, Tq, hs = q.shape
+    if not Tq <= Tk <= k_cache.shape[2]:
+        raise ValueError(f"attention_decode: need Tq={Tq} <= Tk={Tk} <= {k_cache.shape[2]}")
+    prefix = []
+    for name, cache in (("k", k_cache), ("v", v_cache)):
+        n_rows, pitch = _kv_sizes(f"attention_decode {name}", cache, q)
+        out = DeviceArray((B, nh, Tk, hs))
+        check(lib.copy_rows(out.raw, Tk * hs * 4, cache.raw, pitch, Tk * hs * 4, n_rows))
+        prefix.append(out)
+    return attention_forward(q, *prefix)[0]
+
+
 def concat(arrays, axis):
     """np.concatenate of DeviceArrays: one strided copy per input (the KV cache grows this way)."""
     arrays = [_f32("concat", a) for a in arrays]
