@@ -207,3 +207,30 @@ class StopStrings:
         """The held text, at the end of a generation that met no stop string."""
         text, self._held = ("" if self.done else self._held), ""
         return text
+
+
+def stream_text(model, tokenizer, idx, max_new_tokens, settings=None, rng=None, stops=(),
+                cache=None, timing=None):
+    """stream() with text: yield (ids (B,), pieces) per step, pieces the B rows' new printable text.
+
+    A row ends at a stop string (not in its text) or at the tokenizer's
+    end-of-text token; the loop ends when every row has ended or after
+    max_new_tokens. A last (None, pieces) gives what each row held back.
+    """
+    B = np.asarray(idx).shape[0]
+    texts = [TextStream(tokenizer) for _ in range(B)]
+    stoppers = [StopStrings(stops) for _ in range(B)]
+    eot = getattr(tokenizer, "eot_token", None)
+    for nxt in stream(model, idx, max_new_tokens, settings, rng, cache, timing):
+        pieces = []
+        for row, token in enumerate(nxt.tolist()):
+            stop, text = stoppers[row], texts[row]
+            if token == eot and not stop.done:   # the end: what was held back, then nothing
+                pieces.append(stop.push(text.flush()) + stop.flush())
+                stop.done = True
+            else:
+                pieces.append(stop.push(text.push(token)))
+        yield nxt, pieces
+        if all(s.done for s in stoppers):
+            return
+    yield None, [s.push(t.flush()) + s.flush() for s, t in zip(stoppers, texts)]

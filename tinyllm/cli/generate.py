@@ -1,0 +1,119 @@
+"""`python -m tinyllm generate` (also `sample`, and `python examples/sample.py`): continue a prompt.
+
+    python -m tinyllm generate --ckpt out/ckpt.safetensors --prompt "ROMEO:" --stop "\\n\\n"
+    echo "ROMEO:" | python -m tinyllm generate --temperature 0
+
+The prompt comes from --prompt, --prompt-file (- for stdin), or stdin when it
+is not a terminal. The text is streamed to stdout as it is decoded (several
+--num-samples are decoded as one batch and printed when done); prefill and
+decode tokens/s go to stderr at the end. Bad flags, a bad checkpoint or a
+prompt the tokenizer refuses stop with a message and exit code 1 before
+anything is written. This file only parses flags and prints; decoding is
+tinyllm/generate.py's, sampling tinyllm/sampling.py's.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+from tinyllm import backends
+from tinyllm.checkpoint import load_model
+from tinyllm.errors import CheckpointError, TokenizerError
+from tinyllm.generate import Timing, stream_text
+from tinyllm.sampling import Sampling
+
+
+def parser(prog="generate"):
+    p = argparse.ArgumentParser(prog=prog, description="Generate text from a trained checkpoint, "
+                                "streamed as it is decoded.")
+    p.add_argument("--ckpt", default="out/ckpt.safetensors", help="model checkpoint (default: %(default)s)")
+    p.add_argument("--prompt", default=None, help="text to continue (default: --prompt-file, stdin, "
+                   "or the end-of-text token / a newline when there is none)")
+    p.add_argument("--prompt-file", default=None, help="read the prompt from this file (- = stdin)")
+    p.add_argument("--max-new-tokens", type=int, default=300, help="tokens to generate (default: %(default)s)")
+    p.add_argument("--num-samples", type=int, default=1,
+                   help="independent samples, decoded as one batch (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="0 = always the likeliest token; higher = more varied (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k likeliest; 0 = all "
+                   "(default: %(default)s)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold in (0, 1] (default: off)")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="drop tokens below min-p times the likeliest one's probability (default: off)")
+    p.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="> 1 makes tokens already in the context less likely (default: 1, off)")
+    p.add_argument("--stop", action="append", default=[], metavar="STRING",
+                   help="stop when this text is generated (not printed); repeatable")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--backend", default=None, help="numpy, c or cuda (default: the fastest built)")
+    return p
+
+
+def settings_from(args):
+    """Sampling settings from the flags; ValueError names a bad one."""
+    if args.max_new_tokens < 0:
+        raise ValueError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    return Sampling(args.temperature, args.top_k or None, args.top_p, args.min_p,
+                    args.repetition_penalty)
+
+
+def read_prompt(args):
+    if args.prompt is not None:
+        return args.prompt
+    if args.prompt_file == "-" or (args.prompt_file is None and not sys.stdin.isatty()):
+        return sys.stdin.read()
+    if args.prompt_file is not None:
+        try:
+            with open(args.prompt_file, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"--prompt-file {args.prompt_file}: {e}") from e
+    return ""
+
+
+def prompt_ids(prompt, tokenizer, block_size):
+    """The prompt's ids, cropped to the context; an empty prompt starts from end-of-text or a newline."""
+    ids = tokenizer.encode(prompt)
+    if not ids:
+        eot = getattr(tokenizer, "eot_token", None)
+        ids = [eot] if eot is not None else tokenizer.encode("\n")
+        print(f"note: empty prompt; starting from {'<|endoftext|>' if eot is not None else 'a newline'}",
+              file=sys.stderr)
+    if len(ids) > block_size:
+        print(f"warning: the prompt has {len(ids)} tokens, more than the context of {block_size}; "
+              f"keeping the last {block_size}", file=sys.stderr)
+        ids = ids[-block_size:]
+    return ids
+
+
+def main(argv=None, prog="generate"):
+    args = parser(prog).parse_args(argv)
+    try:
+        settings = settings_from(args)
+        if args.backend:
+            backends.set_backend(args.backend)
+        model, tokenizer, meta = load_model(args.ckpt)
+        ids = prompt_ids(read_prompt(args), tokenizer, model.config.block_size)
+    except (CheckpointError, TokenizerError, ValueError, backends.BackendUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.ckpt}: step {meta['step']}, {model.summary()}", file=sys.stderr)
+    idx = np.array([ids] * args.num_samples)                               # (num_samples, T)
+    timing, rows = Timing(), [[] for _ in range(args.num_samples)]
+    head = tokenizer.decode(ids)
+    if args.num_samples == 1:
+        print(head, end="", flush=True)
+    for _, pieces in stream_text(model, tokenizer, idx, args.max_new_tokens, settings,
+                                 np.random.default_rng(args.seed), args.stop, timing=timing):
+        if args.num_samples == 1:
+            print(pieces[0], end="", flush=True)
+        for row, piece in zip(rows, pieces):
+            row.append(piece)
+    if args.num_samples == 1:
+        print()
+    for i, row in enumerate(rows if args.num_samples > 1 else []):
+        print(f"--- sample {i + 1} ---\n{head}{''.join(row)}")
+    print(timing.report(), file=sys.stderr)
+    return 0
