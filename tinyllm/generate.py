@@ -85,14 +85,17 @@ class Timing:
 
 @contextlib.contextmanager
 def _inference(model):
-    """Eval mode and no graph for one step: not across a yield, where the caller runs."""
+    """Eval mode and no graph for one step: not across a yield, where the caller runs.
+    (A model already in eval mode skips the walk over its modules, twice a step.)"""
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with no_grad():
             yield
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train(True)
 
 
 def stream(model, idx, max_new_tokens, settings=None, rng=None, cache=None, timing=None,
