@@ -6,6 +6,7 @@ The layers, top to bottom (README's reading map follows them upward):
   train.py             the Trainer
   checkpoint.py        what a checkpoint holds (a model and its tokenizer)
   model.py             the GPT
+  chat.py              a conversation: the template, the turns kept in the KV cache
   generate.py          the KV cache and decoding, for any model with forward(idx, cache=)
   sampling.py          logits -> token ids (NumPy only)
   nn.py optim.py gradcheck.py
@@ -28,7 +29,7 @@ PACKAGE = ROOT / "tinyllm"
 LAYERS = {
     "tinyllm.cli": 90, "tinyllm.__main__": 95, "tinyllm": 99,   # __init__: the public names
     "tinyllm.run": 80, "tinyllm.train": 70, "tinyllm.checkpoint": 60, "tinyllm.model": 50,
-    "tinyllm.generate": 45, "tinyllm.sampling": 44, "tinyllm.nn": 40, "tinyllm.optim": 40, "tinyllm.gradcheck": 40,
+    "tinyllm.chat": 46, "tinyllm.generate": 45, "tinyllm.sampling": 44, "tinyllm.nn": 40, "tinyllm.optim": 40, "tinyllm.gradcheck": 40,
     "tinyllm.tensor": 30, "tinyllm.ops": 30,
     "tinyllm.curate": 24, "tinyllm.data": 22, "tinyllm.tokenizer": 20,
     "tinyllm.backends": 10,

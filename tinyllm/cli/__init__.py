@@ -3,6 +3,7 @@
   python -m tinyllm train     [--help]  train a GPT (cli/train.py; examples/train.py runs it)
   python -m tinyllm generate  [--help]  continue a prompt with a checkpoint, streamed (cli/generate.py)
   python -m tinyllm sample    [--help]  the same, under its old name (cli/sample.py)
+  python -m tinyllm chat      [--help]  talk to a checkpoint, the conversation in the KV cache (cli/chat.py)
   python -m tinyllm prepare   [--help]  raw text -> clean, deduplicated token shards (cli/prepare.py)
   python -m tinyllm tokenizer {train,encode,decode} [--help]  byte-level BPE (cli/tokenizer.py)
   python -m tinyllm plot LOG  [--help]  the loss curve of a training log (cli/plot.py)
@@ -14,7 +15,7 @@ for the curation pipeline.
 import importlib
 import sys
 
-COMMANDS = ("train", "generate", "sample", "prepare", "tokenizer", "plot")
+COMMANDS = ("train", "generate", "sample", "chat", "prepare", "tokenizer", "plot")
 
 
 def main(argv=None):

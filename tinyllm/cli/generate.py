@@ -95,6 +95,7 @@ def main(argv=None, prog="generate"):
         if args.backend:
             backends.set_backend(args.backend)
         model, tokenizer, meta = load_model(args.ckpt)
+        model.eval()
         ids = prompt_ids(read_prompt(args), tokenizer, model.config.block_size)
     except (CheckpointError, TokenizerError, ValueError, backends.BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
