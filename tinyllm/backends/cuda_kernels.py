@@ -87,6 +87,8 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
         raise ValueError(f"matmul on the CUDA backend takes 2-D @ 2-D or equal-batch 3-D @ 3-D, "
                          f"got {a.shape} @ {b.shape}; reshape (broadcast) the operands first")
     batch, M, N, K = sizes
+    if a.ndim == 2 and transpose_b and not transpose_a and 1 <= M <= GEMV_MAX_ROWS:
+        return gemv(a, b)                                          # a decoding step's Linear
     out = DeviceArray(a.shape[:-2] + (M, N))
     check(_options["matmul"](a.ptr, b.ptr, out.ptr, batch, M, N, K, int(transpose_a),
                              int(transpose_b)))
@@ -328,20 +330,37 @@ def kv_write(cache, x, start):
 
 
 def attention_decode(q, k_cache, v_cache, Tk):
-    """As numpy_kernels.attention_decode. The cached prefix is copied out (one strided copy per
-    cache, on the device) and runs the flash kernel: a decode kernel reading the cache in
-    place is still to come here (the C backend has one)."""
+    """As numpy_kernels.attention_decode: the cache is read in place on the device."""
     q = _f32("attention_decode q", q)
+    if q.ndim != 4:
+        raise ValueError(f"attention_decode: q must be (B, nh, Tq, hs), got shape {q.shape}")
     B, nh, Tq, hs = q.shape
-    if not Tq <= Tk <= k_cache.shape[2]:
-        raise ValueError(f"attention_decode: need Tq={Tq} <= Tk={Tk} <= {k_cache.shape[2]}")
-    prefix = []
     for name, cache in (("k", k_cache), ("v", v_cache)):
-        n_rows, pitch = _kv_sizes(f"attention_decode {name}", cache, q)
-        out = DeviceArray((B, nh, Tk, hs))
-        check(lib.copy_rows(out.raw, Tk * hs * 4, cache.raw, pitch, Tk * hs * 4, n_rows))
-        prefix.append(out)
-    return attention_forward(q, *prefix)[0]
+        _kv_sizes(f"attention_decode {name}", cache, q)
+    if not 1 <= Tq <= Tk <= k_cache.shape[2] or v_cache.shape != k_cache.shape:
+        raise ValueError(f"attention_decode: need 1 <= Tq={Tq} <= Tk={Tk} <= cache length "
+                         f"{k_cache.shape[2]} and equal k, v caches")
+    if hs > 256:
+        raise ValueError(f"attention_decode: head size {hs} > 256 is not supported on CUDA")
+    out = DeviceArray(q.shape)                                    # (B, nh, Tq, hs)
+    check(lib.attention_decode(q.ptr, k_cache.ptr, v_cache.ptr, out.ptr, B, nh, Tq, Tk,
+                               k_cache.shape[2], hs))
+    return out
+
+
+# M <= this many rows and matmul(x, w, transpose_b=True) runs gemv (csrc/cuda/decode.cu)
+GEMV_MAX_ROWS = 16
+
+
+def gemv(x, w):
+    """As numpy_kernels.gemv: x (M, K) @ w (N, K)^T -> (M, N), M <= GEMV_MAX_ROWS."""
+    x, w = _f32("gemv x", x), _f32("gemv w", w)
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1] or not 1 <= x.shape[0] <= GEMV_MAX_ROWS:
+        raise ValueError(f"gemv: expected x (M, K) with M <= {GEMV_MAX_ROWS} and w (N, K), got "
+                         f"{x.shape} and {w.shape}")
+    out = DeviceArray((x.shape[0], w.shape[0]))
+    check(lib.gemv(x.ptr, w.ptr, out.ptr, x.shape[0], w.shape[0], x.shape[1]))
+    return out
 
 
 def concat(arrays, axis):
