@@ -131,6 +131,43 @@ def runners():
     return found
 
 
+def table_rows(name, config, batches, names, bandwidth, prompt_tokens, decode_tokens, repeats):
+    model = GPT(config).eval()
+    if "torch" in names:
+        from torch_gpt import from_tinyllm
+        model.torch = from_tinyllm(model).eval()
+    for B in batches:
+        prompt = np.random.default_rng(0).integers(0, config.vocab_size, (B, prompt_tokens))
+        context = prompt_tokens + decode_tokens // 2
+        roof = bandwidth * 1e9 * B / bytes_per_step(config, B, context) if bandwidth else None
+        results = {r: measure(model, r, prompt, decode_tokens, repeats) for r in names}
+        for r, (pp, tg) in results.items():
+            ratios = [f"{tg / results[o][1]:.2f}x" if r == "c" and o in results else ""
+                      for o in ("numpy", "torch")]
+            print(f"{name:<6} {B:>2} {r:<6} {pp:>13,.0f} {tg:>12,.1f} "
+                  f"{'%5.0f%%' % (100 * tg / roof) if roof else '-':>6} "
+                  f"{'%.0f' % roof if roof else '-':>8} {ratios[0]:>7} {ratios[1]:>7} "
+                  f"{pp / tg:>5.1f}", flush=True)
+
+
+def run(configs=tuple(CONFIGS), batches=(1, 8), prompt_tokens=32, decode_tokens=32, repeats=2,
+        bandwidth_mb=1024):
+    """The whole table (examples/benchmark.py --what generate calls this)."""
+    bandwidth = read_bandwidth(bandwidth_mb)
+    names = runners()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                if line.startswith("model name")), "unknown CPU")
+    print(f"{cpu}, {os.cpu_count()} threads; read bandwidth "
+          f"{'%.1f GB/s' % bandwidth if bandwidth else 'not measured (no cc -fopenmp)'} "
+          f"({bandwidth_mb} MiB streamed)")
+    print(f"prompt {prompt_tokens} tokens per row, {decode_tokens} decoded, greedy; best of {repeats}")
+    print(f"{'shape':<6} {'B':>2} {'runner':<6} {'prefill tok/s':>13} {'decode tok/s':>12} "
+          f"{'% roof':>6} {'roofline':>8} {'C/NumPy':>7} {'C/torch':>7} {'pp/tg':>5}")
+    for name in configs:
+        table_rows(name, GPTConfig(**CONFIGS[name]), batches, names, bandwidth, prompt_tokens,
+                   decode_tokens, repeats)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -138,37 +175,10 @@ def main():
     p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length per row (default: %(default)s)")
     p.add_argument("--decode-tokens", type=int, default=32, help="tokens decoded (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=2, help="best of this many runs (default: %(default)s)")
-    p.add_argument("--bandwidth-mb", type=int, default=1024, help="buffer of the bandwidth loop")
+    p.add_argument("--bandwidth-mb", type=int, default=1024, help="buffer of the bandwidth loop (MiB)")
     args = p.parse_args()
-    bandwidth = read_bandwidth(args.bandwidth_mb)
-    names = runners()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), "unknown CPU")
-    print(f"{cpu}, {os.cpu_count()} threads; read bandwidth "
-          f"{'%.1f GB/s' % bandwidth if bandwidth else 'not measured (no cc -fopenmp)'} "
-          f"({args.bandwidth_mb} MiB streamed)")
-    print(f"prompt {args.prompt_tokens} tokens per row, {args.decode_tokens} decoded, greedy; "
-          f"best of {args.repeats}")
-    print(f"{'shape':<6} {'B':>2} {'runner':<6} {'prefill tok/s':>13} {'decode tok/s':>12} "
-          f"{'% roof':>6} {'roofline':>8} {'C/NumPy':>7} {'C/torch':>7} {'pp/tg':>5}")
-    for name in args.configs:
-        config = GPTConfig(**CONFIGS[name])
-        model = GPT(config)
-        if "torch" in names:
-            from torch_gpt import from_tinyllm
-            model.torch = from_tinyllm(model).eval()
-        for B in args.batches:
-            prompt = np.random.default_rng(0).integers(0, config.vocab_size, (B, args.prompt_tokens))
-            context = args.prompt_tokens + args.decode_tokens // 2
-            roof = bandwidth * 1e9 * B / bytes_per_step(config, B, context) if bandwidth else None
-            results = {r: measure(model, r, prompt, args.decode_tokens, args.repeats) for r in names}
-            for r, (pp, tg) in results.items():
-                ratios = [f"{tg / results[o][1]:.2f}x" if r == "c" and o in results else ""
-                          for o in ("numpy", "torch")]
-                print(f"{name:<6} {B:>2} {r:<6} {pp:>13,.0f} {tg:>12,.1f} "
-                      f"{'%5.0f%%' % (100 * tg / roof) if roof else '-':>6} "
-                      f"{'%.0f' % roof if roof else '-':>8} {ratios[0]:>7} {ratios[1]:>7} "
-                      f"{pp / tg:>5.1f}", flush=True)
+    run(args.configs, args.batches, args.prompt_tokens, args.decode_tokens, args.repeats,
+        args.bandwidth_mb)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ Sections (each also runs alone as examples/bench_<name>.py --help):
              in its own process so peak memory (max RSS) is that case's alone
   matmul     GFLOP/s of the C matmul vs NumPy's BLAS, and the CPU's peak
   attention  fused attention forward + backward vs NumPy and torch SDPA; memory vs T
+  generate   prefill and decode tokens/s on C, NumPy and PyTorch with a KV cache, against
+             the measured memory-bandwidth roofline
   tokenizer  BPE encode MB/s vs tiktoken, training time vs HuggingFace tokenizers
   dedup      MinHash-LSH near-duplicate precision, recall and time vs datasketch
   cuda       (on a GPU) matmul vs cuBLAS and attention vs torch SDPA; the train section
@@ -140,7 +142,7 @@ def bench_train(args):
 
 
 def main():
-    sections = ["train", "matmul", "attention", "tokenizer", "dedup", "cuda"]
+    sections = ["train", "matmul", "attention", "generate", "tokenizer", "dedup", "cuda"]
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--what", nargs="+", choices=sections, default=sections, help="sections to run")
