@@ -19,9 +19,7 @@ time; record what it prints in BENCHMARKS.md. Read csrc/gemv.c for the kernel.
 """
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -30,6 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
+from bench_matmul import run_c_program  # noqa: E402
 from tinyllm import backends  # noqa: E402
 from tinyllm.generate import Timing, stream  # noqa: E402
 from tinyllm.model import GPT, PRESETS, GPTConfig  # noqa: E402
@@ -67,16 +66,8 @@ int main(int argc, char **argv) {   /* best GB/s of a summing read over n floats
 
 def read_bandwidth(megabytes):
     """GB/s of a streaming read on all threads, or None without a C compiler with OpenMP."""
-    with tempfile.TemporaryDirectory() as d:
-        src, exe = os.path.join(d, "bw.c"), os.path.join(d, "bw")
-        with open(src, "w") as f:
-            f.write(BANDWIDTH_C)
-        build = subprocess.run(["cc", "-O3", "-march=native", "-fopenmp", src, "-o", exe],
-                               capture_output=True, text=True)
-        if build.returncode:
-            return None
-        out = subprocess.run([exe, str(megabytes * 2 ** 20 // 4)], capture_output=True, text=True)
-        return float(out.stdout.split()[0])
+    out = run_c_program(BANDWIDTH_C, [megabytes * 2 ** 20 // 4])
+    return float(out.split()[0]) if out else None
 
 
 def bytes_per_step(c, batch, context):

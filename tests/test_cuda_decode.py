@@ -56,3 +56,8 @@ def test_kv_write_and_its_checks(cuda):
         cuda.kv_write(d, cuda.to_device(x), 7)
     with pytest.raises(ValueError, match="Tk=11"):
         cuda.attention_decode(cuda.to_device(randn(rng, 2, 3, 1, 4)), d, d, 11)
+
+
+def test_cached_logits_equal_uncached_on_the_device(cuda):
+    from tests.test_generate import test_logits_with_the_cache_equal_those_without_at_every_position as check
+    check("cuda")
