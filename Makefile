@@ -54,7 +54,8 @@ EMU_DIR := build/cuda-emu
 EMU_LIB := $(EMU_DIR)/libtinyllm_cuda.so
 EMU_WARN := -std=c++17 -fPIC -DTINYLLM_CUDA_EMU -Icsrc/cuda -Wall -Wextra -Werror \
 	-Wno-unused-parameter -Wno-unknown-pragmas
-EMU_BUILD = $(CXX) $(1) $(EMU_WARN) -shared -o $(2) -x c++ $(CUDA_SRCS) -x none csrc/cuda/emu/emu.cpp -lpthread
+EMU_SRCS := $(wildcard csrc/cuda/emu/*.cpp)
+EMU_BUILD = $(CXX) $(1) $(EMU_WARN) -shared -o $(2) -x c++ $(CUDA_SRCS) -x none $(EMU_SRCS) -lpthread
 SANITIZE_CUDA_DIR := build/sanitize/cuda
 CUDA_TESTS := $(wildcard tests/test_cuda*.py)
 

@@ -7,9 +7,14 @@
  * compare the two. Conventions:
  *   - float32, C-contiguous (row-major) arrays; sizes are passed explicitly;
  *   - token ids are int64; index loops use int64 so B*T*C never overflows;
- *   - outputs are written, never accumulated into, unless a comment says so;
- *   - the Python side checks shapes, dtypes and ranges before calling, so these
- *     functions never validate user input and never abort the process.
+ *   - outputs are written, never accumulated into, unless a comment says so.
+ * Errors, one rule for this header and csrc/cuda/tinyllm_cuda.h: the Python side checks
+ * shapes, dtypes and ranges before calling, and no function prints, aborts or exits; a
+ * function that can fail says so by its return value, which the Python binding turns into
+ * an exception. Here the kernels cannot fail (their inputs are checked and they allocate
+ * nothing), so they validate nothing and return void or their result; only the BPE
+ * functions allocate, and they report running out of memory by returning -1 (a count) or
+ * NULL (a handle), which tinyllm/tokenizer/ raises as MemoryError.
  * Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
  * hs head size, N rows (= B*T).
  */
@@ -85,7 +90,7 @@ void adamw_update(float *param, const float *grad, float *m, float *v, int64_t n
 /* threads.c: the number of OpenMP threads the kernels use (1 without OpenMP). */
 int num_threads(void);
 
-/* bpe.c: byte-level BPE for tinyllm/tokenizer.py (bpe_encode.py and bpe_train.py call these).
+/* bpe.c: byte-level BPE for tinyllm/tokenizer/ (encode.py and train.py call these).
  * Token ids and ranks are int32 here (vocabularies stay far below 2^31).
  * A rank table maps token bytes to ranks: token i is bytes[offsets[i] : offsets[i + 1]]
  * with rank ranks[i], i < n, every token distinct; slots (n_slots,) is a power of two

@@ -1,7 +1,7 @@
 /* emu_selftest.cu: the CUDA emulator (csrc/cuda/emu) against results computed on the host.
  *
- * Built by tests/test_emu.py with g++ as C++, with -DTINYLLM_CUDA_EMU, together with
- * csrc/cuda/emu/emu.cpp. Every emulated feature is used by a kernel whose output is checked
+ * Built by tests/test_emu.py with g++ as C++, with -DTINYLLM_CUDA_EMU, together with the .cpp
+ * files of csrc/cuda/emu. Every emulated feature is used by a kernel whose output is checked
  * against a plain host loop; then the errors the emulator must report are provoked (partial
  * __syncthreads, warp divergence, bad launch configurations, bad copies) and their codes and
  * messages checked. Prints one line per test and a summary; exits with 1 if any check failed.

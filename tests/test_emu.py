@@ -1,6 +1,6 @@
 """The CUDA emulator (csrc/cuda/emu) by its self-test, tests/emu_selftest.cu.
 
-The self-test is compiled by g++ as C++ together with csrc/cuda/emu/emu.cpp, with the flags
+The self-test is compiled by g++ as C++ together with csrc/cuda/emu/*.cpp, with the flags
 the Makefile uses for the emulated CUDA library, and run: it checks every emulated feature
 against plain host loops, and that misuse is reported (a __syncthreads that some threads skip,
 warp divergence, bad launch configurations, bad copies). A second build under AddressSanitizer
@@ -11,6 +11,7 @@ The self-test runs in both scheduling orders (TINYLLM_EMU_ORDER=forward and reve
 must pass in both; its `race` mode shows that the two orders tell racy kernels apart.
 Skipped when g++ is missing; the ASan tests also when g++ cannot link -fsanitize=address.
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SELFTEST = os.path.join(ROOT, "tests", "emu_selftest.cu")
-EMU_CPP = os.path.join(ROOT, "csrc", "cuda", "emu", "emu.cpp")
+EMU_CPP = sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "emu", "*.cpp")))
 # as in the Makefile's emulated build (csrc/cuda/*.cu are C++ to g++)
 FLAGS = ["-std=c++17", "-DTINYLLM_CUDA_EMU", "-I", os.path.join(ROOT, "csrc", "cuda"),
          "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unknown-pragmas"]
@@ -39,7 +40,7 @@ def order_env(order, base=os.environ):
 
 
 def start_build(exe, flags):
-    cmd = ["g++", *FLAGS, *flags, "-x", "c++", SELFTEST, "-x", "none", EMU_CPP,
+    cmd = ["g++", *FLAGS, *flags, "-x", "c++", SELFTEST, "-x", "none", *EMU_CPP,
            "-o", str(exe), "-lpthread"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

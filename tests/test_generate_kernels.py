@@ -74,3 +74,17 @@ def test_bad_arguments_are_refused_before_c():
         C.gemv(np.zeros((1, 3), np.float32), np.zeros((4, 5), np.float32))
     with pytest.raises(TypeError, match="float32"):
         C.gemv(np.zeros((1, 3)), np.zeros((4, 3), np.float32))
+
+
+def test_the_decode_kernels_equal_the_naive_definitions():
+    """gemv is matmul_naive(x, w^T); attention_decode is attention_naive on the cache's prefix."""
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((3, 7)), rng.standard_normal((5, 7))
+    want = K.matmul_naive(x, w, transpose_b=True)
+    np.testing.assert_allclose(K.gemv(x, w), want, rtol=1e-12, atol=1e-12)
+    assert rel_err(C.gemv(x.astype(np.float32), w.astype(np.float32)), want) <= 1e-6
+    q, kc, vc = rng.standard_normal((1, 2, 3, 4)), rng.standard_normal((1, 2, 9, 4)), rng.standard_normal((1, 2, 9, 4))
+    want = K.attention_naive(q, kc[:, :, :6], vc[:, :, :6])[0]
+    np.testing.assert_allclose(K.attention_decode(q, kc, vc, 6), want, rtol=1e-12, atol=1e-12)
+    f32 = [a.astype(np.float32) for a in (q, kc, vc)]
+    assert rel_err(C.attention_decode(*f32, 6), want) <= 1e-5

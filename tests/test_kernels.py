@@ -2,27 +2,18 @@
 
 The reference kernels are tiled and fused (attention never builds the (T, T)
 matrix), so here they are compared with the textbook formula computed in
-float64 on whole matrices. Tolerance 1e-10 relative for float64 inputs (the
-two differ only in summation order) and 1e-5 for float32 (~100 ulps of
-float32 accumulated over rows of a few hundred terms).
+float64 on whole matrices: numpy_kernels.attention_naive, the definition
+(tests/test_naive_definitions.py holds matmul and the C backend to the naive
+definitions too). Tolerance 1e-10 relative for float64 inputs (the two
+differ only in summation order) and 1e-5 for float32 (~100 ulps of float32
+accumulated over rows of a few hundred terms).
 """
-import math
-
 import numpy as np
 import pytest
 
 from tinyllm.backends import numpy_kernels as K
 
 rng = np.random.default_rng(0)
-
-
-def naive_attention(q, k, v):
-    Tq, Tk = q.shape[2], k.shape[2]
-    s = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])                 # (B, nh, Tq, Tk)
-    visible = np.arange(Tk)[None, :] <= np.arange(Tk - Tq, Tk)[:, None]
-    s = np.where(visible, s, -np.inf)
-    lse = np.log(np.sum(np.exp(s - s.max(-1, keepdims=True)), -1)) + s.max(-1)
-    return np.exp(s - lse[..., None]) @ v, lse
 
 
 @pytest.mark.parametrize("B, nh, Tq, Tk, hs, tile", [
@@ -32,7 +23,7 @@ def naive_attention(q, k, v):
 def test_attention_forward_matches_naive(B, nh, Tq, Tk, hs, tile, dtype, rtol):
     q, k, v = (rng.standard_normal((B, nh, T, hs)).astype(dtype) for T in (Tq, Tk, Tk))
     out, lse = K.attention_forward(q, k, v, tile=tile)
-    ref_out, ref_lse = naive_attention(*(x.astype(np.float64) for x in (q, k, v)))
+    ref_out, ref_lse = K.attention_naive(*(x.astype(np.float64) for x in (q, k, v)))
     assert out.dtype == dtype and lse.shape == (B, nh, Tq)
     np.testing.assert_allclose(out, ref_out, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(lse, ref_lse, rtol=rtol, atol=rtol)

@@ -5,6 +5,7 @@ written to `path + ".tmp"` beside the target, flushed and fsynced, then
 renamed over the target with os.replace (atomic on POSIX and Windows), and
 the folder is fsynced so the rename itself survives a power cut. An error
 or Ctrl-C halfway removes the temp file and leaves the old file untouched.
+Not a format: safetensors.py and data/tokenfile.py are. Read train.py next.
 """
 import contextlib
 import os

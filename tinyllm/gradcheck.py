@@ -8,6 +8,7 @@ truncation error is O(h^2) ~ 1e-12 and the rounding error ~ 1e-16 / h ~ 1e-10,
 so a correct backward agrees to about 1e-7 relative or better.
 
 Use it when you add an op: `gradcheck(lambda x, w: my_op(x, w), [x, w])`.
+Read nn.py next.
 """
 import numpy as np
 

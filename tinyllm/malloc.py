@@ -10,7 +10,7 @@ memory freed after the peak is not returned to the OS until exit, which a
 training process does not miss.
 
 Not a general memory manager: it only sets two glibc malloc options, and
-does nothing on other C libraries.
+does nothing on other C libraries. train.py calls it once per run.
 """
 import ctypes
 import ctypes.util

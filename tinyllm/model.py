@@ -9,7 +9,7 @@ or checkpoint moves between tinyllm and PyTorch code.
 
 Not here: decoding (generate.py: the KV cache, the samplers; GPT.generate
 calls it), the training loop (train.py) or the maths of each op (ops.py and
-the backend kernels). Read generate.py next, then train.py.
+the backend kernels). Read generate.py next.
 """
 import functools
 import math

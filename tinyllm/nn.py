@@ -6,6 +6,7 @@ were set, so names come out as PyTorch would spell them
 two. Layers hold parameters and call ops.py; they hold no maths of their own.
 
 Not here: the GPT itself (model.py) and the optimizer (optim.py).
+Read optim.py next.
 """
 import numpy as np
 
@@ -152,6 +153,13 @@ class RMSNorm(Module):
 
 
 class LayerNorm(Module):
+    """GPT-2's norm, (x - mean) / std * weight + bias, over the last axis (dim features).
+
+    The GPT here uses RMSNorm; LayerNorm is kept for learning, for the gradient
+    checks and for model variants (GPT-2-style blocks), and has CUDA kernels
+    (the C backend runs the NumPy ones).
+    """
+
     def __init__(self, dim, eps=1e-5):
         self.weight = Parameter(np.ones(dim, np.float32))
         self.bias = Parameter(np.zeros(dim, np.float32))

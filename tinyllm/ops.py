@@ -2,14 +2,14 @@
 
 An op computes its output from NumPy arrays, then hands Tensor.from_op the
 parents and a `backward(g)` that turns the output gradient g into one
-gradient per parent. The ops a GPT needs (linear, attention, rmsnorm, silu,
-embedding, cross_entropy, softmax) call the active backend's kernels, so the
-same graph runs on NumPy, C or CUDA. The generic ones (broadcasting
+gradient per parent. The ops a GPT needs (linear, causal_self_attention,
+rmsnorm, silu, embedding, cross_entropy, softmax) call the active backend's
+kernels, so the same graph runs on NumPy, C or CUDA. The generic ones (broadcasting
 arithmetic, reshapes, indexing, ...) are plain NumPy: they are here for
 learning, for variants and for the gradient checks.
 
 Every op has a float64 finite-difference check in tests/test_gradcheck.py.
-Read nn.py next for the layers built from these ops.
+Read backends/numpy_kernels.py next for the kernels these ops call.
 """
 import numpy as np
 
@@ -329,30 +329,16 @@ def rmsnorm(x, weight, eps=1e-5):
 
 
 def layernorm(x, weight, bias, eps=1e-5):
+    """GPT-2's norm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias.
+
+    Not used by the default GPT (RMSNorm); kept for learning, for the gradient
+    checks and for model variants, with CUDA kernels (C runs the NumPy ones).
+    """
     kernels = get_backend()
     y, mu, rstd = kernels.layernorm_forward(x.data, weight.data, bias.data, eps)
     return Tensor.from_op(y, (x, weight, bias),
                           lambda g: kernels.layernorm_backward(g, x.data, weight.data, mu, rstd),
                           "layernorm")
-
-
-def attention(q, k, v):
-    """Fused causal self-attention: q (B, nh, Tq, hs), k, v (B, nh, Tk, hs) -> (B, nh, Tq, hs).
-
-    softmax(q k^T / sqrt(hs), causal) v without ever storing the (T, T)
-    matrix: the kernel saves only each row's log-sum-exp for the backward.
-    """
-    if q.ndim != 4 or k.shape != v.shape or q.shape[:2] + q.shape[3:] != k.shape[:2] + k.shape[3:] \
-            or q.shape[2] > k.shape[2]:
-        raise ValueError(f"attention: expected q (B, nh, Tq, hs) and k, v (B, nh, Tk, hs) with "
-                         f"Tq <= Tk, got {q.shape}, {k.shape}, {v.shape}")
-    kernels = get_backend()
-    # heads come out of the qkv projection as strided views; kernels (and BLAS) want them packed
-    qd, kd, vd = (np.ascontiguousarray(t.data) for t in (q, k, v))   # (B, nh, T, hs) each
-    out, lse = kernels.attention_forward(qd, kd, vd)
-    return Tensor.from_op(out, (q, k, v),
-                          lambda g: kernels.attention_backward(np.ascontiguousarray(g), qd, kd, vd,
-                                                               out, lse), "attention")
 
 
 def causal_self_attention(qkv, n_head, kv_cache=None):

@@ -11,7 +11,7 @@ global L2 norm.
 This is not a general optimizer library: no closures, no sparse gradients, no
 other algorithms. Parameters are duck-typed: anything with `.data` and `.grad`
 arrays (tensor.Tensor, nn.Parameter; NumPy, or DeviceArrays on the CUDA
-backend). Read train.py next to see these used in the training loop.
+backend). Read model.py next, the GPT these optimize.
 """
 import math
 

@@ -12,7 +12,7 @@ plotting dependency; `.png` output uses matplotlib when it is installed.
 
 What this is not: a plotting library. It draws exactly one kind of chart, and
 it does not decide when to plot; the trainer (train.py) calls it. Read
-train.py next for where the log lines come from.
+tinyllm/cli/ next: the commands.
 """
 import json
 import math

@@ -15,7 +15,7 @@ Trainer:
   optimizer  AdamW with weight decay on the weight matrices only
 
 Not here: the loop (train.py) or the flags (tinyllm/cli/train.py). Read
-tinyllm/cli/train.py next.
+progress.py next, then plot.py.
 """
 import dataclasses
 import json

@@ -17,7 +17,8 @@ The filters run in this order, each on every row at once:
   7. one uniform draw per row picks an id by inverse CDF over what is left.
 With repetition_penalty 1 and min_p off, this is the sampler GPT.generate has
 always used: for the same seed it gives the same ids. Not here: the decoding
-loop (generate.py) or the logits (model.py).
+loop (generate.py) or the logits (model.py). Read tinyllm/tokenizer/ next,
+bytes.py first.
 """
 from dataclasses import dataclass
 from typing import Optional

@@ -30,10 +30,6 @@ def no_grad():
         _grad_enabled = previous
 
 
-def is_grad_enabled():
-    return _grad_enabled
-
-
 # ----------------------------------------------------------------------------
 # host and device arrays: a Tensor's data is a NumPy array, or on the CUDA backend
 # a DeviceArray (backends/cuda_array.py) with the same shape and dtype. These are

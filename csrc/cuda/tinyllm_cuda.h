@@ -5,10 +5,15 @@
  * tinyllm/backends/numpy_kernels.py and csrc/tinyllm.h (read those for the maths); the tests
  * compare them. Conventions, as in tinyllm.h, plus:
  *   - every pointer argument is device memory (from device_alloc) unless its name ends in _host;
- *   - kernels are queued on the default stream and return at once; copies to the host wait;
- *   - every function returns 0 on success, or a nonzero CUDA error code, and then
- *     last_error() names the call that failed and why ("cudaMalloc(1 GiB): out of memory");
- *   - the Python side checks shapes, dtypes and id ranges before calling.
+ *   - kernels are queued on the default stream and return at once; copies to the host wait.
+ * Errors, one rule for this header and csrc/tinyllm.h: the Python side checks shapes, dtypes
+ * and ranges before calling, and no function prints, aborts or exits; a function that can
+ * fail says so by its return value, which the Python binding turns into an exception. Here
+ * every call can fail (an allocation, a launch, the device, a size the kernel does not
+ * support), so every function returns int: 0 on success, or a nonzero CUDA error code, and
+ * then last_error() names the call that failed and why ("cudaMalloc(1 GiB): out of memory");
+ * cuda_runtime.check raises it as CudaError. Only the queries device_name, is_emulated,
+ * last_error and allocator_stats cannot fail, and return their answer.
  * The same sources build against the real CUDA runtime (nvcc) or against csrc/cuda/emu/, which
  * runs every thread of every block on the CPU; is_emulated() tells which.
  */

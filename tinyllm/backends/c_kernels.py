@@ -292,6 +292,5 @@ split_heads = _reference.split_heads
 merge_heads = _reference.merge_heads
 asarray = _reference.asarray
 sum_of_squares = _reference.sum_of_squares
-concat = _reference.concat
 empty = _reference.empty
 kv_write = _reference.kv_write

@@ -362,24 +362,3 @@ def gemv(x, w):
     check(lib.gemv(x.ptr, w.ptr, out.ptr, x.shape[0], w.shape[0], x.shape[1]))
     return out
 
-
-def concat(arrays, axis):
-    """np.concatenate of DeviceArrays: one strided copy per input (the KV cache grows this way)."""
-    arrays = [_f32("concat", a) for a in arrays]
-    axis %= arrays[0].ndim
-    shape = list(arrays[0].shape)
-    for a in arrays:
-        if a.ndim != len(shape) or a.shape[:axis] + a.shape[axis + 1:] != \
-                tuple(shape[:axis] + shape[axis + 1:]):
-            raise ValueError(f"concat: shapes {[x.shape for x in arrays]} differ off axis {axis}")
-    shape[axis] = sum(a.shape[axis] for a in arrays)
-    out = DeviceArray(shape)
-    n_rows = int(np.prod(shape[:axis]))
-    out_pitch = out.nbytes // max(n_rows, 1)                        # bytes of one row of out
-    offset = 0
-    for a in arrays:
-        pitch = a.nbytes // max(n_rows, 1)
-        check(lib.copy_rows(out.raw + offset, out_pitch, a.raw, pitch, pitch, n_rows))
-        offset += pitch
-    return out
-

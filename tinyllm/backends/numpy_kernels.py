@@ -6,12 +6,17 @@ the same numbers (the parity tests check them against this file). Each forward
 returns what its backward needs and sits right above it; each backward
 returns the gradients of its inputs.
 
+The fast kernels (tiled attention, BLAS matmul) each have a naive twin
+beside them, matmul_naive and attention_naive: plain loops or the textbook
+formula, THE definitions that the fast kernels of every backend must equal
+(tests/test_naive_definitions.py checks that they do).
+
 Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
 hs head size, N = B*T rows. Arrays keep the dtype they come in (float32 in
 training, float64 in gradient checks).
 
-This is not the autograd layer (that is tensor.py and ops.py); read ops.py
-next to see how these kernels become differentiable operations.
+This is not the autograd layer (that is tensor.py and ops.py, which call
+these). Read gradcheck.py next: how each backward is proven right.
 """
 import math
 
@@ -40,14 +45,34 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     return np.matmul(a, b)
 
 
-def gemv(x, w):
-    """x (M, K) @ w (N, K)^T -> (M, N) for the few rows M (1..16) of a decoding step.
+def matmul_naive(a, b, transpose_a=False, transpose_b=False):
+    """THE definition of matmul: out[i, j] = sum over k of a[i, k] * b[k, j], as loops.
 
-    The same numbers as matmul(x, w, transpose_b=True). It is a kernel of its
-    own because decoding is memory-bound: each weight is read once per token,
-    so the compiled twins stream w's rows once for all M rows of x and split
-    N over the threads (no packing, no tiling) to run at the memory bandwidth.
+    Same arguments and result as matmul (and the C and CUDA matmuls, whose
+    tiles and vector lanes must add up to these sums); 3-D operands are a
+    batch of independent products, (Bt, M, K) @ (Bt, K, N) -> (Bt, M, N).
+    Pure Python, one multiply-add at a time: for tests on small sizes.
     """
+    if a.ndim == 3:
+        return np.stack([matmul_naive(a[i], b[i], transpose_a, transpose_b)
+                         for i in range(a.shape[0])])            # (Bt, M, N)
+    A = a.T if transpose_a else a                                 # (M, K)
+    Bm = b.T if transpose_b else b                                # (K, N)
+    M, K = A.shape
+    N = Bm.shape[1]
+    out = np.zeros((M, N), dtype=np.result_type(a, b))            # (M, N)
+    for i in range(M):
+        for j in range(N):
+            acc = 0.0
+            for k in range(K):
+                acc += A[i, k] * Bm[k, j]
+            out[i, j] = acc
+    return out
+
+
+def gemv(x, w):
+    """x (M, K) @ w (N, K)^T -> (M, N) for a decoding step's M = 1..16 rows; the compiled twins
+    stream each weight once, at memory bandwidth, instead of packing and tiling it (matmul)."""
     return np.matmul(x, w.T)
 
 
@@ -63,6 +88,26 @@ def _causal_scores(q_tile, k_tile, q_pos, k_pos, scale):
 
 def _tiles(T, tile):
     return [(t0, min(t0 + tile, T)) for t0 in range(0, T, tile)]
+
+
+def attention_naive(q, k, v):
+    """THE definition of attention_forward: the textbook masked softmax, whole matrices.
+
+    S = q k^T / sqrt(hs), -inf where key j is in query i's future (query i
+    sits at position Tk - Tq + i, as in attention_forward), P = softmax(S)
+    row by row, out = P v; lse = log(sum_j exp(S_ij)). Same arguments and
+    results as attention_forward, whose tiles and online softmax (and the C
+    and CUDA kernels') must equal this. Builds the (Tq, Tk) matrix that the
+    fast kernels never store: for tests on small sizes.
+    """
+    Tq, Tk, hs = q.shape[2], k.shape[2], q.shape[3]
+    s = np.matmul(q, np.swapaxes(k, -1, -2)) / math.sqrt(hs)     # (B, nh, Tq, Tk)
+    q_pos = np.arange(Tk - Tq, Tk)                                # (Tq,)
+    s = np.where(np.arange(Tk)[None, :] <= q_pos[:, None], s, -np.inf)
+    m = s.max(axis=-1, keepdims=True)                             # (B, nh, Tq, 1) finite: key 0
+    lse = m[..., 0] + np.log(np.exp(s - m).sum(axis=-1))          # (B, nh, Tq)
+    p = np.exp(s - lse[..., None])                                # (B, nh, Tq, Tk) softmax rows
+    return np.matmul(p, v), lse                                   # (B, nh, Tq, hs), (B, nh, Tq)
 
 
 def attention_forward(q, k, v, tile=None):
@@ -131,14 +176,9 @@ def attention_backward(dout, q, k, v, out, lse, tile=None):
 
 
 def attention_decode(q, k_cache, v_cache, Tk):
-    """attention_forward's output for the newest queries against a KV cache, read in place.
-
-    q: (B, nh, Tq, hs) the Tq newest positions; k_cache, v_cache: (B, nh, Tmax, hs),
-    of which the first Tk positions hold keys and values (Tq <= Tk <= Tmax), the
-    last Tq of them the queries' own. Query i sits at position Tk - Tq + i, as in
-    attention_forward. Returns out (B, nh, Tq, hs); no lse: decoding has no backward.
-    The compiled twins read each cached key and value once per head, without a copy.
-    """
+    """attention_forward's out for the Tq newest queries q (B, nh, Tq, hs), query i at position
+    Tk - Tq + i, against a KV cache (B, nh, Tmax, hs) filled up to Tk (Tq <= Tk <= Tmax), which
+    the compiled twins read in place. No lse: decoding has no backward."""
     return attention_forward(q, k_cache[:, :, :Tk], v_cache[:, :, :Tk])[0]
 
 
@@ -356,10 +396,4 @@ def sum_of_squares(arrays):
     return float(sum(np.sum(np.square(a, dtype=np.float64)) for a in arrays))
 
 
-def concat(arrays, axis):
-    return np.concatenate(arrays, axis=axis)
-
-
-def empty(shape, dtype=np.float32):
-    """An uninitialized array of this backend (the KV cache's buffers)."""
-    return np.empty(shape, dtype)
+empty = np.empty   # empty(shape, dtype): an uninitialized array (the KV cache's buffers)

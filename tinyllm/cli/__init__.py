@@ -10,7 +10,7 @@
 
 The command modules only parse flags and print; the work is in the library
 below them. A command is imported only when it runs, so `generate` never pays
-for the curation pipeline.
+for the curation pipeline. Read train.py here first.
 """
 import importlib
 import sys

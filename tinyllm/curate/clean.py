@@ -26,7 +26,7 @@ Character shares of n-grams are measured on UTF-8 bytes. Any limit set to 0
 turns its check off.
 
 This is not deduplication across documents (dedup.py) or language
-identification (langid.py). Read dedup.py next.
+identification (langid.py). Read hashing.py next.
 """
 import dataclasses
 import re

@@ -14,7 +14,7 @@ only, which still links the whole bucket through chains of verified pairs.
 `find_near_duplicates(docs, ...)` (contract) runs all four on a list of
 strings. The prepare pipeline (prepare.py) runs step 1 in its workers and
 steps 2-4 through `near_duplicate_clusters` on arrays it saved to disk, and
-keeps the first document of each cluster. Read minhash.py for the hashing.
+keeps the first document of each cluster. Read langid.py next.
 """
 import hashlib
 

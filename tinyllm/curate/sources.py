@@ -14,6 +14,7 @@ Bad input never stops the run; it is counted and the rest goes on:
   corrupt_gzip (documents before the damage are kept), unsupported (a
   folder's file with another suffix; naming such a file directly is an error)
 This is not cleaning (clean.py): text comes out as stored. prepare.py reads it.
+Read clean.py next.
 """
 import dataclasses
 import gzip

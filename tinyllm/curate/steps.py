@@ -16,7 +16,7 @@ A worker's settings (StepSettings, built from the PrepareConfig by
 `step_settings`: the clean config, the language model, the MinHash
 functions, the tokenizer) arrive once through `init_worker`, which keeps
 them in the module-level `_loaded`: the one place a multiprocessing
-initializer can leave state for the tasks that follow. Read prepare.py next.
+initializer can leave state for the tasks that follow. Read sources.py next.
 """
 import collections
 import dataclasses

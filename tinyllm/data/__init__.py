@@ -10,7 +10,7 @@ In reading order:
 
 Not here: the tokenizers (tinyllm/tokenizer/) or the curation pipeline that
 cleans and deduplicates raw text into shards (tinyllm/curate/). This package
-does no model work. Typical use:
+does no model work. Read corpus.py first. Typical use:
     corpus = load_corpus(args.data)
     train_path, val_path = prepare_token_files(corpus, ByteTokenizer(), "cache/")
     loader = BatchLoader(read_tokens(train_path), batch_size=16, block_size=256)

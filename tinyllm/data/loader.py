@@ -10,7 +10,7 @@ token array: y is x shifted by one token, the next-token targets.
 Sampling is with replacement at uniform random offsets (as in nanoGPT), not
 epoch-based: the loader owns its random generator, and `state_dict()` saves
 it so a resumed run draws exactly the batches the original run would have.
-This is not the trainer; read tinyllm/train.py next.
+This is not the trainer (tinyllm/train.py). Read shards.py next.
 """
 import hashlib
 import pathlib

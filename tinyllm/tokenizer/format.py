@@ -19,7 +19,7 @@ The .tiktoken format: one "<base64 token> <rank>" line per token, nothing else
 
 This is not the Tokenizer (bpe.py, read it first) and checks only the
 file's own consistency (syntax, counts, duplicates); Tokenizer checks the
-vocabulary. Read tinyllm/cli/tokenizer.py next.
+vocabulary. Read tinyllm/data/ next, corpus.py first.
 """
 import base64
 import binascii

@@ -1,18 +1,24 @@
 /* cuda_emu.h: enough of CUDA, in plain C++17, to run tinyllm's kernels on the CPU.
  *
- * csrc/cuda/common.cuh includes this header instead of <cuda_runtime.h> when TINYLLM_CUDA_EMU
- * is defined; the .cu files are then compiled by g++ as C++ and linked with emu.cpp. A kernel
- * launch runs every block of the grid, one block after another, and inside a block every
- * thread on a fiber of its own (a small stack plus saved registers), all on the calling OS
- * thread. A thread runs until it returns or reaches a barrier (__syncthreads, or a warp
- * collective: shuffle, vote, __syncwarp, __activemask, wmma); the scheduler then switches to
- * another thread of the block, and releases the waiting threads once every thread the
- * barrier waits for has arrived. Because exactly one emulated thread runs at any time and
- * switches happen only at barriers, no locks or hardware atomics are needed anywhere, and a
- * run is deterministic. Threads and blocks run in a fixed order, forward (thread 0 and block 0
- * first) or, with TINYLLM_EMU_ORDER=reverse, backwards: tests run in both orders expose most
- * missing __syncthreads, since a racy kernel's results depend on the order.
+ * csrc/cuda/common.cuh includes this header instead of <cuda_runtime.h> when TINYLLM_CUDA_EMU is
+ * defined; the .cu files are then compiled by g++ as C++ and linked with the emulator
+ * (scheduler.cpp, warp.cpp, fiber.cpp, runtime.cpp). A kernel launch runs every block of the
+ * grid, one block after another, and inside a block every thread on a fiber of its own (a small
+ * stack plus saved registers), all on the calling OS thread. A thread runs until it returns or
+ * reaches a barrier (__syncthreads, or a warp collective: shuffle, vote, __syncwarp,
+ * __activemask, wmma); the scheduler then switches to another thread of the block, and releases
+ * the waiting threads once every thread the barrier waits for has arrived. Because exactly one
+ * emulated thread runs at any time and switches happen only at barriers, no locks or hardware
+ * atomics are needed anywhere, and a run is deterministic. Threads and blocks run in a fixed
+ * order, forward (thread 0 and block 0 first) or, with TINYLLM_EMU_ORDER=reverse, backwards:
+ * tests run in both orders expose most missing __syncthreads, since a racy kernel's results
+ * depend on the order.
  * README.md (next to this file) says what the emulation checks and what it cannot.
+ *
+ * This file is the device side (qualifiers, built-in variables, barriers, warp intrinsics,
+ * atomics, math); it ends by including cuda_emu_wmma.h (tensor-core tiles) and
+ * cuda_emu_runtime.h (the host's runtime API: errors, memory, copies), so that the .cu files
+ * include this one header.
  *
  * Device code uses CUDA's own spellings (threadIdx.x, __syncthreads(), __shfl_xor_sync,
  * atomicAdd, nvcuda::wmma, ...): the same source builds with nvcc and with g++.
@@ -81,7 +87,7 @@ struct Site {
     constexpr Site(const char *f = __builtin_FILE(), int l = __builtin_LINE()) : file(f), line(l) {}
 };
 
-/* Where the emulated thread running now stands. The scheduler (emu.cpp) writes thread_idx
+/* Where the emulated thread running now stands. The scheduler (scheduler.cpp) writes thread_idx
  * before it resumes a thread, and the rest before it starts a block; threadIdx and friends
  * read it. Calls into the scheduler are the only places where it changes, and the compiler
  * must assume that an opaque call changes a global, so it is never read stale. */
@@ -99,7 +105,7 @@ extern Position position;
 #define gridDim (static_cast<const dim3 &>(::emu::position.grid_dim))
 
 /* ------------------------------------------------------------------------------------------
- * The scheduler's entry points (emu.cpp). */
+ * The scheduler's entry points (scheduler.cpp; the warp collectives in warp.cpp). */
 namespace emu {
 
 /* Stop the launch: it fails with cudaErrorLaunchFailure and `fmt` (printf-style) in the
@@ -156,8 +162,8 @@ class KernelRef {
 void launch(dim3 grid, dim3 block, KernelRef body, Site site);
 
 /* Keeps the compiler from keeping memory in registers across a barrier, which in CUDA is
- * also a memory fence. The calls into emu.cpp are opaque, which should already be enough; the
- * fence states it, and holds even under link-time optimization. */
+ * also a memory fence. The calls into the scheduler are opaque, which should already be
+ * enough; the fence states it, and holds even under link-time optimization. */
 inline void compiler_fence() { __asm__ __volatile__("" ::: "memory"); }
 
 }  // namespace emu
@@ -349,229 +355,9 @@ inline double min(double a, float b) { return fmin(a, b); }
 inline double max(double a, float b) { return fmax(a, b); }
 
 /* ------------------------------------------------------------------------------------------
- * nvcuda::wmma, the TF32 subset: m16n16k8 tiles, matrix_a/matrix_b in precision::tf32 (stored
- * as float), float accumulators.
- *
- * On hardware a fragment is spread over the 32 lanes of a warp in an undocumented layout,
- * each lane holding a few elements. Here every lane holds the whole tile, row-major
- * (x[r * cols + c], num_elements = rows * cols), whatever the fragment's layout parameter,
- * and load/store/mma are done redundantly by every lane (32 times the arithmetic). Loops over
- * x[i] that treat every element alike (such as converting to TF32) therefore behave as on
- * hardware; code that assumes which element of the tile x[i] is does not port either way.
- * As documented for CUDA, load_matrix_sync, store_matrix_sync and mma_sync wait for the whole
- * warp (all 32 lanes) before they act; the pointer must be 32-byte aligned and ldm a
- * multiple of 4 floats (checked: a launch failure otherwise). */
-namespace nvcuda {
-namespace wmma {
-
-struct matrix_a {};
-struct matrix_b {};
-struct accumulator {};
-struct row_major {};
-struct col_major {};
-namespace precision {
-struct tf32 {};
-}  // namespace precision
-enum layout_t { mem_row_major, mem_col_major };
-
-/* rows x cols of each fragment of an m x n x k product */
-template <class Use, int M, int N, int K>
-struct fragment_shape;
-template <int M, int N, int K>
-struct fragment_shape<matrix_a, M, N, K> {
-    static constexpr int rows = M, cols = K;
-};
-template <int M, int N, int K>
-struct fragment_shape<matrix_b, M, N, K> {
-    static constexpr int rows = K, cols = N;
-};
-template <int M, int N, int K>
-struct fragment_shape<accumulator, M, N, K> {
-    static constexpr int rows = M, cols = N;
-};
-
-template <class Use, int M, int N, int K, class T, class Layout = void>
-class fragment {
-    static_assert(M == 16 && N == 16 && K == 8, "the emulator has the TF32 shape m16n16k8 only");
-    static_assert(std::is_same<Use, accumulator>::value ? std::is_same<T, float>::value
-                                                        : std::is_same<T, precision::tf32>::value,
-                  "matrix_a and matrix_b are precision::tf32, accumulators float");
-    static_assert(std::is_same<Use, accumulator>::value == std::is_same<Layout, void>::value,
-                  "matrix_a and matrix_b take row_major or col_major; accumulators no layout");
-
-  public:
-    static constexpr int rows = fragment_shape<Use, M, N, K>::rows;
-    static constexpr int cols = fragment_shape<Use, M, N, K>::cols;
-    static constexpr int num_elements = rows * cols;
-    float x[num_elements];
-};
-
-/* cvt.rna.tf32.f32: round to the nearest float with 10 mantissa bits, ties away from zero
- * (adding half a unit to the magnitude's bits carries into the kept bits exactly then);
- * infinities and NaNs pass through. */
-inline float __float_to_tf32(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, 4);
-    if ((bits & 0x7f800000u) != 0x7f800000u) bits = (bits + 0x1000u) & ~0x1fffu;
-    memcpy(&x, &bits, 4);
-    return x;
-}
-
-template <class Use, int M, int N, int K, class T, class Layout>
-void fill_fragment(fragment<Use, M, N, K, T, Layout> &f, float value) {
-    for (float &v : f.x) v = value;
-}
-
-namespace detail {
-inline void check_tile_pointer(const char *name, const float *p, unsigned ldm, emu::Site site) {
-    if ((uintptr_t)p % 32 != 0)
-        emu::fail(site, "%s: pointer %p is not 32-byte aligned", name, (const void *)p);
-    if (ldm % 4 != 0) emu::fail(site, "%s: ldm %u is not a multiple of 4", name, ldm);
-}
-/* Element (r, c) of a tile stored with leading dimension ldm. */
-inline size_t tile_offset(int r, int c, unsigned ldm, bool row_major) {
-    return row_major ? (size_t)r * ldm + c : (size_t)c * ldm + r;
-}
-}  // namespace detail
-
-template <class Use, int M, int N, int K, class Layout>
-void load_matrix_sync(fragment<Use, M, N, K, precision::tf32, Layout> &f, const float *p,
-                      unsigned ldm, emu::Site site = {}) {
-    detail::check_tile_pointer("wmma::load_matrix_sync", p, ldm, site);
-    emu::warp_collective("wmma::load_matrix_sync", 0xffffffffu, 0, site);
-    for (int r = 0; r < f.rows; r++)
-        for (int c = 0; c < f.cols; c++)
-            f.x[r * f.cols + c] =
-                p[detail::tile_offset(r, c, ldm, std::is_same<Layout, row_major>::value)];
-}
-template <int M, int N, int K>
-void load_matrix_sync(fragment<accumulator, M, N, K, float> &f, const float *p, unsigned ldm,
-                      layout_t layout, emu::Site site = {}) {
-    detail::check_tile_pointer("wmma::load_matrix_sync", p, ldm, site);
-    emu::warp_collective("wmma::load_matrix_sync", 0xffffffffu, 0, site);
-    for (int r = 0; r < f.rows; r++)
-        for (int c = 0; c < f.cols; c++)
-            f.x[r * f.cols + c] = p[detail::tile_offset(r, c, ldm, layout == mem_row_major)];
-}
-template <int M, int N, int K>
-void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float> &f, unsigned ldm,
-                       layout_t layout, emu::Site site = {}) {
-    detail::check_tile_pointer("wmma::store_matrix_sync", p, ldm, site);
-    emu::warp_collective("wmma::store_matrix_sync", 0xffffffffu, 0, site);
-    for (int r = 0; r < f.rows; r++)
-        for (int c = 0; c < f.cols; c++)
-            p[detail::tile_offset(r, c, ldm, layout == mem_row_major)] = f.x[r * f.cols + c];
-}
-
-/* d = a b + c in float. Tensor cores read only the TF32 bits of a and b (the 13 low mantissa
- * bits are ignored: convert with __float_to_tf32 to round instead); products of two TF32
- * numbers are exact in float, the sums are rounded in k order (hardware's order and internal
- * rounding are unspecified, so the last bit can differ). d may be c. */
-template <int M, int N, int K, class LayoutA, class LayoutB>
-void mma_sync(fragment<accumulator, M, N, K, float> &d,
-              const fragment<matrix_a, M, N, K, precision::tf32, LayoutA> &a,
-              const fragment<matrix_b, M, N, K, precision::tf32, LayoutB> &b,
-              const fragment<accumulator, M, N, K, float> &c, emu::Site site = {}) {
-    emu::warp_collective("wmma::mma_sync", 0xffffffffu, 0, site);
-    auto tf32_bits = [](float v) {
-        uint32_t bits;
-        memcpy(&bits, &v, 4);
-        bits &= ~0x1fffu;
-        memcpy(&v, &bits, 4);
-        return v;
-    };
-    float sum[M * N];
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) {
-            float s = c.x[i * N + j];
-            for (int k = 0; k < K; k++) s += tf32_bits(a.x[i * K + k]) * tf32_bits(b.x[k * N + j]);
-            sum[i * N + j] = s;
-        }
-    memcpy(d.x, sum, sizeof sum);
-}
-
-}  // namespace wmma
-}  // namespace nvcuda
-
-/* ------------------------------------------------------------------------------------------
- * The CUDA runtime API subset, with CUDA's names, signatures and error codes. Emulated
- * device memory is host memory; cudaMalloc remembers every live allocation, so the copies
- * and cudaMemset can reject a device pointer outside one (cudaErrorInvalidValue). Kernels run
- * to completion inside the launch: there is nothing asynchronous, and the *Async calls and
- * streams are synchronous. Errors: the failing call returns its code and it becomes the
- * calling thread's last error (cudaGetLastError returns and clears it); cudaGetErrorString of
- * that code then explains the failure in detail, e.g. "unspecified launch failure (emulator:
- * kernel launched at x.cu:12: block (3,0,0): __syncthreads (x.cu:40) reached by 96 of 128
- * threads; the other 32 had returned)". Unlike CUDA, a launch failure is not sticky: the next
- * launch runs normally. */
-enum cudaError {
-    cudaSuccess = 0,
-    cudaErrorInvalidValue = 1,
-    cudaErrorMemoryAllocation = 2,
-    cudaErrorInitializationError = 3,
-    cudaErrorInvalidConfiguration = 9,
-    cudaErrorInvalidPitchValue = 12,
-    cudaErrorInvalidMemcpyDirection = 21,
-    cudaErrorNoDevice = 100,
-    cudaErrorInvalidDevice = 101,
-    cudaErrorLaunchFailure = 719,
-};
-typedef enum cudaError cudaError_t;
-
-enum cudaMemcpyKind {
-    cudaMemcpyHostToHost = 0,
-    cudaMemcpyHostToDevice = 1,
-    cudaMemcpyDeviceToHost = 2,
-    cudaMemcpyDeviceToDevice = 3,
-    cudaMemcpyDefault = 4, /* each pointer is device memory if it lies in an allocation */
-};
-
-typedef struct CUstream_st *cudaStream_t;
-
-struct cudaDeviceProp {
-    char name[256];
-    size_t totalGlobalMem;    /* the machine's physical memory */
-    size_t sharedMemPerBlock; /* 48 KiB, not enforced: static __shared__ arrays are unchecked */
-    int warpSize;
-    int maxThreadsPerBlock;
-    int maxThreadsDim[3];
-    int maxGridSize[3];
-    int multiProcessorCount; /* fixed (an H100's 132), so grids sized by it are reproducible */
-    int major, minor;        /* 9.0: every emulated feature is available */
-};
-
-const char *cudaGetErrorString(cudaError_t error);
-const char *cudaGetErrorName(cudaError_t error);
-cudaError_t cudaGetLastError(void);
-cudaError_t cudaPeekAtLastError(void);
-
-cudaError_t cudaGetDeviceCount(int *count);
-cudaError_t cudaSetDevice(int device);
-cudaError_t cudaGetDevice(int *device);
-cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device);
-cudaError_t cudaDeviceReset(void); /* frees every allocation, clears the last error */
-/* both return cudaErrorLaunchFailure while a launch failure is the last error (not yet taken
- * by cudaGetLastError), like CUDA reports a kernel's failure at the next synchronization */
-cudaError_t cudaDeviceSynchronize(void);
-cudaError_t cudaStreamSynchronize(cudaStream_t stream);
-
-/* 256-byte aligned; new memory is filled with 0xff bytes (NaN as float, -1 as integers), so a
- * kernel that reads memory nobody wrote gets visibly wrong results rather than zeros. 0 bytes:
- * *devPtr = NULL. More than the free memory: cudaErrorMemoryAllocation. */
-cudaError_t cudaMalloc(void **devPtr, size_t size);
-template <class T>
-cudaError_t cudaMalloc(T **devPtr, size_t size) {
-    return cudaMalloc(reinterpret_cast<void **>(devPtr), size);
-}
-cudaError_t cudaFree(void *devPtr);
-cudaError_t cudaMemGetInfo(size_t *free, size_t *total);
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t count, cudaMemcpyKind kind);
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpyKind kind,
-                            cudaStream_t stream = 0);
-cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
-                         size_t height, cudaMemcpyKind kind);
-cudaError_t cudaMemset(void *devPtr, int value, size_t count);
-cudaError_t cudaMemsetAsync(void *devPtr, int value, size_t count, cudaStream_t stream = 0);
+ * The rest, in two files of their own: nvcuda::wmma, and the host's runtime API. */
+#include "cuda_emu_wmma.h"
+#include "cuda_emu_runtime.h"
 
 #pragma GCC visibility pop
 #endif
