@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "fastmath.h"
+#include "parallel.h"
 #include "tinyllm.h"
 
 /* Query rows and key rows per tile. A (TILE, TILE) block of scores is 16 KiB,
@@ -322,7 +323,7 @@ void attention_decode(const float *q, const float *k_cache, const float *v_cache
                       int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t Tmax, int64_t hs) {
     float scale = 1.0f / sqrtf((float)hs);
     // one (head, query) row per task: B * nh * Tq of them, each reading its head's cache
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (B * nh * Tq * Tk * hs >= PARALLEL_MIN)
     for (int64_t bh = 0; bh < B * nh; bh++)
         for (int64_t i = 0; i < Tq; i++) {
             int64_t visible = Tk - Tq + i + 1;                     // query i sits at Tk - Tq + i

@@ -17,6 +17,7 @@
  * tests/test_generate_kernels.py for the checks, examples/bench_generate.py for the speed.
  */
 #include <stdint.h>
+#include "parallel.h"
 #include "tinyllm.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -131,7 +132,7 @@ static void rows_of_w(const float *x, const float *w, float *out, int64_t M, int
 void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K) {
     // each thread a contiguous run of whole NB_MAX-row groups: it streams its part of w once
     int64_t groups = (N + NB_MAX - 1) / NB_MAX;
-#pragma omp parallel
+#pragma omp parallel if (M * N * K >= PARALLEL_MIN)
     {
         int t = 0, nt = 1;
 #ifdef _OPENMP

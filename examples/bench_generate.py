@@ -8,10 +8,10 @@ prompt of --prompt-tokens random ids per row is prefilled, then --decode-tokens 
 are decoded greedily, one per step, on: the C backend, the NumPy backend (both through
 tinyllm.generate.stream, whose Timing separates the two phases), and PyTorch eager on
 the CPU with a preallocated KV cache (examples/torch_gpt.py, the same weights), each
-runner on every core. A decoded token reads every weight once, so decoding is bound by
-memory bandwidth: the header measures this machine's read bandwidth with a streaming
-sum over a buffer far larger than the last-level cache on all threads (compiled here
-with cc), and "% roof" is decode tokens/s against
+on OMP_NUM_THREADS threads (every core by default). A decoded token reads every weight
+once, so decoding is bound by memory bandwidth: the header measures this machine's read
+bandwidth with a streaming sum over a buffer far larger than the last-level cache on as
+many threads (compiled here with cc), and "% roof" is decode tokens/s against
     roofline = bandwidth * B / (weight bytes + B * KV-cache bytes read per row),
 the weight bytes being every matrix but the embeddings (one row each is read). Each
 number is the best of --repeats runs (the machine may be shared). Nothing asserts a
@@ -111,11 +111,16 @@ def measure(model, runner, prompt, n_decode, repeats):
     return max(r[0] for r in runs), max(r[1] for r in runs)
 
 
+def threads():
+    """OMP_NUM_THREADS (our kernels' and OpenBLAS's), else every core; torch is given the same."""
+    return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
+
+
 def runners():
     found = [name for name in ("c", "numpy") if name in backends.available_backends()]
     try:
         import torch
-        torch.set_num_threads(os.cpu_count())
+        torch.set_num_threads(threads())
         found.append("torch")
     except ImportError:
         print("(torch is not installed: no PyTorch rows; pip install torch==2.13.0)")
@@ -148,7 +153,7 @@ def run(configs=tuple(CONFIGS), batches=(1, 8), prompt_tokens=32, decode_tokens=
     names = runners()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), "unknown CPU")
-    print(f"{cpu}, {os.cpu_count()} threads; read bandwidth "
+    print(f"{cpu}, {threads()} threads; read bandwidth "
           f"{'%.1f GB/s' % bandwidth if bandwidth else 'not measured (no cc -fopenmp)'} "
           f"({bandwidth_mb} MiB streamed)")
     print(f"prompt {prompt_tokens} tokens per row, {decode_tokens} decoded, greedy; best of {repeats}")
