@@ -6,6 +6,9 @@
 #   make test        the test suite, then the CUDA tests on the emulation
 #   make bench       the benchmarks
 #   make sanitize    the kernel tests against an AddressSanitizer + UBSan build
+#   make gpu-check   build, test and time the CUDA backend on this machine's GPU (tools/gpu_check.py;
+#                    without a GPU a dry run on the emulation); GPU_CHECK_ARGS="--only tests"
+#   make gpu-wheels  fetch cffi + pycparser wheels into wheels/ for a GPU machine with no network
 #   make clean
 # Options: PYTHON=python3.12, CC=clang, CFLAGS="-O2", NO_OMP=1 (single-threaded kernels),
 # DEBUG=1 (-O0 -g, no -march=native), NO_CUDA=1 (skip the CUDA build), NVCC=/path/to/nvcc,
@@ -59,7 +62,7 @@ EMU_BUILD = $(CXX) $(1) $(EMU_WARN) -shared -o $(2) -x c++ $(CUDA_SRCS) -x none 
 SANITIZE_CUDA_DIR := build/sanitize/cuda
 CUDA_TESTS := $(wildcard tests/test_cuda*.py)
 
-.PHONY: all install lib cuda cuda-status cuda-emu test bench sanitize clean FORCE
+.PHONY: all install lib cuda cuda-status cuda-emu test bench sanitize gpu-check gpu-wheels clean FORCE
 
 all: install lib $(if $(HAVE_NVCC),cuda) cuda-status
 
@@ -145,6 +148,24 @@ ifneq ($(CXX_FOUND),)
 	cp csrc/cuda/tinyllm_cuda.h $(SANITIZE_CUDA_DIR)/
 	TINYLLM_CUDA_LIB=$(SANITIZE_CUDA_DIR)/libtinyllm_cuda.so $(SANITIZE_RUN) $(filter-out tests/test_cuda.py,$(CUDA_TESTS))
 endif
+
+# the GPU check builds what it needs itself (make lib, make cuda CUDA_ARCHS=<this GPU>), so it
+# depends on nothing here: `all` would run pip install, and the GPU machine has no network
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(PYTHON) tools/gpu_check.py $(GPU_CHECK_ARGS)
+
+# the wheels the GPU machine lacks (it has numpy, pytest, regex and torch, but not cffi),
+# for each Python it may run, on x86-64 Linux; wheels/ is ignored by git and carried to it
+GPU_WHEEL_PYTHONS := 3.11 3.12 3.13
+gpu-wheels:
+	@mkdir -p wheels
+	for v in $(GPU_WHEEL_PYTHONS); do \
+		$(PYTHON) -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+			--python-version $$v --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+			-d wheels cffi pycparser || exit 1; \
+	done
+	@ls wheels
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache $(LIB) $(HEADER) $(CUDA_LIB) $(CUDA_HEADER)

@@ -12,9 +12,9 @@
  * shapes, dtypes and ranges before calling, and no function prints, aborts or exits; a
  * function that can fail says so by its return value, which the Python binding turns into
  * an exception. Here the kernels cannot fail (their inputs are checked and they allocate
- * nothing), so they validate nothing and return void or their result; only the BPE
- * functions allocate, and they report running out of memory by returning -1 (a count) or
- * NULL (a handle), which tinyllm/tokenizer/ raises as MemoryError.
+ * nothing), so they validate nothing and return void or their result; only the BPE and
+ * language-id functions allocate, and they report running out of memory by returning -1
+ * (a count or status) or NULL (a handle), which the binding raises as MemoryError.
  * Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
  * hs head size, N rows (= B*T).
  */
@@ -119,5 +119,60 @@ bpe_trainer *bpe_trainer_new(const uint8_t *text, const int64_t *ends, const int
  * creates token 256 + i. Returns made (< n when no pair is left), -1 when out of memory. */
 int64_t bpe_trainer_merge(bpe_trainer *t, int64_t n, int32_t *left, int32_t *right);
 void bpe_trainer_free(bpe_trainer *t);
+
+/* langid.c: fastText supervised prediction, many lines per call (the definition is
+ * tinyllm/curate/langid.py with fasttext/features.py; tests/test_c_langid.py holds
+ * the two equal). A matrix has m rows of n floats, dense (rows != NULL) or product-quantized:
+ * row i is norm_i times the concatenated centroids of its codes codes[i * nsubq + q], where
+ * sub-quantizer q spans dsub values (the last one lastdsub) and its centroid c starts at
+ * centroids[q * 256 * dsub + c * (that span)]; norm_i = norm_centroids[norm_codes[i]], or 1
+ * when norm_codes is NULL. */
+typedef struct {
+    const float *rows;             /* (m, n), or NULL when quantized */
+    const uint8_t *codes;          /* (m, nsubq) */
+    const float *centroids;        /* (n * 256,) */
+    const uint8_t *norm_codes;     /* (m,) or NULL */
+    const float *norm_centroids;   /* (256,) */
+    int64_t m, n;
+    int32_t nsubq, dsub, lastdsub;
+} langid_matrix;
+/* Dictionary entry e (words first, then labels) is bytes[offsets[e] : offsets[e + 1]] of type
+ * types[e] (0 word, 1 label); slots (n_slots, a power of two > size) is filled by
+ * langid_model_build. An n-gram's bucket b is input row nwords + b, or with prune (bucket,)
+ * row nwords + prune[b], dropped when prune[b] < 0. loss: 1 hs, 2 ns, 3 softmax, 4 ova;
+ * tree_left/right (2 * nlabels - 1,) are the Huffman tree of hs (nodes < nlabels are leaves);
+ * sigmoid (513,) is fastText's table for ns and ova; output_t (dim, nlabels), the dense output
+ * matrix transposed, or NULL, speeds up softmax, ns and ova. */
+typedef struct {
+    const uint8_t *bytes;
+    const int64_t *offsets;        /* (size + 1,) */
+    const int8_t *types;           /* (size,) */
+    int32_t *slots;                /* (n_slots,) */
+    int64_t size, nwords, n_slots;
+    int32_t minn, maxn, word_ngrams, bucket;
+    const int32_t *prune;          /* (bucket,) or NULL */
+    langid_matrix input, output;
+    int32_t loss, nlabels;
+    const int32_t *tree_left, *tree_right;
+    const float *sigmoid;
+    const float *output_t;
+} langid_model;
+void langid_model_build(const langid_model *m);
+/* Line i is text[ends[i - 1] : ends[i]] (ends[-1] = 0); fastText's separators (space \t \n
+ * \v \f \r \0) split its tokens, so lines may be joined with '\n'. For each line, up to
+ * k >= 1 (label, log-probability) pairs best first go to labels[i * k :] and scores[i * k :],
+ * counts[i] of them, each of probability >= threshold; the rest of the row is label -1, score
+ * -INFINITY. Returns 0, or -1 when out of memory. */
+int langid_predict(const langid_model *m, const uint8_t *text, const int64_t *ends,
+                   int64_t n_lines, int32_t k, float threshold, int32_t *labels, float *scores,
+                   int32_t *counts);
+
+/* ngrams.c: the repetition counts of one document's n-gram hashes grams (G,), in text order
+ * (the definition: repeat_stats in tinyllm/curate/clean.py). Writes repeat (G,): 1 where the
+ * n-gram equals an earlier one; counts (G,) scratch; slots (n_slots,) scratch, n_slots a power
+ * of two > G. Returns the largest number of occurrences of one n-gram, and sets *at to the
+ * first position of the earliest n-gram that occurs that often. */
+int64_t ngram_repeats(const uint64_t *grams, int64_t G, int64_t *slots, int64_t n_slots,
+                      int32_t *counts, uint8_t *repeat, int64_t *at);
 
 #endif

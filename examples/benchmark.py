@@ -3,6 +3,7 @@
   python examples/benchmark.py                      # everything (make bench): several minutes
   python examples/benchmark.py --what train matmul  # some sections
   python examples/benchmark.py --what train --configs bench --steps 5
+  python examples/benchmark.py --what train --configs gpt2 --who cuda torch-cuda --json out/train.json
 
 Sections (each also runs alone as examples/bench_<name>.py --help):
   train      full training steps (forward, backward, AdamW) of each preset on each
@@ -14,9 +15,15 @@ Sections (each also runs alone as examples/bench_<name>.py --help):
              the measured memory-bandwidth roofline
   tokenizer  BPE encode MB/s vs tiktoken, training time vs HuggingFace tokenizers
   dedup      MinHash-LSH near-duplicate precision, recall and time vs datasketch
+  langid     fastText-model language id lines/s vs the fasttext package, one thread each
+             (in its own process, so the C kernels start with one OpenMP thread)
   cuda       (on a GPU) matmul vs cuBLAS and attention vs torch SDPA; the train section
              then also runs the cuda backend and PyTorch on the GPU
-Every table prints ratios measured in the same run; nothing asserts a time.
+Every train case starts from the same weights (the preset's seed) and trains on the
+same random batch, so the loss after the same steps must agree across backends;
+--json writes each case's numbers (seconds, loss, peak memory on the GPU) for
+tools/gpu_check.py. Every table prints ratios measured in the same run; nothing
+asserts a time.
 Record what it prints in BENCHMARKS.md.
 """
 import argparse
@@ -32,20 +39,25 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 
-def measure_tinyllm(config_name, backend, batch_size, steps, warmup):
+def batch(config, batch_size):
+    """The one random batch every case trains on: (x, y), each (B, T) int64."""
     import numpy as np
+    rng = np.random.default_rng(0)
+    shape = (batch_size, config.block_size)
+    return rng.integers(0, config.vocab_size, shape), rng.integers(0, config.vocab_size, shape)
 
+
+def measure_tinyllm(config_name, backend, batch_size, steps, warmup, precision):
     from tinyllm import backends
     from tinyllm.model import GPT, preset
     from tinyllm.optim import AdamW, clip_grad_norm, param_groups
 
     kernels = backends.set_backend(backend)
+    if backend == "cuda":
+        kernels.set_matmul_precision(precision)
     model = GPT(preset(config_name)).to(kernels)      # on the GPU for cuda
     opt = AdamW(param_groups(model.named_parameters(), 0.1), lr=1e-4)
-    c = model.config
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, c.vocab_size, (batch_size, c.block_size))
-    y = rng.integers(0, c.vocab_size, (batch_size, c.block_size))
+    x, y = batch(model.config, batch_size)
 
     def step():
         _, loss = model(x, y)
@@ -53,21 +65,22 @@ def measure_tinyllm(config_name, backend, batch_size, steps, warmup):
         clip_grad_norm(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
-        loss.item()   # as a training loop does; on a GPU it waits for the step's kernels
-    return _time(step, steps, warmup), model.num_parameters(), model.flops_per_token()
+        return loss.item()   # as a training loop does; on a GPU it waits for the step's kernels
+    seconds, loss = _time(step, steps, warmup)
+    gpu_peak = kernels.memory_stats()["peak_bytes_in_use"] if backend == "cuda" else None
+    return seconds, loss, gpu_peak, model.num_parameters(), model.flops_per_token()
 
 
-def measure_torch(config_name, batch_size, steps, warmup, device="cpu"):
+def measure_torch(config_name, batch_size, steps, warmup, device, precision):
     import torch
     from torch_gpt import from_tinyllm
 
     from tinyllm.model import GPT, preset
-    model = from_tinyllm(GPT(preset(config_name))).to(device)
-    c = preset(config_name)
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    ours = GPT(preset(config_name))                  # the same weights as every other case
+    model = from_tinyllm(ours).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, c.vocab_size, (batch_size, c.block_size), generator=g).to(device)
-    y = torch.randint(0, c.vocab_size, (batch_size, c.block_size), generator=g).to(device)
+    x, y = (torch.from_numpy(a).to(device) for a in batch(preset(config_name), batch_size))
 
     def step():
         _, loss = model(x, y)
@@ -75,17 +88,21 @@ def measure_torch(config_name, batch_size, steps, warmup, device="cpu"):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        loss.item()
-    return _time(step, steps, warmup), None, None
+        return loss.item()
+    seconds, loss = _time(step, steps, warmup)
+    gpu_peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return seconds, loss, gpu_peak, ours.num_parameters(), ours.flops_per_token()
 
 
 def _time(step, steps, warmup):
+    """(seconds per timed step, the loss of the last step)."""
+    loss = None
     for _ in range(warmup):
-        step()
+        loss = step()
     t0 = time.perf_counter()
     for _ in range(steps):
-        step()
-    return (time.perf_counter() - t0) / steps
+        loss = step()
+    return (time.perf_counter() - t0) / max(steps, 1), loss
 
 
 def run_case(args):
@@ -95,54 +112,77 @@ def run_case(args):
     keep_freed_memory()   # both sides get the same allocator settings
     if who.startswith("torch"):   # torch (CPU) or torch-cuda
         device = "cuda" if who == "torch-cuda" else "cpu"
-        seconds, params, flops = measure_torch(config_name, args.batch_size, args.steps,
-                                               args.warmup, device)
+        r = measure_torch(config_name, args.batch_size, args.steps, args.warmup, device,
+                          args.matmul_precision)
     else:
-        seconds, params, flops = measure_tinyllm(config_name, who, args.batch_size, args.steps, args.warmup)
-    print(json.dumps({"seconds": seconds, "params": params, "flops_per_token": flops,
-                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        r = measure_tinyllm(config_name, who, args.batch_size, args.steps, args.warmup,
+                            args.matmul_precision)
+    seconds, loss, gpu_peak, params, flops = r
+    print(json.dumps({"seconds": seconds, "loss": loss, "params": params, "flops_per_token": flops,
+                      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "gpu_peak_mb": None if gpu_peak is None else gpu_peak / 2**20}))
 
 
-def bench_train(args):
+def contenders(chosen):
+    """The backends and torch rows to run (numpy first, the ratios' baseline), and a note on torch."""
     from tinyllm.backends import available_backends
-    from tinyllm.model import preset
-    who = list(reversed(available_backends()))        # numpy first: the ratios' baseline
+    who = list(reversed(available_backends()))
     try:
         import torch
         who.append("torch")
-        torch_note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
         if torch.cuda.is_available():
             who.append("torch-cuda")
-            torch_note += f"; GPU {torch.cuda.get_device_name()}"
+            note += f"; GPU {torch.cuda.get_device_name()}"
     except ImportError:
-        torch_note = "torch not installed (pip install torch==2.13.0 to compare)"
+        note = "torch not installed (pip install torch==2.13.0 to compare)"
+    return (chosen if chosen else who), note
+
+
+def print_row(r, baseline):
+    params = f"{r['params'] / 1e6:.1f}M" if r["params"] else ""
+    gpu_mb = f"{r['gpu_peak_mb']:,.0f}" if r["gpu_peak_mb"] is not None else ""
+    gflops = r["flops_per_token"] * r["tokens_per_sec"] / 1e9
+    print(f"{r['config']:<8} {params:>8} {r['who']:<10} {r['seconds'] * 1e3:>9.1f} "
+          f"{r['tokens_per_sec']:>10,.0f} {gflops:>8.1f} {r['peak_mb']:>8,.0f} {gpu_mb:>7} "
+          f"{r['loss']:>8.4f} {baseline / r['seconds']:>14.2f}x", flush=True)
+
+
+def bench_train(args):
+    from tinyllm.model import preset
+    who, torch_note = contenders(args.who)
     print(f"training step, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
-          f"warm-up; {os.cpu_count()} CPUs; {torch_note}")
-    print(f"{'config':<8} {'params':>8} {'who':<10} {'ms/step':>9} {'tokens/s':>10} "
-          f"{'GFLOP/s':>8} {'peak MB':>8} {'speed vs numpy':>15}")
+          f"warm-up, matmul precision {args.matmul_precision}; {os.cpu_count()} CPUs; {torch_note}")
+    print(f"{'config':<8} {'params':>8} {'who':<10} {'ms/step':>9} {'tokens/s':>10} {'GFLOP/s':>8} "
+          f"{'peak MB':>8} {'GPU MB':>7} {'loss':>8} {'speed vs ' + who[0]:>15}")
+    results = []
     for config_name in args.configs:
         c = preset(config_name)
-        tokens = args.batch_size * c.block_size
-        baseline, flops = None, None
+        tokens, baseline = args.batch_size * c.block_size, None
         for name in who:
             cmd = [sys.executable, os.path.abspath(__file__), "--case", f"{config_name}:{name}",
                    "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)]
+                   "--warmup", str(args.warmup), "--matmul-precision", args.matmul_precision]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
-                print(f"{config_name:<8} {'':>8} {name:<10} failed: {done.stderr.strip().splitlines()[-1]}")
+                error = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                results.append({"config": config_name, "who": name, "error": error})
+                print(f"{config_name:<8} {'':>8} {name:<10} failed: {error}", flush=True)
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
-            flops = r["flops_per_token"] or flops
             baseline = baseline or r["seconds"]
-            params = f"{r['params'] / 1e6:.1f}M" if r["params"] else ""
-            print(f"{config_name:<8} {params:>8} {name:<10} {r['seconds'] * 1e3:>9.1f} "
-                  f"{tokens / r['seconds']:>10,.0f} {flops * tokens / r['seconds'] / 1e9:>8.1f} "
-                  f"{r['peak_mb']:>8,.0f} {baseline / r['seconds']:>14.2f}x")
+            r.update(config=config_name, who=name, tokens_per_step=tokens,
+                     tokens_per_sec=tokens / r["seconds"])
+            results.append(r)
+            print_row(r, baseline)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+                       "matmul_precision": args.matmul_precision, "cases": results}, f, indent=1)
 
 
 def main():
-    sections = ["train", "matmul", "attention", "generate", "tokenizer", "dedup", "cuda"]
+    sections = ["train", "matmul", "attention", "generate", "tokenizer", "dedup", "langid", "cuda"]
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--what", nargs="+", choices=sections, default=sections, help="sections to run")
@@ -150,6 +190,10 @@ def main():
     p.add_argument("--batch-size", type=int, default=8, help="train: sequences per step (default: %(default)s)")
     p.add_argument("--steps", type=int, default=5, help="train: timed steps per case (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=2, help="train: untimed steps first (default: %(default)s)")
+    p.add_argument("--who", nargs="+", help="train: only these rows (numpy, c, cuda, torch, torch-cuda)")
+    p.add_argument("--matmul-precision", choices=["highest", "tf32"], default="highest",
+                   help="train: matmuls of cuda and torch-cuda in float32 or TF32 (default: %(default)s)")
+    p.add_argument("--json", help="train: also write every case's numbers to this JSON file")
     p.add_argument("--case", help=argparse.SUPPRESS)   # set when this script runs one case in a child
     args = p.parse_args()
     if args.case:
@@ -158,6 +202,8 @@ def main():
         print(f"\n=== {name} ===", flush=True)
         if name == "train":
             bench_train(args)
+        elif name == "langid":
+            subprocess.run([sys.executable, os.path.join(ROOT, "examples", "bench_langid.py")])
         else:
             __import__(f"bench_{name}").run()
 

@@ -308,3 +308,33 @@ def test_wrapper_rejects_out_of_range_ids():
     with pytest.raises(ValueError, match="4"):
         C.cross_entropy_backward(1.0, np.zeros((2, 4), np.float32), np.array([4, 0]),
                                  np.zeros(2, np.float32))
+
+
+def test_wrapper_refuses_to_write_read_only_memory(tmp_path):
+    """adamw_update writes param, m and v in place: a read-only memmap would segfault in C,
+    and np.frombuffer(bytes) would overwrite an immutable bytes object."""
+    n = 16
+    frozen = b"\0" * (4 * n)
+    np.save(tmp_path / "p.npy", np.zeros(n, np.float32))
+    mapped = np.load(tmp_path / "p.npy", mmap_mode="r")
+    ok = [np.zeros(n, np.float32) for _ in range(4)]
+    for victim in (mapped, np.frombuffer(frozen, np.float32)):
+        for slot in (0, 2, 3):   # param, m, v; grad is only read
+            args = list(ok)
+            args[slot] = victim
+            with pytest.raises(ValueError, match="read-only"):
+                C.adamw_update(*args, 1e-2, 0.9, 0.95, 1e-8, 0.1, 1)
+    assert frozen == b"\0" * (4 * n)
+    C.adamw_update(ok[0], np.frombuffer(frozen, np.float32), ok[2], ok[3], 1e-2, 0.9, 0.95,
+                   1e-8, 0.1, 1)   # a read-only grad is fine
+
+
+def test_adamw_step_on_a_memmapped_parameter_raises(tmp_path):
+    from tinyllm import backends, nn
+    from tinyllm.optim import AdamW
+    np.save(tmp_path / "w.npy", np.ones((4, 4), np.float32))
+    backends.set_backend("c")
+    p = nn.Parameter(np.load(tmp_path / "w.npy", mmap_mode="r"))
+    p.grad = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="read-only"):
+        AdamW([{"params": [p], "names": ["w"]}], lr=1e-2).step()

@@ -3,10 +3,11 @@
 Each heuristic gets a document that fails exactly it (the checks before it
 pass), so a regression names the check. Not a benchmark.
 """
+import numpy as np
 import pytest
 
 from tinyllm.data import DataError
-from tinyllm.curate.clean import CleanConfig, normalize, quality_reason
+from tinyllm.curate.clean import CleanConfig, normalize, quality_reason, stable_order
 
 GOOD = ("The committee met on Tuesday to review the budget proposal for next year. "
         "Members raised concerns about rising maintenance costs and the schedule "
@@ -87,3 +88,14 @@ def test_bad_config():
         CleanConfig(top_ngram_limits="2-0.2")
     with pytest.raises(DataError, match="n must be >= 1"):
         CleanConfig(dup_ngram_limits="0:0.1")
+
+
+def test_stable_order_is_the_stable_argsort():
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 3, 100, 3200):
+        values = rng.integers(0, 2**64, n, dtype=np.uint64)
+        if n > 3:
+            values[rng.integers(0, n, n // 3)] = values[rng.integers(0, n, n // 3)]  # repeats
+        assert stable_order(values).tolist() == np.argsort(values, kind="stable").tolist()
+    shared_top = np.array([5, 4, 5, 4, 2**40], dtype=np.uint64)  # equal top bits: the fallback
+    assert stable_order(shared_top).tolist() == [1, 3, 0, 2, 4]

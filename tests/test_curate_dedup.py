@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from tinyllm.data import DataError
-from tinyllm.curate.dedup import (UnionFind, candidate_pairs, exact_hash, find_near_duplicates,
-                                union_find_clusters)
+from tinyllm.curate import dedup
+from tinyllm.curate.dedup import (UnionFind, candidate_pairs, exact_hash, find_near_duplicate_pairs,
+                                find_near_duplicates, union_find_clusters)
 from tinyllm.curate.hashing import ngram_hashes, span_hashes, text_words, utf8_array, word_spans
-from tinyllm.curate.minhash import EMPTY, MinHasher, band_keys, optimal_bands
+from tinyllm.curate.minhash import (EMPTY, MinHasher, band_keys, exact_jaccard, optimal_bands,
+                                   recall_bands)
 from tinyllm.curate.synthetic import cluster_pairs, near_duplicate_corpus, shingle_jaccard
 
 # ----------------------------------------------------------------------------- hashing
@@ -108,6 +110,24 @@ def test_optimal_bands_match_datasketch(threshold, num_perm):
     lsh = pytest.importorskip("datasketch.lsh", reason="datasketch not installed (optional)")
     assert optimal_bands(threshold, num_perm) == lsh._optimal_param(threshold, num_perm, 0.5, 0.5)
 
+
+@pytest.mark.parametrize("threshold, num_perm", [(0.5, 128), (0.7, 64), (0.8, 128), (0.9, 256)])
+def test_recall_bands_reach_the_target_above_the_threshold(threshold, num_perm):
+    b, r = recall_bands(threshold, num_perm)
+    assert b * r <= num_perm and 1 - (1 - (threshold + 0.05) ** r) ** b >= 0.995
+    assert recall_bands(0.8, 128) == (14, 7)
+    with pytest.raises(DataError, match="raise num_perm"):
+        recall_bands(0.3, 4)
+
+
+def test_exact_jaccard_is_the_shingle_jaccard():
+    docs, truth = near_duplicate_corpus(n_docs=60, dup_clusters=10, related_pairs=5, seed=4,
+                                        similarity=(0.5, 1.0))
+    pairs = sorted(cluster_pairs(truth)) + [(0, 1), (2, 59)]
+    i, j = (np.array(side) for side in zip(*pairs))
+    want = [shingle_jaccard(docs[a], docs[b]) for a, b in pairs]
+    np.testing.assert_allclose(exact_jaccard(docs, i, j, 5), want, rtol=0, atol=1e-12)
+
 # ----------------------------------------------------------------------------- clustering
 
 
@@ -152,6 +172,34 @@ def test_precision_and_recall_on_planted_duplicates():
     precision, recall = hits / len(found_pairs), hits / len(true_pairs)
     assert precision >= 0.95 and recall >= 0.95, (precision, recall)
     assert found == find_near_duplicates(docs, threshold=0.8)   # deterministic
+
+
+def test_recall_and_precision_on_varied_edits():
+    """Copies edited by substitutions, insertions, deletions, trimmed ends or a mix, to a
+    Jaccard of 0.7-1.0: pairs at >= 0.85 are found (recall), pairs found reach 0.8 (precision)."""
+    docs, truth = near_duplicate_corpus(n_docs=1500, dup_clusters=200, related_pairs=100, seed=8,
+                                        similarity=(0.7, 1.0))
+    jaccard = {p: shingle_jaccard(docs[p[0]], docs[p[1]]) for p in cluster_pairs(truth)}
+    wanted = {p for p, s in jaccard.items() if s >= 0.85}
+    found = set(zip(*(x.tolist() for x in find_near_duplicate_pairs(docs, threshold=0.8))))
+    recall = len(found & wanted) / len(wanted)
+    precision = np.mean([jaccard.get(p, 0.0) >= 0.8 for p in found])
+    assert len(wanted) > 100 and recall >= 0.99 and precision >= 0.99, (recall, precision)
+    estimate_only = find_near_duplicate_pairs(docs, 0.8, bands=optimal_bands(0.8, 128), exact=False)
+    assert len(found & wanted) > len(set(zip(*(x.tolist() for x in estimate_only))) & wanted)
+
+
+def test_exact_checks_run_in_bounded_chunks(monkeypatch):
+    docs, _ = near_duplicate_corpus(n_docs=300, dup_clusters=40, related_pairs=10, seed=6,
+                                    similarity=(0.7, 0.9))
+    whole = find_near_duplicate_pairs(docs)
+    sizes, exact = [], dedup.exact_jaccard
+    monkeypatch.setattr(dedup, "exact_jaccard",
+                        lambda d, i, j, n: sizes.append(len(i)) or exact(d, i, j, n))
+    monkeypatch.setattr(dedup, "_EXACT_CHUNK", 3)
+    chunked = find_near_duplicate_pairs(docs)
+    assert len(sizes) > 2 and max(sizes) == 3
+    assert [a.tolist() for a in chunked] == [a.tolist() for a in whole]
 
 
 def test_exact_hash():

@@ -20,6 +20,7 @@ import pytest
 
 from tinyllm.cli.prepare import main
 from tinyllm.curate.clean import normalize
+from tinyllm.curate.dedup import duplicates_to_drop, find_near_duplicates
 from tinyllm.data import DataError, open_prepared, prepared_tokenizer, read_tokens
 from tinyllm.tokenizer import ByteTokenizer, load_file
 from tinyllm.curate.langid import train_supervised
@@ -102,6 +103,19 @@ def test_report_accounts_for_every_document(reference):
     assert report["tokens"]["train"] > 0 and report["tokens"]["val"] > 0
     assert json.loads((out / "report.json").read_text()) == report
     assert not (out / ".prepare-work").exists()
+
+
+def test_near_duplicates_dropped_as_find_near_duplicates_finds_them(tmp_path):
+    """The plan stage (signatures from the workers, exact Jaccard read back from the spool
+    near the threshold) drops what find_near_duplicates on the same texts would."""
+    docs, _ = near_duplicate_corpus(n_docs=240, dup_clusters=40, related_pairs=10, seed=5,
+                                    similarity=(0.7, 1.0))
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    report = prepare([tmp_path / "in.jsonl"], tmp_path / "out", config=_config(workers=1,
+                     quality=False), progress=False)
+    want = duplicates_to_drop(find_near_duplicates([normalize(d) for d in docs]))
+    dropped = report["documents"]["dropped"]    # copies at similarity 1.0 are exact duplicates
+    assert dropped["near_duplicate"] + dropped.get("exact_duplicate", 0) == len(want) > 20
 
 
 def test_shards_hold_the_kept_documents(corpus, reference):

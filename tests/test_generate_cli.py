@@ -84,13 +84,20 @@ def test_stdin_prompt_and_the_sample_alias(ckpt):
     assert r.returncode == 0 and r.stdout.startswith("a"), r.stderr
 
 
-def test_empty_and_too_long_prompts_warn_and_go_on(ckpt, bpe_ckpt, capsys, tmp_path):
+def test_no_prompt_starts_from_end_of_text_and_an_empty_one_is_refused(ckpt, bpe_ckpt, capsys,
+                                                                       tmp_path):
+    code, out, err = run(capsys, "--ckpt", ckpt, "--max-new-tokens", 3)
+    assert code == 0 and "no prompt; starting from a newline" in err
+    code, out, err = run(capsys, "--ckpt", bpe_ckpt, "--max-new-tokens", 3)
+    assert code == 0 and "starting from <|endoftext|>" in err
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    code, out, err = run(capsys, "--ckpt", ckpt, "--prompt-file", empty, "--max-new-tokens", 3)
-    assert code == 0 and "empty prompt; starting from a newline" in err
-    code, out, err = run(capsys, "--ckpt", bpe_ckpt, "--prompt", "", "--max-new-tokens", 3)
-    assert code == 0 and "starting from <|endoftext|>" in err
+    for flags in (["--prompt-file", empty], ["--prompt", ""]):
+        code, out, err = run(capsys, "--ckpt", ckpt, *flags)
+        assert code == 1 and out == "" and "is empty" in err and "end-of-text" in err
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end(ckpt, capsys):
     code, out, err = run(capsys, "--ckpt", ckpt, "--prompt", "z" * 30, "--max-new-tokens", 3)
     assert code == 0 and "keeping the last 24" in err and out.startswith("z" * 24)
 

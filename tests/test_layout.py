@@ -2,6 +2,7 @@
 
 The layers, top to bottom (README's reading map follows them upward):
   cli/                 one module per command
+  plan/                the scale planner (its commands are run.TrainConfig's flags)
   run.py               a training run built from flags
   train.py             the Trainer
   checkpoint.py        what a checkpoint holds (a model and its tokenizer)
@@ -13,7 +14,7 @@ The layers, top to bottom (README's reading map follows them upward):
   tensor.py ops.py     autograd; the one allowed circle (Tensor's operators are ops)
   curate/ data/ tokenizer/   text in; no autograd or model code
   backends/            the kernels
-  errors.py atomic.py progress.py malloc.py safetensors.py plot.py   leaves
+  errors.py atomic.py terminal.py folder_lock.py progress.py malloc.py safetensors.py plot.py   leaves
 Every import, at the top of a file or inside a function, must go to a lower
 layer or, inside one package, must not close a circle.
 """
@@ -28,13 +29,13 @@ PACKAGE = ROOT / "tinyllm"
 # higher imports lower; a module's layer is that of its longest listed prefix
 LAYERS = {
     "tinyllm.cli": 90, "tinyllm.__main__": 95, "tinyllm": 99,   # __init__: the public names
-    "tinyllm.run": 80, "tinyllm.train": 70, "tinyllm.checkpoint": 60, "tinyllm.model": 50,
+    "tinyllm.plan": 85, "tinyllm.run": 80, "tinyllm.train": 70, "tinyllm.checkpoint": 60, "tinyllm.model": 50,
     "tinyllm.chat": 46, "tinyllm.generate": 45, "tinyllm.sampling": 44, "tinyllm.nn": 40, "tinyllm.optim": 40, "tinyllm.gradcheck": 40,
     "tinyllm.tensor": 30, "tinyllm.ops": 30,
     "tinyllm.curate": 24, "tinyllm.data": 22, "tinyllm.tokenizer": 20,
     "tinyllm.backends": 10,
-    "tinyllm.errors": 0, "tinyllm.atomic": 0, "tinyllm.progress": 0, "tinyllm.malloc": 0,
-    "tinyllm.safetensors": 1, "tinyllm.plot": 1,
+    "tinyllm.errors": 0, "tinyllm.atomic": 0, "tinyllm.terminal": 0, "tinyllm.progress": 0, "tinyllm.malloc": 0,
+    "tinyllm.safetensors": 1, "tinyllm.plot": 1, "tinyllm.folder_lock": 1,
 }
 ALLOWED_CIRCLES = {frozenset({"tinyllm.tensor", "tinyllm.ops"})}
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 60
@@ -105,7 +106,8 @@ def test_no_import_circle_but_tensor_and_ops():
 
 SOURCES = sorted([*PACKAGE.rglob("*.py"), *(ROOT / "csrc").rglob("*.[ch]"),
                   *(ROOT / "csrc").rglob("*.cu"), *(ROOT / "csrc").rglob("*.cuh"),
-                  *(ROOT / "csrc").rglob("*.cpp"), *(ROOT / "examples").glob("*.py")])
+                  *(ROOT / "csrc").rglob("*.cpp"), *(ROOT / "examples").glob("*.py"),
+                  *(ROOT / "tools").glob("*.py")])
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -39,9 +39,10 @@ def atomic_write(path, mode="wb", encoding=None):
         yield f
         f.flush()
         os.fsync(f.fileno())   # the bytes are on disk before the rename makes them the file
+        f.close()
+        commit(tmp, path)      # fails when path is a folder: the temp file goes too
     except BaseException:
         f.close()
-        os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
         raise
-    f.close()
-    commit(tmp, path)

@@ -10,16 +10,23 @@ A run's output folder holds two safetensors files (safetensors.py is the format)
                            and, as metadata, the step, the training config and
                            the random generators' states; its "run_id" must equal
                            the model file's, so the two always come from one save
-Each file is written atomically, the training state first: a crash between
-the two renames leaves a pair whose run_ids differ, which load refuses
-rather than resuming from mismatched halves.
+The two move together (`save_checkpoint`): both are first written whole
+beside their targets as NAME.next (each atomically), then renamed over
+them, the training state first. A kill before the first rename leaves the
+previous pair; a kill between the renames leaves a training state whose
+model waits in ckpt.safetensors.next with the same run_id, and
+`recover_checkpoint` (run before every resume) finishes that rename. So at
+any instant the folder holds a consistent pair, or the pieces to make the
+newest one; load still refuses a pair whose run_ids differ.
 
 Not here: the file format itself (safetensors.py) or the training loop (train.py).
 Read safetensors.py next.
 """
 import json
+import os
 import uuid
 
+from tinyllm.atomic import commit
 from tinyllm.errors import CheckpointError
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.safetensors import load_safetensors, read_metadata, save_safetensors
@@ -33,6 +40,44 @@ def save_model(path, model, tokenizer, step, run_id):
     save_safetensors(path, model.state_dict(), {
         "format": FORMAT, "version": VERSION, "config": json.dumps(model.config.to_dict()),
         "tokenizer": json.dumps(tokenizer.to_dict()), "step": str(step), "run_id": run_id})
+
+
+def save_checkpoint(ckpt_path, state_path, model, tokenizer, names, optimizer, state, run_id):
+    """The model and its training state as one pair: see the module docstring for the order."""
+    staged_state, staged_model = _staged(state_path), _staged(ckpt_path)
+    save_training_state(staged_state, names, optimizer, state, run_id)
+    save_model(staged_model, model, tokenizer, state["step"], run_id)
+    commit(staged_state, state_path)
+    commit(staged_model, ckpt_path)
+
+
+def recover_checkpoint(ckpt_path, state_path):
+    """Finish the renames of a save that a kill interrupted, so the newest whole pair is in place.
+
+    Staged files that make no pair with the rest (a kill while they were being written) are
+    removed: the pair in place is then the newest consistent one.
+    """
+    staged_state, staged_model = _staged(state_path), _staged(ckpt_path)
+    model_id = _run_id(staged_model)
+    if model_id is not None and model_id == _run_id(staged_state):   # killed before the renames
+        commit(staged_state, state_path)
+    if model_id is not None and model_id == _run_id(state_path):     # killed between them
+        commit(staged_model, ckpt_path)
+    for path in (staged_state, staged_model):
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def _staged(path):
+    return os.fspath(path) + ".next"
+
+
+def _run_id(path):
+    """The run_id in a file's metadata, or None when it is missing or unreadable."""
+    try:
+        return read_metadata(path).get("run_id")
+    except (OSError, CheckpointError):
+        return None
 
 
 def read_model_metadata(path):
@@ -49,14 +94,16 @@ def read_model_metadata(path):
         tokenizer = tokenizer_from_dict(json.loads(meta["tokenizer"]))
         return {"config": config, "tokenizer": tokenizer, "step": int(meta["step"]),
                 "run_id": meta["run_id"]}
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path} has damaged metadata ({e}); use another checkpoint") from e
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
+        raise CheckpointError(f"{path} has damaged metadata ({str(e)[:200]}); use another "
+                              f"checkpoint") from None
 
 
 def load_model(path):
     """(model, tokenizer, metadata) from a model checkpoint."""
     meta = read_model_metadata(path)
     tensors, _ = load_safetensors(path)
+    _check_shapes(path, meta["config"], tensors)   # before a model of the config's size is built
     model = GPT(meta["config"])
     try:
         model.load_state_dict(tensors)
@@ -64,6 +111,34 @@ def load_model(path):
         raise CheckpointError(f"{path}: the weights do not match the config stored beside "
                               f"them ({e}); the file is damaged") from e
     return model, meta["tokenizer"], meta
+
+
+def contract_shapes(config):
+    """{parameter name: shape} of a GPT of this config, by DESIGN.md's model contract."""
+    V, T, C = config.vocab_size, config.block_size, config.n_embd
+    shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (T, C)}
+    for i in range(config.n_layer):
+        shapes.update({f"transformer.h.{i}.{name}": shape for name, shape in (
+            ("ln_1.weight", (C,)), ("attn.c_attn.weight", (3 * C, C)),
+            ("attn.c_proj.weight", (C, C)), ("ln_2.weight", (C,)),
+            ("mlp.c_fc.weight", (4 * C, C)), ("mlp.c_proj.weight", (C, 4 * C)))})
+    shapes.update({"transformer.ln_f.weight": (C,), "lm_head.weight": (V, C)})
+    return shapes
+
+
+def _check_shapes(path, config, tensors):
+    """A config that does not match its weights (say, one claiming a huge model) is refused."""
+    if config.n_layer > len(tensors):   # each layer holds tensors: do not even list them
+        raise CheckpointError(f"{path}: its config claims {config.n_layer:,} layers but the file "
+                              f"holds {len(tensors)} tensors; the file is damaged")
+    expected = contract_shapes(config)
+    wrong = [(n, tensors[n].shape if n in tensors else "missing", s)
+             for n, s in expected.items() if n not in tensors or tensors[n].shape != s]
+    if wrong:
+        name, got, want = wrong[0]
+        raise CheckpointError(f"{path}: the weights do not match the config stored beside them "
+                              f"({len(wrong)} tensors differ, e.g. {name}: {got} in the file, "
+                              f"{want} by the config); the file is damaged")
 
 
 def new_run_id():
@@ -92,7 +167,10 @@ def load_training_state(path, names, optimizer, run_id):
             "step": int(meta["optimizer_step"]),
             "exp_avg": [tensors[f"exp_avg.{n}"] for n in names],
             "exp_avg_sq": [tensors[f"exp_avg_sq.{n}"] for n in names]})
-        return json.loads(meta["state"])
-    except (KeyError, ValueError) as e:
+        state = json.loads(meta["state"])
+        if not isinstance(state, dict):
+            raise ValueError(f"its state is a {type(state).__name__}, not an object")
+        return state
+    except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{path} is missing or has a damaged part of the optimizer "
                               f"state ({e}); start a new run") from e

@@ -33,3 +33,11 @@ class BackendUnavailable(RuntimeError):
 
 class CudaError(RuntimeError):
     """A CUDA call failed; the message names the call and CUDA's reason."""
+
+
+class PlanError(ValueError):
+    """The planner cannot make a plan from its input; the message says which value and the fix."""
+
+
+class OutputFolderError(RuntimeError):
+    """An output folder cannot be written: it is a file, read-only, or another run holds it."""

@@ -142,15 +142,16 @@ def stream(model, idx, max_new_tokens, settings=None, rng=None, cache=None, timi
 
 
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-             seed=None, use_cache=True, min_p=None, repetition_penalty=1.0):
+             seed=None, use_cache=True, min_p=None, repetition_penalty=1.0, exclude=None):
     """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + new).
 
-    The sampling options are sampling.Sampling's; seed makes the run
+    The sampling options are sampling.Sampling's (exclude: ids never to sample,
+    a tokenizer's unused_ids()); seed makes the run
     reproducible. The context is the last block_size tokens, as in training.
     use_cache=False recomputes the whole window for every token (the
     definition the cache is tested against).
     """
-    settings = Sampling(temperature, top_k, top_p, min_p, repetition_penalty)
+    settings = Sampling(temperature, top_k, top_p, min_p, repetition_penalty, exclude or ())
     idx = model._check_ids(idx)
     new = list(stream(model, idx, max_new_tokens, settings, np.random.default_rng(seed),
                       use_cache=use_cache))

@@ -40,14 +40,24 @@ class GPTConfig:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
                              f"each head gets n_embd / n_head channels, so choose n_embd a "
                              f"multiple of n_head (e.g. n_embd={self.n_head * max(1, self.n_embd // self.n_head)})")
+        for name in ("norm_eps", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+                raise ValueError(f"GPTConfig.{name} must be a number, got {value!r}")
+        if not 0.0 < self.norm_eps < 1.0:
+            raise ValueError(f"GPTConfig.norm_eps must be in (0, 1), got {self.norm_eps}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"GPTConfig.seed must be a non-negative integer, got {self.seed!r}")
 
     def to_dict(self):
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d):
+        if not isinstance(d, dict):
+            raise ValueError(f"a GPTConfig is a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -69,6 +79,37 @@ def preset(name, **overrides):
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return GPTConfig(**{**PRESETS[name], **overrides})
+
+
+# -- size and cost from a config alone (the planner's; GPT's methods count the built arrays) ----
+def parameter_counts(config):
+    """GPT(config)'s parameters by part, from the shape alone: no arrays are made.
+
+    With V, T, L, C = vocab_size, block_size, n_layer, n_embd:
+        wte V C   wpe T C   ln_f C   lm_head V C
+        blocks L (12 C^2 + 2 C): c_attn 3C^2, attn c_proj C^2, c_fc 4C^2, mlp c_proj 4C^2, ln_1 + ln_2 2C
+    e.g. the gpt2 preset: 38,597,376 + 786,432 + 84,953,088 + 768 + 38,597,376 = 162,935,040.
+    """
+    V, T, L, C = config.vocab_size, config.block_size, config.n_layer, config.n_embd
+    return {"wte": V * C, "wpe": T * C, "blocks": L * (12 * C * C + 2 * C), "ln_f": C, "lm_head": V * C}
+
+
+def num_parameters(config):
+    """Every parameter of GPT(config); equals GPT(config).num_parameters() without building it."""
+    return sum(parameter_counts(config).values())
+
+
+def flops_per_token(config, T=None):
+    """Training FLOPs per token (forward + backward) at sequence length T: 6 N + 12 L C T (PaLM appendix B).
+
+    N counts the matmul weights, 12 L C^2 + V C (the embeddings are lookups,
+    the norms elementwise); the second term is the attention scores and the
+    weighted sum of the values. Equals GPT(config).flops_per_token(T).
+    """
+    L, C = config.n_layer, config.n_embd
+    T = T or config.block_size
+    n_matmul = L * 12 * C * C + config.vocab_size * C
+    return 6 * n_matmul + 12 * L * C * T
 
 
 class CausalSelfAttention(nn.Module):
@@ -182,14 +223,14 @@ class GPT(nn.Module):
 
     # -- generation (generate.py) -----------------------------------------
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 seed=None, use_cache=True, min_p=None, repetition_penalty=1.0):
+                 seed=None, use_cache=True, min_p=None, repetition_penalty=1.0, exclude=None):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + new).
 
         See generate.generate, which this calls, and sampling.py for the options.
         """
         return generate.generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
                                  top_p=top_p, seed=seed, use_cache=use_cache, min_p=min_p,
-                                 repetition_penalty=repetition_penalty)
+                                 repetition_penalty=repetition_penalty, exclude=exclude)
 
     @property
     def dtype(self):

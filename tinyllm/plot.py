@@ -29,23 +29,37 @@ MIN_POINTS_FOR_EMA = 10  # with fewer points the average mostly lags, so draw th
 CHAR_WIDTH = 7  # rough px per character at font-size 12, to size the legend box
 
 
-def read_log(path):
-    """Read a JSON-lines log: one object per line, blank lines skipped. Returns a list of dicts."""
+def read_log(path, on_torn_last=None, require_step=False):
+    """Read a JSON-lines log: one object per line, blank lines skipped. Returns a list of dicts.
+
+    Damage raises ValueError naming the file and line. A last line that is cut short (a
+    run stopped or a disk filled while writing it) is damage too, unless on_torn_last is
+    given: then it is called with the line number and the line is dropped. require_step:
+    every record must hold an integer "step" (the trainer's own log).
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    last = max((n for n, line in enumerate(lines, 1) if line.strip()), default=0)
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {lineno}: not valid JSON ({e.msg}); if it is the last "
-                                 "line, the run was probably stopped while writing it: delete that "
-                                 "line and plot again") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {lineno}: expected an object like "
-                                 f'{{"step": 10, "loss": 3.2}}, got {type(record).__name__}')
-            records.append(record)
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if lineno == last and on_torn_last is not None:
+                on_torn_last(lineno)
+                break
+            raise ValueError(f"{path}, line {lineno}: not valid JSON ({e.msg}); if it is the last "
+                             "line, the run was probably stopped while writing it: delete that "
+                             "line and try again") from None
+        except RecursionError:
+            raise ValueError(f"{path}, line {lineno}: nested too deeply to be a log record") from None
+        if not isinstance(record, dict) or (require_step and not isinstance(record.get("step"), int)):
+            raise ValueError(f"{path}, line {lineno}: expected an object like "
+                             f'{{"step": 10, "loss": 3.2}}, got {type(record).__name__} '
+                             f'{str(record)[:60]}')
+        records.append(record)
     return records
 
 

@@ -23,6 +23,9 @@ import pathlib
 
 from tinyllm import backends
 from tinyllm import tokenizer as tokenizers
+from tinyllm.checkpoint import recover_checkpoint
+from tinyllm.errors import CheckpointError
+from tinyllm.folder_lock import lock_folder
 from tinyllm.data import (BatchLoader, is_prepared, load_corpus, open_prepared, prepare_token_files,
                           prepared_tokenizer, read_tokens)
 from tinyllm.model import GPT, PRESETS, GPTConfig
@@ -57,8 +60,11 @@ class TrainConfig(LoopConfig):
         super().__post_init__()
         for name in ("batch_size", "vocab_size"):
             self._at_least(name, 1)
-        for name in ("weight_decay", "sample_tokens"):
+        for name in ("weight_decay", "sample_tokens", "seed"):
             self._at_least(name, 0)
+        if self.sample_tokens and not self.prompt:
+            raise ValueError("--prompt is empty: the closing sample continues it; give at least "
+                             "one character (the default is a newline), or --sample-tokens 0")
 
     def model_config(self, vocab_size):
         if self.preset not in PRESETS:
@@ -71,15 +77,30 @@ class TrainConfig(LoopConfig):
 def saved_config(out):
     """The TrainConfig fields a run in `out` was started with, or {} when there is none."""
     state_path = pathlib.Path(out) / "train_state.safetensors"
+    lock_folder(out, "train")   # recovering renames files a running save may be writing
+    recover_checkpoint(pathlib.Path(out) / "ckpt.safetensors", state_path)
     if not state_path.exists():
         return {}
-    return json.loads(read_metadata(state_path)["state"])["train_config"]
+    try:
+        saved = json.loads(read_metadata(state_path)["state"])["train_config"]
+        if not isinstance(saved, dict):
+            raise TypeError(f"train_config is a {type(saved).__name__}, not an object")
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{state_path}: no readable train_config in its metadata ({str(e)[:200]}); "
+                              f"the file is damaged: start a new run or restore it") from None
+    unknown = sorted(set(saved) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise CheckpointError(f"{state_path}: train_config has fields this command does not know "
+                              f"({unknown}); it was written by another tinyllm or command: resume "
+                              f"it with that one, or start a new run")
+    return saved
 
 
 def build_trainer(config, printer=None):
     """A Trainer for config, resumed from config.out when config.resume."""
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
+    lock_folder(config.out, "train")   # before anything is written there
     backend = backends.set_backend(config.backend) if config.backend else backends.get_backend()
     if config.max_steps is None:   # the default run's length follows the backend's speed
         config = dataclasses.replace(config, max_steps=800 if backend.NAME == "numpy" else 1100)

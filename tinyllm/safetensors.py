@@ -189,8 +189,8 @@ def _read_header(f, path):
         if not text.startswith("{"):  # so json.loads can only return an object (or fail)
             raise ValueError("the header does not start with '{'")
         header = json.loads(text, object_pairs_hook=_no_duplicate_keys)
-    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise CheckpointError(f"checkpoint {path} has a damaged header ({e}); it is not a "
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+        raise CheckpointError(f"checkpoint {path} has a damaged header ({str(e)[:200]}); it is not a "
                               "safetensors file or it was corrupted; use an earlier checkpoint") from None
 
     metadata = header.pop("__metadata__", {})

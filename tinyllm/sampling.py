@@ -4,6 +4,7 @@
     ids = sample(logits, settings, rng, history)   # (B,) from logits (B, V), history (B, T)
 
 The filters run in this order, each on every row at once:
+  0. exclude: ids never sampled (a tokenizer's unused_ids(): ids with no bytes).
   1. repetition_penalty r (CTRL, Keskar et al. 2019): every id already in the
      row's history has its logit divided by r when positive, multiplied by r
      when negative, so r > 1 makes repeats less likely; 1 is off.
@@ -21,7 +22,7 @@ loop (generate.py) or the logits (model.py). Read tinyllm/tokenizer/ next,
 bytes.py first.
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -33,10 +34,12 @@ class Sampling:
     top_p: Optional[float] = None           # None (or 1) = off; 0.9-0.95 common
     min_p: Optional[float] = None           # None (or 0) = off; 0.05-0.1 common
     repetition_penalty: float = 1.0         # 1 = off; 1.1-1.3 discourages loops
+    exclude: Sequence[int] = ()             # ids never sampled, e.g. tokenizer.unused_ids()
 
     def __post_init__(self):
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):   # `not` also refuses nan
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got "
+                             f"{self.temperature}")
         if self.top_k is not None and (int(self.top_k) != self.top_k or self.top_k < 1):
             raise ValueError(f"top_k must be an integer >= 1 (or None for all ids), got {self.top_k}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
@@ -86,7 +89,14 @@ def filter_probs(probs, top_p=None, min_p=None):
 
 
 def sample(logits, settings, rng, history=None):
-    """One token id per row of logits (B, V): the module docstring's steps 1-7 -> (B,) int64."""
+    """One token id per row of logits (B, V): the module docstring's steps 0-7 -> (B,) int64."""
+    if not np.isfinite(logits).all():   # sampled anyway, they would give token 0 again and again
+        bad = logits[~np.isfinite(logits)][0]
+        raise ValueError(f"the model's logits hold {bad}: its weights are damaged or training "
+                         f"diverged; sample from an earlier checkpoint")
+    if len(settings.exclude):
+        logits = np.array(logits)
+        logits[:, list(settings.exclude)] = -np.inf                             # (B, V)
     logits = penalize_repeats(logits, history, settings.repetition_penalty)
     if settings.temperature == 0:
         return np.asarray(logits).argmax(axis=-1)

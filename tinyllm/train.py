@@ -6,11 +6,12 @@ cosine learning rate, AdamW. Every eval_interval steps the val loss is
 measured on the same fixed batches and a checkpoint is written
 (checkpoint.py). Every step appends one JSON line to OUT/log.jsonl.
 
-Safety: Ctrl-C finishes the current step, saves and exits (press it twice
-to quit at once); a NaN or inf loss stops the run before anything is saved,
-so the last good checkpoint stays; `resume()` restores the model, AdamW,
-the step and every random generator, and so continues exactly as an
-uninterrupted run would.
+Safety: Ctrl-C or SIGTERM finishes the current step, saves and exits (a
+second one quits at once); a NaN or inf loss, val loss or weight stops the
+run before anything is saved, so the last good checkpoint stays; the model
+and training state move as one pair, so a SIGKILL at any instant leaves a
+resumable run; `resume()` restores the model, AdamW, the step and every
+random generator, and so continues exactly as an uninterrupted run would.
 
 The Trainer does not know where its batches come from: pretraining, SFT or
 classification hand it a loader (next_batch, state_dict, load_state_dict)
@@ -31,10 +32,12 @@ import numpy as np
 from tinyllm.atomic import atomic_write
 from tinyllm.backends import get_backend
 from tinyllm.checkpoint import (load_model, load_training_state, new_run_id, read_model_metadata,
-                                save_model, save_training_state)
+                                recover_checkpoint, save_checkpoint)
 from tinyllm.errors import CheckpointError, TrainingError
+from tinyllm.folder_lock import lock_folder
 from tinyllm.malloc import keep_freed_memory
 from tinyllm.optim import clip_grad_norm, cosine_lr
+from tinyllm.plot import read_log
 from tinyllm.progress import Progress
 from tinyllm.tensor import no_grad
 
@@ -60,10 +63,25 @@ class LoopConfig:
     resume: bool = option(False, "continue the run saved in --out, exactly where it stopped")
 
     def __post_init__(self):
+        self._check_numbers()
         for name in ("max_steps", "grad_accum", "eval_interval", "eval_batches"):
             self._at_least(name, 1)
         for name in ("lr", "min_lr", "warmup_steps", "grad_clip"):
             self._at_least(name, 0)
+
+    def _check_numbers(self):
+        """Every int and float field, the subclasses' too, holds a finite number of its type
+        (a saved run's config is read back from a file)."""
+        for field in dataclasses.fields(self):
+            flag, value = f"--{field.name.replace('_', '-')}", getattr(self, field.name)
+            if field.type not in (int, float) or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    (field.type is int and not isinstance(value, int)):
+                raise ValueError(f"{flag} must be {'an integer' if field.type is int else 'a number'}, "
+                                 f"got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{flag} must be a finite number, got {value}")
 
     def _at_least(self, name, low):
         value = getattr(self, name)
@@ -90,20 +108,23 @@ class Trainer:
         self.log_path = self.out / "log.jsonl"
         self.step, self.run_id, self.records, self.step_tokens = 0, new_run_id(), [], 0
         self._stop_requested = False
+        lock_folder(self.out, "train")   # one run per folder (a no-op when run.py took it)
         keep_freed_memory()
 
     # -- checkpoints -----------------------------------------------------------
     def save(self):
-        """Training state first, then the model: see checkpoint.py for why."""
+        """The model and the training state, as one pair (checkpoint.save_checkpoint)."""
+        self._check_finite_weights()
         self.run_id = new_run_id()
         state = {"step": self.step, "loader": self.loader.state_dict(),
                  "dropout_rng": self.model.rng.bit_generator.state,
                  "train_config": dataclasses.asdict(self.config)}
-        save_training_state(self.state_path, self.names, self.optimizer, state, self.run_id)
-        save_model(self.ckpt_path, self.model, self.tokenizer, self.step, self.run_id)
+        save_checkpoint(self.ckpt_path, self.state_path, self.model, self.tokenizer, self.names,
+                        self.optimizer, state, self.run_id)
 
     def resume(self):
         """Continue the run saved in config.out; it must have this tokenizer and model shape."""
+        recover_checkpoint(self.ckpt_path, self.state_path)
         if not self.ckpt_path.exists():
             raise CheckpointError(f"--resume: no checkpoint at {self.ckpt_path}; "
                                   f"train without --resume first, or point --out at the run")
@@ -118,10 +139,17 @@ class Trainer:
         self.run_id = meta["run_id"]
         # log lines written after the checkpoint belong to steps that will run again
         if self.log_path.exists():
-            self.records = [r for r in map(json.loads, self.log_path.read_text().splitlines())
-                            if r["step"] <= self.step]
+            self.records = [r for r in self._read_log() if r["step"] <= self.step]
         self._write_log()
         self.print(f"resumed from {self.ckpt_path} at step {self.step}")
+
+    def _check_finite_weights(self):
+        """Nothing non-finite is ever saved: the checkpoint on disk stays the last good one."""
+        kernels, params = get_backend(), list(self.model.named_parameters())
+        if not math.isfinite(kernels.sum_of_squares([p.data for _, p in params])):
+            bad = [n for n, p in params if not math.isfinite(kernels.sum_of_squares([p.data]))]
+            raise TrainingError(self._diverged(f"the weights {', '.join(bad[:3])} are not finite",
+                                               self.step))
 
     def _check_same_run(self, meta):
         if meta["tokenizer"].fingerprint() != self.tokenizer.fingerprint():
@@ -136,6 +164,16 @@ class Trainer:
                 f"--resume: the checkpoint in {self.out} was trained with a different model "
                 f"(checkpoint vs asked: {diff}); use the same --preset and shape flags, "
                 f"or another --out")
+
+    def _read_log(self):
+        """The log's records; a torn last line (a kill or a full disk mid-write) is dropped."""
+        def torn(lineno):
+            self.print(f"warning: {self.log_path} line {lineno} is cut short (the run was "
+                       f"stopped while writing it); dropped")
+        try:
+            return read_log(self.log_path, on_torn_last=torn, require_step=True)
+        except ValueError as e:
+            raise CheckpointError(f"{e}; repair or delete that line, then --resume") from None
 
     def _write_log(self):
         with atomic_write(self.log_path, "w") as f:
@@ -172,10 +210,12 @@ class Trainer:
         self.step += 1
         return loss_sum / c.grad_accum, norm, lr
 
-    def _diverged(self, what):
+    def _diverged(self, what, step=None):
+        """The message for a diverged run; step: where (default: the step being run)."""
+        step = self.step + 1 if step is None else step
         kept = (f"the last good checkpoint (step {read_model_metadata(self.ckpt_path)['step']}) "
                 f"is untouched in {self.out}" if self.ckpt_path.exists() else "no checkpoint was written")
-        return (f"training diverged at step {self.step + 1}: {what}. Nothing was saved for this "
+        return (f"training diverged at step {step}: {what}. Nothing was saved for this "
                 f"step; {kept}. Try a lower --lr (now {self.config.lr}) or a smaller --grad-clip, "
                 f"then --resume.")
 
@@ -189,7 +229,8 @@ class Trainer:
             self.records = []
             self._write_log()
         bar = Progress("train")
-        previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        # SIGTERM is how schedulers (Slurm, Kubernetes, systemd) ask a job to stop: as Ctrl-C
+        previous = {s: signal.signal(s, self._on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         started, tokens_run, val_loss = time.perf_counter(), 0, None
         try:
             while self.step < c.max_steps and not self._stop_requested:
@@ -200,13 +241,16 @@ class Trainer:
                           "tokens_per_sec": self.step_tokens / (time.perf_counter() - t0)}
                 if self.step % c.eval_interval == 0 or self.step == c.max_steps:
                     record["val_loss"] = val_loss = self.evaluate()
+                    if not math.isfinite(val_loss):
+                        raise TrainingError(self._diverged(f"the val loss is {val_loss}", self.step))
                     if self.bytes_per_token:   # per byte, runs with other tokenizers compare
                         record["val_bpb"] = val_loss / math.log(2) / self.bytes_per_token
                 self._log(record, bar)
                 if "val_loss" in record:
                     self.save()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, handler in previous.items():
+                signal.signal(s, handler)
         if self._stop_requested:
             self.save()
             self.print(f"\ninterrupted: saved step {self.step} to {self.ckpt_path}; "
@@ -235,7 +279,8 @@ class Trainer:
                 "interrupted": self._stop_requested}
 
     def _on_interrupt(self, signum, frame):
-        if self._stop_requested:      # the second Ctrl-C: stop now
+        if self._stop_requested:      # the second Ctrl-C (or SIGTERM): stop now
             raise KeyboardInterrupt
         self._stop_requested = True
-        self.print("\nCtrl-C: finishing this step, then saving (press again to quit at once)")
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.print(f"\n{what}: finishing this step, then saving (press Ctrl-C again to quit at once)")

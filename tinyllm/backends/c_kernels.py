@@ -11,7 +11,9 @@ milliseconds.
 
 Every wrapper has the signature and the meaning of its twin in
 numpy_kernels.py, checks dtype, shape, contiguity and alignment before it
-calls into C (C never sees a bad buffer), and allocates its outputs.
+calls into C (C never sees a bad buffer), and allocates its outputs; the one
+kernel that updates arrays in place (adamw_update) also checks they are
+writable.
 Kernels the C library does not implement (layernorm, used only by a model
 variant, and the memory-bound copies around the kernels) are NumPy's,
 re-exported at the bottom. TINYLLM_LIB names another
@@ -73,6 +75,15 @@ def _contiguous(name, a):
                          f"for shape {a.shape}; pass np.ascontiguousarray(x)")
     if not a.flags.aligned:
         raise ValueError(f"{name}: array is not aligned to {a.dtype.itemsize} bytes")
+    return a
+
+
+def _writable(name, a):
+    """An array C writes into: a read-only one (a memmap opened "r", np.frombuffer of bytes)
+    would crash the interpreter or change an immutable object."""
+    if not a.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only and this kernel updates it in place; "
+                         f"pass a writable copy (np.array(x))")
     return a
 
 
@@ -270,8 +281,8 @@ def add_forward(a, b):
 
 
 def adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
-    param, grad = _f32("adamw param", param), _f32("adamw grad", grad)
-    m, v = _f32("adamw m", m), _f32("adamw v", v)
+    param, grad = _writable("adamw param", _f32("adamw param", param)), _f32("adamw grad", grad)
+    m, v = (_writable(f"adamw {n}", _f32(f"adamw {n}", x)) for n, x in (("m", m), ("v", v)))
     for name, x in (("grad", grad), ("m", m), ("v", v)):
         _shape(f"adamw {name}", x, param.shape)
     lib.adamw_update(_p(param), _p(grad), _p(m), _p(v), param.size, lr, beta1, beta2, eps,

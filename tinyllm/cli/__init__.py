@@ -7,6 +7,7 @@
   python -m tinyllm prepare   [--help]  raw text -> clean, deduplicated token shards (cli/prepare.py)
   python -m tinyllm tokenizer {train,encode,decode} [--help]  byte-level BPE (cli/tokenizer.py)
   python -m tinyllm plot LOG  [--help]  the loss curve of a training log (cli/plot.py)
+  python -m tinyllm plan      [--help]  a training plan for a target size and hardware (cli/plan.py)
 
 The command modules only parse flags and print; the work is in the library
 below them. A command is imported only when it runs, so `generate` never pays
@@ -15,7 +16,7 @@ for the curation pipeline. Read train.py here first.
 import importlib
 import sys
 
-COMMANDS = ("train", "generate", "sample", "chat", "prepare", "tokenizer", "plot")
+COMMANDS = ("train", "generate", "sample", "chat", "prepare", "tokenizer", "plot", "plan")
 
 
 def main(argv=None):

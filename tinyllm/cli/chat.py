@@ -14,8 +14,9 @@ import sys
 from tinyllm import backends
 from tinyllm.chat import Chat
 from tinyllm.checkpoint import load_model
-from tinyllm.cli.generate import parser as generate_parser, settings_from
+from tinyllm.cli.generate import parser as generate_parser, settings_from, with_exclude
 from tinyllm.errors import CheckpointError, TokenizerError
+from tinyllm.terminal import shown
 
 HELP = "commands: /reset, /system TEXT, /quit (or Ctrl-D); Ctrl-C stops a reply"
 
@@ -28,8 +29,8 @@ def parser():
     return p
 
 
-def turn(chat, line):
-    """Run one line of input; False when the chat ends."""
+def turn(chat, line, escape="auto"):
+    """Run one line of input (replies shown per --escape); False when the chat ends."""
     if line in ("/quit", "/exit"):
         return False
     if line == "/reset":
@@ -44,7 +45,7 @@ def turn(chat, line):
         dropped = chat.dropped
         try:
             for piece in chat.say(line):
-                print(piece, end="", flush=True)
+                print(shown(piece, mode=escape), end="", flush=True)
         except KeyboardInterrupt:
             print(" [stopped]", end="")
         print(flush=True)
@@ -62,7 +63,8 @@ def main(argv=None):
         if args.backend:
             backends.set_backend(args.backend)
         model, tokenizer, meta = load_model(args.ckpt)
-        chat = Chat(model.eval(), tokenizer, settings, args.max_new_tokens, args.system, args.seed)
+        chat = Chat(model.eval(), tokenizer, with_exclude(settings, tokenizer), args.max_new_tokens,
+                    args.system, args.seed)
     except (CheckpointError, TokenizerError, ValueError, backends.BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -83,7 +85,7 @@ def main(argv=None):
             print(file=sys.stderr)
             continue
         try:
-            if not turn(chat, line):
+            if not turn(chat, line, args.escape):
                 return 0
         except (TokenizerError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)

@@ -4,14 +4,18 @@
     echo "ROMEO:" | python -m tinyllm generate --temperature 0
 
 The prompt comes from --prompt, --prompt-file (- for stdin), or stdin when it
-is not a terminal. The text is streamed to stdout as it is decoded (several
---num-samples are decoded as one batch and printed when done); prefill and
+is a pipe or a file; with none, the text starts from the end-of-text token.
+The text is streamed to stdout as it is decoded (several --num-samples are
+decoded as one batch and printed when done); prefill and
 decode tokens/s go to stderr at the end. Bad flags, a bad checkpoint or a
 prompt the tokenizer refuses stop with a message and exit code 1 before
 anything is written. This file only parses flags and prints; decoding is
 tinyllm/generate.py's, sampling tinyllm/sampling.py's.
 """
 import argparse
+import dataclasses
+import os
+import stat
 import sys
 
 import numpy as np
@@ -21,6 +25,7 @@ from tinyllm.checkpoint import load_model
 from tinyllm.errors import CheckpointError, TokenizerError
 from tinyllm.generate import Timing, stream_text
 from tinyllm.sampling import Sampling
+from tinyllm.terminal import MODES, shown
 
 
 def parser(prog="generate"):
@@ -46,6 +51,10 @@ def parser(prog="generate"):
                    help="stop when this text is generated (not printed); repeatable")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--backend", default=None, help="numpy, c or cuda (default: the fastest built)")
+    p.add_argument("--escape", choices=MODES, default="auto",
+                   help="show control characters of the text as \\xNN: auto = when stdout is a "
+                        "terminal (a file or pipe gets the exact text), always, or never "
+                        "(default: %(default)s)")
     return p
 
 
@@ -59,27 +68,47 @@ def settings_from(args):
                     args.repetition_penalty)
 
 
+def with_exclude(settings, tokenizer):
+    """The settings, never sampling an id the tokenizer has no bytes for."""
+    return dataclasses.replace(settings, exclude=tuple(tokenizer.unused_ids()))
+
+
 def read_prompt(args):
-    if args.prompt is not None:
-        return args.prompt
-    if args.prompt_file == "-" or (args.prompt_file is None and not sys.stdin.isatty()):
-        return sys.stdin.read()
-    if args.prompt_file is not None:
-        try:
-            with open(args.prompt_file, encoding="utf-8") as f:
-                return f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"--prompt-file {args.prompt_file}: {e}") from e
-    return ""
+    """The prompt's text; None when none was given (stdin, not a terminal, may give one)."""
+    if args.prompt is not None or args.prompt_file not in (None, "-"):
+        text, flag = (args.prompt, "--prompt") if args.prompt is not None else (None, "--prompt-file")
+        if text is None:
+            try:
+                with open(args.prompt_file, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as e:
+                raise ValueError(f"--prompt-file {args.prompt_file}: {e}") from e
+        if not text:
+            raise ValueError(f"{flag} is empty: the text continues it; give at least one character, "
+                             f"or leave the flag out to start from the end-of-text token (or a newline)")
+        return text
+    if args.prompt_file == "-" or _stdin_is_piped():
+        return sys.stdin.read() or None
+    return None
+
+
+def _stdin_is_piped():
+    """True when stdin is a pipe or a file (`echo hi | ...`, `< prompt.txt`), not a terminal,
+    /dev/null or a test runner's stand-in, none of which is read without --prompt-file -."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
 def prompt_ids(prompt, tokenizer, block_size):
-    """The prompt's ids, cropped to the context; an empty prompt starts from end-of-text or a newline."""
-    ids = tokenizer.encode(prompt)
+    """The prompt's ids, cropped to the context; no prompt starts from end-of-text or a newline."""
+    ids = tokenizer.encode(prompt) if prompt else []
     if not ids:
         eot = getattr(tokenizer, "eot_token", None)
         ids = [eot] if eot is not None else tokenizer.encode("\n")
-        print(f"note: empty prompt; starting from {'<|endoftext|>' if eot is not None else 'a newline'}",
+        print(f"note: no prompt; starting from {'<|endoftext|>' if eot is not None else 'a newline'}",
               file=sys.stderr)
     if len(ids) > block_size:
         print(f"warning: the prompt has {len(ids)} tokens, more than the context of {block_size}; "
@@ -94,9 +123,11 @@ def main(argv=None, prog="generate"):
         settings = settings_from(args)
         if args.backend:
             backends.set_backend(args.backend)
+        prompt = read_prompt(args)
         model, tokenizer, meta = load_model(args.ckpt)
         model.eval()
-        ids = prompt_ids(read_prompt(args), tokenizer, model.config.block_size)
+        settings = with_exclude(settings, tokenizer)
+        ids = prompt_ids(prompt, tokenizer, model.config.block_size)
     except (CheckpointError, TokenizerError, ValueError, backends.BackendUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -105,16 +136,16 @@ def main(argv=None, prog="generate"):
     timing, rows = Timing(), [[] for _ in range(args.num_samples)]
     head = tokenizer.decode(ids)
     if args.num_samples == 1:
-        print(head, end="", flush=True)
+        print(shown(head, mode=args.escape), end="", flush=True)
     for _, pieces in stream_text(model, tokenizer, idx, args.max_new_tokens, settings,
                                  np.random.default_rng(args.seed), args.stop, timing=timing):
         if args.num_samples == 1:
-            print(pieces[0], end="", flush=True)
+            print(shown(pieces[0], mode=args.escape), end="", flush=True)
         for row, piece in zip(rows, pieces):
             row.append(piece)
     if args.num_samples == 1:
         print()
     for i, row in enumerate(rows if args.num_samples > 1 else []):
-        print(f"--- sample {i + 1} ---\n{head}{''.join(row)}")
+        print(f"--- sample {i + 1} ---\n" + shown(head + "".join(row), mode=args.escape))
     print(timing.report(), file=sys.stderr)
     return 0

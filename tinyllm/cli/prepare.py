@@ -13,7 +13,8 @@ from tinyllm import tokenizer as tokenizers
 from tinyllm.curate.clean import CleanConfig
 from tinyllm.curate.prepare import PrepareConfig, input_texts, inputs_fingerprint, prepare
 from tinyllm.curate.report import Report
-from tinyllm.errors import DataError, TokenizerError
+from tinyllm.errors import DataError, OutputFolderError, TokenizerError
+from tinyllm.folder_lock import lock_folder
 
 
 def build_parser():
@@ -55,12 +56,16 @@ def main(argv=None):
     try:
         clean = CleanConfig(**{f.name: args.pop(f.name) for f in dataclasses.fields(CleanConfig)})
         inputs, out, progress = args.pop("input"), args.pop("out"), not args.pop("no_progress")
+        lock_folder(out, "prepare")   # before the tokenizer is trained into it
         tokenizer = tokenizers.load(args.pop("tokenizer"), lambda: input_texts(inputs),
                                     cache_dir=out, cache_key=inputs_fingerprint(inputs),
                                     vocab_size=args.pop("vocab_size"), progress=progress)
         report = prepare(inputs, out, tokenizer, PrepareConfig(clean=clean, **args), progress)
-    except (DataError, TokenizerError) as e:
+    except (DataError, TokenizerError, OutputFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # the disk filled, or the folder became read-only, mid-run
+        print(f"error: cannot write {e.filename or out}: {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume", file=sys.stderr)

@@ -45,6 +45,9 @@ def train_main(argv):
                    help=f"a special token; repeat for more (default: {ENDOFTEXT})")
     p.add_argument("--no-special", action="store_true", help="no special tokens at all")
     args = p.parse_args(argv)
+    if pathlib.Path(args.out).is_dir():   # found now, not after the training
+        raise TokenizerError(f"--out {args.out} is a folder; give a file name, e.g. "
+                             f"{pathlib.Path(args.out) / 'vocab.bpe'}")
     specials = [] if args.no_special else (args.special or [ENDOFTEXT])
     tok = Tokenizer.train(_training_text(args.data), args.vocab_size, args.pattern, specials)
     tok.save(args.out)

@@ -11,9 +11,10 @@ import sys
 
 import numpy as np
 
-from tinyllm.errors import BackendUnavailable, CheckpointError, TrainingError
+from tinyllm.errors import BackendUnavailable, CheckpointError, OutputFolderError, TrainingError
 from tinyllm.plot import plot_loss_curve
 from tinyllm.run import TrainConfig, build_trainer, saved_config
+from tinyllm.terminal import shown
 
 
 def build_parser():
@@ -46,8 +47,11 @@ def main(argv=None):
         config = config_from_args(argv)
         trainer = build_trainer(config)
         summary = trainer.train()
-    except (TrainingError, CheckpointError, ValueError, BackendUnavailable) as e:
+    except (TrainingError, CheckpointError, ValueError, BackendUnavailable, OutputFolderError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:   # the disk filled, or the folder became read-only, mid-run
+        print(f"\nerror: cannot write {e.filename or config.out}: {e.strerror or e}", file=sys.stderr)
         return 1
     if trainer.records:
         picture = plot_loss_curve(trainer.records, trainer.out / "loss.svg")
@@ -61,6 +65,7 @@ def main(argv=None):
     if config.sample_tokens and not summary["interrupted"]:
         print(f"\n--- sample ({config.sample_tokens} tokens, temperature 0.8, top-k 40) ---", file=sys.stderr)
         ids = np.array([trainer.tokenizer.encode(config.prompt)])             # (1, T)
-        out = trainer.model.generate(ids, config.sample_tokens, temperature=0.8, top_k=40, seed=0)
-        print(trainer.tokenizer.decode(out[0].tolist()))
+        out = trainer.model.generate(ids, config.sample_tokens, temperature=0.8, top_k=40, seed=0,
+                                     exclude=trainer.tokenizer.unused_ids())
+        print(shown(trainer.tokenizer.decode(out[0].tolist())))   # escaped on a terminal
     return 0

@@ -23,12 +23,14 @@ The n-gram checks run by increasing n. The limits default to the Gopher
 paper's (Rae et al. 2021, appendix A), except the alphabetic share, which is
 measured on characters (not words) so that it works for every script.
 Character shares of n-grams are measured on UTF-8 bytes. Any limit set to 0
-turns its check off.
+turns its check off. The n-gram counts (repeat_stats, the definition) run in
+C (csrc/ngrams.c, one hash-table pass per n) when the library has it.
 
 This is not deduplication across documents (dedup.py) or language
 identification (langid.py). Read hashing.py next.
 """
 import dataclasses
+import math
 import re
 import unicodedata
 
@@ -36,12 +38,14 @@ import numpy as np
 
 from tinyllm.errors import DataError
 from tinyllm.curate.hashing import ngram_hash_series, text_words
+from tinyllm.curate.native import c_library
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _UNICODE_SPACE = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 _TRAILING_SPACE = re.compile("[ \t]+$", re.MULTILINE)
 _BLANK_LINES = re.compile("\n{3,}")
 _PARAGRAPH_BREAK = re.compile("\n\\s*\n")
+_C = c_library(("ngram_repeats",))     # (ffi, lib), or None: the n-gram counts in NumPy
 _LETTER_RUN = re.compile(r"[^\W\d_]+")  # letters of any script: word characters minus digits and _
 
 
@@ -72,9 +76,9 @@ class CleanConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, str) and (value is None or value < 0):
-                raise DataError(f"clean config {f.name}={value!r}: limits must be >= 0 (0 turns "
-                                "the check off)")
+            if not isinstance(value, str) and (value is None or not 0 <= value < math.inf):
+                raise DataError(f"clean config {f.name}={value!r} (--{f.name.replace('_', '-')}): "
+                                "limits are finite numbers >= 0 (0 turns the check off)")
         self._top = _parse_limits("top_ngram_limits", self.top_ngram_limits)
         self._dup = _parse_limits("dup_ngram_limits", self.dup_ngram_limits)
 
@@ -134,30 +138,73 @@ def _ngram_reason(text, c):
     ends = np.concatenate([[0], np.cumsum(lengths)])           # (W+1,) bytes before word i
     top, dup = dict(c._top), dict(c._dup)
     sizes = set(top) | set(dup)
+    stats = _repeat_stats_c if _C is not None else repeat_stats
     for n, grams in ngram_hash_series(hashes, min(sizes), max(sizes), mix=False):  # equality only
         if n not in sizes or len(grams) < 2:
             continue
-        order = np.argsort(grams, kind="stable")               # equal n-grams together, in text order
-        ranked = grams[order]
-        repeat_sorted = ranked[1:] == ranked[:-1]              # (G-1,) same as the one before it
-        if not repeat_sorted.any():
+        repeat, most, at = stats(grams)
+        if most < 2:
             continue
         if n in top:
-            run_start = np.flatnonzero(np.concatenate([[True], ~repeat_sorted]))
-            counts = np.diff(np.append(run_start, len(grams)))  # occurrences of each distinct n-gram
-            most = counts.max()
-            at = order[run_start[counts == most]].min()        # ties: the earliest n-gram
             gram_bytes = int(ends[at + n] - ends[at]) + n - 1  # its words and the spaces between
             if gram_bytes * most > top[n] * len(text.encode("utf-8", "surrogatepass")):
                 return f"top_{n}gram"
         if n in dup:
             covered = np.zeros(len(hashes), dtype=bool)        # (W,) words inside a repeat
-            repeats = order[1:][repeat_sorted]                 # every occurrence but the first
+            repeats = np.flatnonzero(repeat)                   # every occurrence but the first
             for t in range(n):
                 covered[repeats + t] = True
             if int(lengths[covered].sum()) > dup[n] * total:
                 return f"dup_{n}gram"
     return None
+
+
+def repeat_stats(grams):
+    """(repeat (G,) bool, most, at) for n-gram hashes grams (G,) in text order, G >= 1.
+
+    repeat[i]: grams[i] equals an earlier n-gram; most: the largest number of
+    occurrences of one n-gram; at: the first position of the earliest n-gram
+    occurring `most` times. The definition; csrc/ngrams.c computes the same.
+    """
+    order = stable_order(grams)                                # equal n-grams together, in text order
+    ranked = grams[order]
+    repeat_sorted = ranked[1:] == ranked[:-1]                  # (G-1,) same as the one before it
+    repeat = np.zeros(len(grams), dtype=bool)
+    repeat[order[1:][repeat_sorted]] = True
+    run_start = np.flatnonzero(np.concatenate([[True], ~repeat_sorted]))
+    counts = np.diff(np.append(run_start, len(grams)))         # occurrences of each distinct n-gram
+    most = int(counts.max())
+    return repeat, most, int(order[run_start[counts == most]].min())  # ties: the earliest n-gram
+
+
+def _repeat_stats_c(grams):
+    """repeat_stats in C (csrc/ngrams.c)."""
+    ffi, lib = _C
+    G = len(grams)
+    grams = np.ascontiguousarray(grams, dtype=np.uint64)
+    slots = np.empty(1 << (2 * G).bit_length(), dtype=np.int64)             # > 2G: short probes
+    counts, repeat, at = np.empty(G, np.int32), np.empty(G, np.uint8), ffi.new("int64_t *")
+    buffer = ffi.from_buffer
+    most = lib.ngram_repeats(buffer("uint64_t[]", grams), G, buffer("int64_t[]", slots), len(slots),
+                             buffer("int32_t[]", counts), buffer("uint8_t[]", repeat), at)
+    return repeat.view(bool), int(most), int(at[0])
+
+
+def stable_order(values):
+    """np.argsort(values, kind="stable") for uint64 values, about 4x faster.
+
+    Each value's top bits with its position in the low bits are sorted as one
+    uint64 (a plain sort, which NumPy vectorizes; an argsort is not): equal
+    values come out together and in position order. Two different values that
+    share the top bits would interleave, so then the stable argsort decides.
+    """
+    shift = np.uint64(max(int(len(values)).bit_length(), 1))
+    keys = np.sort((values >> shift << shift) | np.arange(len(values), dtype=np.uint64))
+    order = (keys & ((np.uint64(1) << shift) - np.uint64(1))).astype(np.int64)   # (G,) positions
+    ranked, top = values[order], keys >> shift
+    if ((top[1:] == top[:-1]) & (ranked[1:] != ranked[:-1])).any():
+        return np.argsort(values, kind="stable")
+    return order
 
 
 def _repeats(parts):

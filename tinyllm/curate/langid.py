@@ -16,7 +16,13 @@ into the hidden vector, then
     top k, as HierarchicalSoftmaxLoss::dfs does;
 and each reported probability is exp(log(p + 1e-5)), fastText's smoothed log.
 Arithmetic follows fastText's float32 order (sums row by row, dot products
-column by column), so table lookups land in the same entries.
+column by column), so table lookups land in the same entries; exp and log
+are taken in double and rounded to float (a correctly rounded expf/logf).
+
+This file is the definition. When the C library has csrc/langid.c (`make
+lib`), predict and predict_arrays run there instead (through langid_c.py),
+many lines per call; tests/test_c_langid.py holds the two equal and
+use_c=False keeps NumPy.
 
 Where to get a model: fastText's published language-id models (lid.176.bin,
 lid.176.ftz) from the fastText website's language identification page, or
@@ -31,6 +37,7 @@ from tinyllm.errors import DataError
 from tinyllm.curate.fasttext.features import Features, tokens
 from tinyllm.curate.fasttext.format import LOSSES, MODELS, QuantizedMatrix, read_model, write_model
 from tinyllm.curate.fasttext.train import huffman_tree, train
+from tinyllm.curate.langid_c import c_predictor
 
 __all__ = ["FastTextModel", "train_supervised"]
 
@@ -41,7 +48,7 @@ _MAX_SIGMOID = 8
 class FastTextModel:
     """A fastText supervised model: load(path), predict(text, k, threshold), save(path)."""
 
-    def __init__(self, file, path="<memory>"):
+    def __init__(self, file, path="<memory>", use_c=None):
         self.file, self.path = file, str(path)
         self.args = file.args
         self.loss = LOSSES.get(self.args["loss"], str(self.args["loss"]))
@@ -56,16 +63,17 @@ class FastTextModel:
         if self.loss == "hs":
             self._tree = huffman_tree(file.counts[file.types == 1])
         self._sigmoid = _sigmoid_table()
+        self._c = c_predictor(self, use_c)   # csrc/langid.c, or None: predict in NumPy
 
     @classmethod
-    def load(cls, path):
-        """Read a fastText .bin or .ftz file."""
+    def load(cls, path, use_c=None):
+        """Read a fastText .bin or .ftz file; use_c: None (C when built), True, False (NumPy)."""
         path = pathlib.Path(path)
         if not path.exists():
             raise DataError(f"{path}: no such fastText model; download one (e.g. lid.176.ftz from "
                             "the fastText language identification page) or train one with "
                             "tinyllm.data.langid.train_supervised")
-        return cls(read_model(path), path)
+        return cls(read_model(path), path, use_c)
 
     def save(self, path):
         """Write the model in fastText's format (byte for byte what was loaded)."""
@@ -81,33 +89,76 @@ class FastTextModel:
         One string: (tuple of labels, float64 array). A list of strings: (list
         of label lists, list of float32 arrays). k=-1 returns every label.
         """
+        if isinstance(text, str) and self._c is not None:                  # one line: the short way
+            blob = text.encode("utf-8")
+            if b"\n" in blob:
+                raise ValueError("predict processes one line at a time (remove '\\n')")
+            ids, scores = self._c.predict_line(blob, self._check_k(k), float(np.float32(threshold)))
+            return (tuple(self.labels[i] for i in ids),
+                    np.exp(scores, dtype=np.float32).astype(np.float64))
+        ids, probs, counts = self.predict_arrays(text if isinstance(text, list) else [text], k,
+                                                 threshold)
+        rows, n = ids.tolist(), counts.tolist()
+        labels = [[self.labels[i] for i in row[:c]] for row, c in zip(rows, n)]
         if isinstance(text, list):
-            results = [self._predict_line(t, k, threshold) for t in text]
-            return ([list(labels) for labels, _ in results],
-                    [np.asarray(probs, dtype=np.float32) for _, probs in results])
-        labels, probs = self._predict_line(text, k, threshold)
-        return tuple(labels), np.asarray(probs, dtype=np.float64)
+            return labels, [p[:c] for p, c in zip(probs, n)]
+        return tuple(labels[0]), probs[0, :n[0]].astype(np.float64)
+
+    def predict_arrays(self, lines, k=1, threshold=0.0):
+        """(label ids (n, k) int32, probs (n, k) float32, counts (n,)) for a list of n lines.
+
+        Row i holds the counts[i] best labels of line i, best first, then id -1
+        and probability 0; k=-1 (or any k above the number of labels) means all.
+        Runs in C (csrc/langid.c, many lines per call) when the library has it.
+        """
+        k = self._check_k(k)
+        if self._c is None:
+            return self._predict_numpy(lines, k, threshold)
+        try:
+            text = "\n".join(lines)
+        except TypeError:
+            bad = next(t for t in lines if not isinstance(t, str))
+            raise DataError(f"predict takes a str or a list of str, got {type(bad).__name__}") from None
+        blob = text.encode("utf-8")
+        ends = np.append(np.flatnonzero(np.frombuffer(blob, np.uint8) == 10), len(blob))
+        if len(ends) != max(len(lines), 1):
+            raise ValueError("predict processes one line at a time (remove '\\n')")
+        ids, scores, counts = self._c.predict(blob, ends[:len(lines)], k, np.float32(threshold))
+        return ids, np.exp(scores, dtype=np.float32), counts
+
+    def _check_k(self, k):
+        """k as a count of labels: -1 and anything above len(labels) mean every label."""
+        if k == -1:
+            return len(self.labels)
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise DataError(f"k={k!r}: it must be a positive integer, or -1 for every label")
+        return min(int(k), len(self.labels))
+
+    def _predict_numpy(self, lines, k, threshold):
+        """predict_arrays, one _predict_line at a time: the definition."""
+        ids = np.full((len(lines), k), -1, np.int32)                         # (n, k)
+        probs = np.zeros((len(lines), k), np.float32)                        # (n, k)
+        counts = np.zeros(len(lines), np.int32)                              # (n,)
+        for i, line in enumerate(lines):
+            scored = self._predict_line(line, k, threshold)
+            counts[i] = len(scored)
+            for j, (score, label) in enumerate(scored):
+                ids[i, j], probs[i, j] = label, np.exp(score, dtype=np.float32)
+        return ids, probs, counts
 
     def _predict_line(self, text, k, threshold):
+        """[(log probability, label id)] best first, at most k, for one line of text."""
         if not isinstance(text, str):
             raise DataError(f"predict takes a str or a list of str, got {type(text).__name__}")
         if "\n" in text:
             raise ValueError("predict processes one line at a time (remove '\\n')")
-        if k == -1:
-            k = len(self.labels)
-        if not isinstance(k, (int, np.integer)) or k <= 0:
-            raise DataError(f"k={k!r}: it must be a positive integer, or -1 for every label")
         rows, _ = self.features.line(tokens(text.encode("utf-8")))
         if len(rows) == 0:
-            return [], []
+            return []
         hidden = self.hidden(rows)
-        f32 = np.float32
         if self.loss == "hs":
-            scored = self._hs_top_k(hidden, k, f32(threshold))
-        else:
-            scored = _top_k(self.output_probs(hidden), k, f32(threshold))
-        return ([self.labels[i] for _, i in scored],
-                [float(np.exp(score, dtype=np.float32)) for score, _ in scored])
+            return self._hs_top_k(hidden, k, np.float32(threshold))
+        return _top_k(self.output_probs(hidden), k, np.float32(threshold))
 
     def hidden(self, rows):
         """Mean of the input rows in float32, summed in order as Model::computeHidden does."""
@@ -158,8 +209,11 @@ class FastTextModel:
         left, right = self._tree
         n_labels = len(self.labels)
         f = self.scores(hidden, np.arange(n_labels - 1))                     # (labels-1,) inner nodes
+        # f = 1 / (1 + exp(-f)): exp in double rounded to float (a correctly rounded expf,
+        # as glibc's nearly is), the sum in float, the division in double (fastText's 1. / ...)
         with np.errstate(over="ignore"):  # exp(-f) = inf for very negative f gives 0, as in C
-            f = (1.0 / (np.float32(1) + np.exp(-f, dtype=np.float32))).astype(np.float32)
+            e = np.exp(-f.astype(np.float64)).astype(np.float32)
+            f = (1.0 / (np.float32(1) + e).astype(np.float64)).astype(np.float32)
         log_threshold = _std_log(threshold)
         heap = []  # fastText's min-heap of (score, label): heap[0] is the k-th best so far
 

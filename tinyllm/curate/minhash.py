@@ -15,7 +15,9 @@ which happens with probability 1 - (1 - s**rows)**bands for similarity s: an
 S-curve whose step sits near the threshold. `optimal_bands` picks bands and
 rows as datasketch does: the pair minimizing the (equally weighted) area of
 false positives below the threshold plus false negatives above it, with
-bands * rows <= num_perm.
+bands * rows <= num_perm. `recall_bands` instead favours recall (every
+candidate is verified anyway): pairs just above the threshold become
+candidates with probability 0.995.
 
 Documents too short for one n-gram use all their words as one shingle;
 documents with no words at all get no shingles and an all-0xFFFFFFFF
@@ -77,8 +79,9 @@ class MinHasher:
         return sig, empty
 
 
-def shingle_values(docs, ngram):
-    """Every document's shingle values (uint64 < 2**32) and the owning document's index."""
+def shingle_values(docs, ngram, bits=32):
+    """Every document's shingle values (the top `bits` bits of the shingle hashes, uint64)
+    and the owning document's index (non-decreasing)."""
     if not docs:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
     parts = [d.lower().encode("utf-8", "surrogatepass") for d in docs]
@@ -98,7 +101,25 @@ def shingle_values(docs, ngram):
         owners.append(np.array([d]))
     values, owners = np.concatenate(values), np.concatenate(owners).astype(np.int64)
     order = np.argsort(owners, kind="stable")                             # short ones to their place
-    return values[order] >> np.uint64(32), owners[order]
+    return values[order] >> np.uint64(64 - bits), owners[order]
+
+
+def exact_jaccard(docs, i, j, ngram):
+    """(K,) Jaccard similarity of the shingle sets of docs[i[k]] and docs[j[k]].
+
+    Shingles are compared by their 64-bit hashes: a false match needs a 64-bit
+    collision between two documents' shingles (about n**2 / 2**64 for n shingles).
+    """
+    need = np.unique(np.concatenate([i, j]).astype(np.int64))              # (D,)
+    values, owners = shingle_values([docs[d] for d in need.tolist()], ngram, bits=64)
+    bounds = np.searchsorted(owners, np.arange(len(need) + 1))             # (D + 1,)
+    sets = {d: np.unique(values[bounds[k]:bounds[k + 1]]) for k, d in enumerate(need.tolist())}
+    out = np.zeros(len(i), dtype=np.float64)                                # (K,)
+    for k, (a, b) in enumerate(zip(np.asarray(i).tolist(), np.asarray(j).tolist())):
+        shared = len(np.intersect1d(sets[a], sets[b], assume_unique=True))
+        union = len(sets[a]) + len(sets[b]) - shared
+        out[k] = shared / union if union else 0.0
+    return out
 
 
 def band_keys(signatures, bands, rows):
@@ -137,6 +158,36 @@ def optimal_bands(threshold, num_perm, false_positive_weight=0.5, false_negative
     false_neg = _simpson(1.0 - p_above, 1.0 - threshold)
     best = int(np.argmin(false_positive_weight * false_pos + false_negative_weight * false_neg))
     return int(pairs[best, 0]), int(pairs[best, 1])
+
+
+def recall_bands(threshold, num_perm, slack=0.05, recall=0.995):
+    """(bands, rows) that make pairs at similarity threshold + slack candidates with
+    probability >= recall, and among those the fewest false candidates.
+
+    For LSH whose candidates are all verified (dedup.verify_pairs): a false
+    candidate costs one comparison, a missed pair is lost for good, so the
+    S-curve is pushed left until 1 - (1 - s**r)**b >= recall at s = threshold +
+    slack; of the (b, r) with b * r <= num_perm that do, the one with the
+    smallest false-positive area below the threshold (as optimal_bands) wins.
+    At threshold 0.8 and 128 permutations: 14 bands of 7 rows (a pair of
+    similarity 0.85 is a candidate with probability 0.9955; 9 x 13, datasketch's
+    choice, gives 0.69).
+    """
+    if not 0.0 < threshold < 1.0 or not 0.0 < recall < 1.0:
+        raise DataError(f"threshold={threshold!r}, recall={recall!r}: both must be strictly "
+                        "between 0 and 1 (e.g. 0.8 and 0.995)")
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)],
+                     dtype=np.float64)                                     # (K, 2)
+    b, r = pairs[:, 0], pairs[:, 1]
+    reach = 1.0 - (1.0 - min(threshold + slack, 1.0) ** r) ** b            # (K,)
+    if not (reach >= recall).any():
+        raise DataError(f"no banding of {num_perm} permutations finds pairs at similarity "
+                        f"{threshold + slack:.2f} with probability {recall} (best "
+                        f"{reach.max():.3f}); raise num_perm or lower the recall")
+    below = np.linspace(0.0, threshold, 1001)
+    false_pos = _simpson(1.0 - (1.0 - below[None, :] ** r[:, None]) ** b[:, None], threshold)
+    best = int(np.argmin(np.where(reach >= recall, false_pos, np.inf)))
+    return int(b[best]), int(r[best])
 
 
 def _simpson(y, width):

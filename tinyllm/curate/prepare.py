@@ -8,7 +8,8 @@ The pipeline, over the documents of sources.py:
                its text and its MinHash signature and LSH band keys. Survivors'
                texts go to a spool file in OUT/.prepare-work/, signatures beside it.
   2. plan      exact duplicates (the same hash) and near-duplicates (LSH + a
-               check of the estimated Jaccard, dedup.py) are dropped, keeping the
+               check of the estimated Jaccard, or of the exact one, read from the
+               spool, when the estimate is near the threshold: dedup.py) are dropped, keeping the
                first document of each cluster; each kept document goes to val when
                a number drawn from its hash is below --val-fraction, else to train.
   3. tokenize  (parallel) the kept documents into train/val shards (shards.py),
@@ -18,7 +19,8 @@ tokenizer: shards.prepared_tokenizer) and OUT/manifest.json, written last.
 
 Memory stays flat in the corpus size except for the plan step, which holds
 about 100 bytes per surviving document (hashes and LSH keys; signatures are
-memory-mapped). The output does not depend on --workers.
+memory-mapped), and the texts of at most 32K documents at a time while it
+settles the near-duplicate pairs the estimate leaves unsure. The output does not depend on --workers.
 
 Interruption: every stage writes temp files and renames them when complete;
 OUT/.prepare-work/state.json records the finished stages and shards. A re-run
@@ -44,7 +46,9 @@ from tinyllm.atomic import atomic_write, commit
 from tinyllm.tokenizer import ByteTokenizer
 from tinyllm.curate.clean import CleanConfig
 from tinyllm.errors import DataError
+from tinyllm.folder_lock import lock_folder
 from tinyllm.curate.dedup import duplicates_to_drop, near_duplicate_clusters
+from tinyllm.curate.minhash import exact_jaccard
 from tinyllm.curate.report import Report
 from tinyllm.curate.state import (WORK, config_dict, finished, load_state, remove_stale_shards,
                                         reset, run_key, save_state, write_json)
@@ -83,6 +87,8 @@ class PrepareConfig:
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
             raise DataError(f"--val-fraction {self.val_fraction}: it must be strictly between 0 and 1")
+        if not 0.0 <= self.lang_threshold <= 1.0:   # `not` also refuses nan
+            raise DataError(f"--lang-threshold {self.lang_threshold}: a probability in [0, 1]")
         if not 0.0 <= self.dedup_threshold < 1.0:
             raise DataError(f"--dedup-threshold {self.dedup_threshold}: use 0 (off) or a Jaccard "
                             "similarity in (0, 1), e.g. 0.8")
@@ -97,7 +103,7 @@ def prepare(inputs, out, tokenizer=None, config=None, progress=True):
     config = config or PrepareConfig()
     tokenizer = tokenizer or ByteTokenizer()
     out = pathlib.Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    lock_folder(out, "prepare")   # makes it; one run per folder
     stats = SourceStats()
     files = list_inputs(inputs, stats)
     settings, notes = step_settings(config, tokenizer)
@@ -199,7 +205,11 @@ def _plan(work, report, config, settings):
     if settings.bands and N > 1:
         sigs = np.memmap(work / "sigs", dtype=np.uint32, mode="r", shape=(N, settings.num_perm))
         keys = np.fromfile(work / "keys", dtype=np.uint64).reshape(N, settings.bands)
-        clusters = near_duplicate_clusters(sigs, keys, config.dedup_threshold, active=keep)
+        def exact(i, j):  # the pairs the estimate leaves unsure: their spooled texts decide
+            texts = dict(_read_spool(work / "spool", 0, set(np.union1d(i, j).tolist())))
+            return exact_jaccard(texts, i, j, settings.ngram)
+        clusters = near_duplicate_clusters(sigs, keys, config.dedup_threshold, active=keep,
+                                           exact=exact)
         near = np.array(duplicates_to_drop(clusters), dtype=np.int64)
         keep[near] = False
         _count_drop(report, "near_duplicate", nbytes[near])
@@ -293,16 +303,18 @@ def _finish(out, work, key, report, shards, tokenizer, config, inputs, n_files):
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _read_spool(path, start):
-    """(index, text) of every spooled document from number `start` on."""
+def _read_spool(path, start, wanted=None):
+    """(index, text) of every spooled document from number `start` on (only those in the
+    set `wanted`, when given; the others are skipped unread)."""
+    last = max(wanted, default=-1) if wanted is not None else None
     with open(path, "rb") as f:
         index = 0
-        while True:
+        while last is None or index <= last:
             head = f.read(_SPOOL_LEN.itemsize)
             if len(head) < _SPOOL_LEN.itemsize:
                 return
             n = int(np.frombuffer(head, dtype=_SPOOL_LEN)[0])
-            if index < start:
+            if index < start or (wanted is not None and index not in wanted):
                 f.seek(n, os.SEEK_CUR)
             else:
                 yield index, f.read(n).decode("utf-8", "surrogatepass")

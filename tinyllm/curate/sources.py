@@ -9,7 +9,9 @@ Files are read in sorted order, so a run is reproducible. Nothing is held
 beyond the current document (a .jsonl is read line by line).
 
 Bad input never stops the run; it is counted and the rest goes on:
-  per document (`RawDocument.problem`): invalid_utf8, bad_json, no_text
+  per document (`RawDocument.problem`): invalid_utf8, bad_json (nested past
+  Python's recursion limit too), no_text, lone_surrogate (a JSON "\\ud800"
+  escape: text that has no UTF-8 form)
   per file (`SourceStats.file_problems`): unreadable (permissions, vanished),
   corrupt_gzip (documents before the damage are kept), unsupported (a
   folder's file with another suffix; naming such a file directly is an error)
@@ -21,12 +23,14 @@ import gzip
 import json
 import os
 import pathlib
+import re
 import zlib
 
 from tinyllm.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md")
 SUFFIXES = TEXT_SUFFIXES + (".jsonl",)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclasses.dataclass
@@ -129,11 +133,13 @@ def _json_document(line):
         record = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         return RawDocument(None, "invalid_utf8", len(line))
-    except ValueError:
+    except (ValueError, RecursionError):
         return RawDocument(None, "bad_json", len(line))
     text = record.get("text") if isinstance(record, dict) else None
     if not isinstance(text, str):
         return RawDocument(None, "no_text", len(line))
+    if _SURROGATE.search(text):
+        return RawDocument(None, "lone_surrogate", len(line))
     return RawDocument(text, None, len(line))
 
 

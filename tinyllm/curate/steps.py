@@ -28,7 +28,7 @@ import numpy as np
 from tinyllm.curate.clean import CleanConfig, normalize, quality_reason
 from tinyllm.errors import DataError
 from tinyllm.curate.dedup import exact_hash
-from tinyllm.curate.minhash import MinHasher, band_keys, optimal_bands
+from tinyllm.curate.minhash import MinHasher, band_keys, recall_bands
 
 _loaded = None  # this process's _Loaded, set by init_worker
 GET_A_MODEL = ("get a fastText language-id model, e.g. lid.176.ftz (917 kB) from the fastText "
@@ -77,7 +77,7 @@ def step_settings(config, tokenizer):
                                 f"{len(labels)} labels (e.g. {', '.join(sorted(labels)[:5])})")
         else:
             notes.append("language filter skipped (--skip-langid): no model given")
-    bands, rows = (optimal_bands(config.dedup_threshold, config.num_perm)
+    bands, rows = (recall_bands(config.dedup_threshold, config.num_perm)
                    if config.dedup_threshold > 0 else (0, 0))
     clean = config.clean if config.quality else CleanConfig.off()
     return StepSettings(clean, languages, config.langid_model, config.lang_threshold,
@@ -102,18 +102,17 @@ def filter_chunk(texts):
     reasons[i] is None for a kept document, else why it was dropped.
     """
     s, model, hasher = _loaded.settings, _loaded.model, _loaded.hasher
-    reasons, kept = [], []
-    for raw in texts:
-        text = normalize(raw)
-        reason = quality_reason(text, s.clean)
-        if reason is None and model is not None:
-            line = text[:s.langid_chars].replace("\n", " ")
-            labels, probs = model.predict(line)
-            if not labels or labels[0] not in s.languages or probs[0] < s.lang_threshold:
-                reason = "language"
-        reasons.append(reason)
-        if reason is None:
-            kept.append(text)
+    texts = [normalize(raw) for raw in texts]
+    reasons = [quality_reason(text, s.clean) for text in texts]
+    if model is not None:                      # one batched call for the chunk's survivors
+        todo = [i for i, reason in enumerate(reasons) if reason is None]
+        ids, probs, counts = model.predict_arrays(
+            [texts[i][:s.langid_chars].replace("\n", " ") for i in todo])
+        for row, i in enumerate(todo):
+            if (counts[row] == 0 or model.labels[ids[row, 0]] not in s.languages
+                    or probs[row, 0] < s.lang_threshold):
+                reasons[i] = "language"
+    kept = [text for text, reason in zip(texts, reasons) if reason is None]
     hashes = np.array([exact_hash(t) for t in kept], dtype=np.uint64)
     if hasher is not None and kept:
         signatures, _ = hasher.signatures(kept)

@@ -11,10 +11,17 @@ the ground truth for precision and recall (examples/bench_dedup.py).
 
 `language_sentences` makes sentences in a few made-up languages, each with
 its own alphabet or syllables, for training and testing the fastText-style
-classifier (langid.py). Nothing here is real text; it is for tests and
-benchmarks only. Read dedup.py or langid.py next.
+classifier (langid.py). `random_fasttext_model` builds a fastText model
+file of any size (lid.176's: 176 labels, dim 16, 2M buckets, quantized) with
+random weights, for the C-vs-NumPy tests and examples/bench_langid.py.
+Nothing here is real text; it is for tests and benchmarks only. Read
+dedup.py or langid.py next.
 """
 import numpy as np
+
+from tinyllm.curate.fasttext.format import KSUB, FastTextFile, ProductQuantizer, QuantizedMatrix
+
+EDIT_KINDS = ("substitute", "insert", "delete", "trim", "mixed")
 
 # Made-up languages: each draws words from its own syllables; two share an
 # alphabet, so telling them apart needs character n-grams, not the alphabet.
@@ -27,22 +34,37 @@ LANGUAGES = {
 
 
 def near_duplicate_corpus(n_docs=2000, dup_clusters=200, cluster_size=(2, 4), related_pairs=100,
-                          words=(100, 400), min_similarity=0.9, vocab_size=20000, seed=0):
-    """(docs, clusters): n_docs strings and the planted near-duplicate clusters (sorted index lists)."""
+                          words=(100, 400), min_similarity=0.9, vocab_size=20000, seed=0,
+                          similarity=None, kinds=EDIT_KINDS):
+    """(docs, clusters): n_docs strings and the planted near-duplicate clusters (sorted index lists).
+
+    similarity=(lo, hi) plants copies of varied kinds and rates instead: each
+    copy draws a target similarity uniformly in [lo, hi) and one kind from
+    `kinds` (substitute, insert, delete, trim: words cut from either end,
+    mixed: any of these at each edit), and is edited until one more edit would
+    take its Jaccard to the original below the target. Pairs inside a cluster
+    then span the threshold, so the truth is their exact shingle_jaccard.
+    """
     rng = np.random.Generator(np.random.PCG64(seed))
     vocab = _vocabulary(rng, vocab_size)
     weights = 1.0 / np.arange(1, vocab_size + 1)                  # Zipf: a few very common words
-    weights /= weights.sum()
+    cdf = np.cumsum(weights / weights.sum())
+    cdf /= cdf[-1]
 
-    def random_words(n):
-        return list(vocab[rng.choice(vocab_size, size=n, p=weights)])
+    def random_words(n):  # rng.choice(vocab_size, n, p=weights), without its O(vocab) set-up per call
+        return list(vocab[cdf.searchsorted(rng.random(n), side="right")])
 
     groups, docs = [], []
     for _ in range(dup_clusters):
         original = random_words(int(rng.integers(*words)))
         copies = int(rng.integers(cluster_size[0], cluster_size[1] + 1)) - 1
-        members = [original] + [_edit_until(rng, original, random_words, min_similarity)
-                                for _ in range(copies)]
+        if similarity is None:
+            members = [original] + [_edit_until(rng, original, random_words, min_similarity)
+                                    for _ in range(copies)]
+        else:
+            members = [original] + [_edit_to(rng, original, random_words, rng.uniform(*similarity),
+                                             kinds[int(rng.integers(len(kinds)))])
+                                    for _ in range(copies)]
         groups.append(list(range(len(docs), len(docs) + len(members))))
         docs.extend(members)
     for _ in range(related_pairs):                                 # about half the text shared
@@ -87,6 +109,55 @@ def language_sentences(n, seed=0, words=(4, 12), languages=None):
     return out
 
 
+def random_fasttext_model(words, n_labels=176, dim=16, bucket=2_000_000, minn=2, maxn=4,
+                          word_ngrams=1, loss="hs", dsub=2, qnorm=True, pruned=None, qout=False,
+                          seed=0):
+    """A FastTextFile of a supervised model with random weights (quantized when dsub).
+
+    words: the vocabulary (str); labels are __label__l000, ...; loss: hs, softmax,
+    ova or ns; dsub=None keeps the input matrix dense, else it is product-quantized
+    with dsub values per sub-quantizer (qnorm: norms quantized too); pruned=P keeps
+    P random buckets (a cutoff .ftz); qout quantizes the output matrix too (dsub 2).
+    Weights are scaled so that predictions are confident, as a trained model's are.
+    """
+    rng = np.random.Generator(np.random.PCG64(seed))
+    names = [w.encode("utf-8") for w in dict.fromkeys(words)] + [b"</s>"]
+    names += [f"__label__l{i:03d}".encode() for i in range(n_labels)]
+    nwords = len(names) - n_labels
+    counts = np.concatenate([np.sort(rng.integers(1, 10**6, nwords))[::-1],
+                             np.sort(rng.integers(1, 10**6, n_labels))[::-1]])
+    pruneidx = {}
+    if pruned is not None:
+        kept = np.sort(rng.choice(bucket, size=pruned, replace=False))
+        pruneidx = dict(zip(kept.tolist(), range(pruned)))
+    rows = nwords + (bucket if pruned is None else pruned)
+    output = (rng.standard_normal((n_labels, dim)) * 4).astype(np.float32)         # (L, dim)
+    if dsub is None:
+        matrix = rng.standard_normal((rows, dim)).astype(np.float32)               # (rows, dim)
+    else:
+        matrix = _random_quantized(rng, rows, dim, dsub, qnorm)
+        output = _random_quantized(rng, n_labels, dim, 2, qnorm, scale=4) if qout else output
+    args = {"dim": dim, "ws": 5, "epoch": 5, "minCount": 1, "neg": 5, "wordNgrams": word_ngrams,
+            "loss": {"hs": 1, "ns": 2, "softmax": 3, "ova": 4}[loss], "model": 3, "bucket": bucket,
+            "minn": minn, "maxn": maxn, "lrUpdateRate": 100, "t": 1e-4}
+    return FastTextFile(args, names, counts.astype(np.int64), np.array([0] * nwords + [1] * n_labels,
+                        dtype=np.int8), int(counts.sum()), matrix, output, pruneidx,
+                        -1 if pruned is None else pruned)
+
+
+def _random_quantized(rng, m, dim, dsub, qnorm, scale=1.0):
+    """A QuantizedMatrix of m random rows: random codes, normal centroids, norms in [0.5, 2)."""
+    nsubq = -(-dim // dsub)
+    lastdsub = dim - (nsubq - 1) * dsub
+    centroids = (rng.standard_normal(dim * KSUB) * scale).astype(np.float32)        # (dim * 256,)
+    codes = rng.integers(0, KSUB, size=(m, nsubq), dtype=np.uint8)                  # (m, nsubq)
+    pq = ProductQuantizer(dim, nsubq, dsub, lastdsub, centroids)
+    if not qnorm:
+        return QuantizedMatrix(m, dim, codes, pq)
+    norms = ProductQuantizer(1, 1, 1, 1, rng.uniform(0.5, 2.0, KSUB).astype(np.float32))
+    return QuantizedMatrix(m, dim, codes, pq, rng.integers(0, KSUB, m, dtype=np.uint8), norms)
+
+
 def _edit_until(rng, original, random_words, min_similarity):
     """A copy of original with random word edits, as many as keep similarity >= min_similarity."""
     copy = list(original)
@@ -101,6 +172,30 @@ def _edit_until(rng, original, random_words, min_similarity):
         else:
             trial.insert(pos, random_words(1)[0])      # insert
         if shingle_jaccard(" ".join(trial), " ".join(original)) < min_similarity:
+            break
+        copy = trial
+    return copy
+
+
+def _edit_to(rng, original, random_words, target, kind):
+    """A copy of original edited by `kind` while its Jaccard to original stays >= target."""
+    copy, reference = list(original), _shingles([w.lower() for w in original], 5)
+    while len(copy) > 10:
+        trial = list(copy)
+        how = EDIT_KINDS[int(rng.integers(4))] if kind == "mixed" else kind
+        pos = int(rng.integers(0, len(trial)))
+        if how == "substitute":
+            trial[pos] = random_words(1)[0]
+        elif how == "insert":
+            trial.insert(pos, random_words(1)[0])
+        elif how == "delete":
+            del trial[pos]
+        elif how == "trim":
+            del trial[0 if rng.integers(2) else -1]
+        else:
+            raise ValueError(f"edit kind {kind!r}: use one of {EDIT_KINDS}")
+        trial_set = _shingles([w.lower() for w in trial], 5)
+        if len(trial_set & reference) < target * len(trial_set | reference):
             break
         copy = trial
     return copy

@@ -22,6 +22,9 @@ from tinyllm.data.tokenfile import TokenWriter, read_header
 from tinyllm.progress import Progress
 
 
+_FRACTION_HINT = {"train": ", or a smaller --val-fraction", "val": ", or a larger --val-fraction"}
+
+
 class BatchLoader:
     """Random (x, y) batches of shape (B, T) from a 1-D token array."""
 
@@ -38,7 +41,7 @@ class BatchLoader:
         if len(tokens) < block_size + 1:
             raise DataError(
                 f"{what} has {len(tokens)} tokens but block_size + 1 = {block_size + 1} are "
-                "needed: use more data, a smaller --block-size, or a larger val fraction")
+                f"needed: use more data, a smaller --block-size{_FRACTION_HINT.get(split, '')}")
         self.tokens = tokens  # (N,)
         self.batch_size = int(batch_size)
         self.block_size = int(block_size)

@@ -1,7 +1,7 @@
 """tinyllm.tokenizer: text <-> token ids, and the one rule for choosing a tokenizer.
 
 Two tokenizers with the same methods (encode, encode_array, decode,
-decode_bytes, to_dict, fingerprint, vocab_size, name):
+decode_bytes, to_dict, fingerprint, unused_ids, vocab_size, name):
   bytes.py   ByteTokenizer: one token per UTF-8 byte, nothing to train
   bpe.py     Tokenizer: byte-level BPE, ids identical to tiktoken's for the same ranks
 and the BPE's parts, in reading order: split.py (the pre-tokenization regex),

@@ -40,15 +40,19 @@ ENDOFTEXT = "<|endoftext|>"
 class Tokenizer:
     """Byte-level BPE over regex chunks; ids equal tiktoken's for the same ranks and pattern."""
 
-    def __init__(self, mergeable_ranks, pattern="gpt4", special_tokens=None, use_c=None):
+    def __init__(self, mergeable_ranks, pattern="gpt4", special_tokens=None, use_c=None, *,
+                 merges=None):
         """mergeable_ranks: {bytes: rank}, holding all 256 single bytes; pattern: "gpt2",
-        "gpt4" or a regex; special_tokens: {str: id}; use_c: None (C when built), True, False."""
+        "gpt4" or a regex; special_tokens: {str: id}; use_c: None (C when built), True, False;
+        merges: {rank: (left rank, right rank)}, the parts of tokens when known (training,
+        a file), so that saving need not find them again."""
         self._split = Splitter(pattern)
         self.pattern = self._split.pattern                  # the regex itself, never a name
         self._ranks = dict(mergeable_ranks)
         self._special = dict(special_tokens or {})
         _check_vocabulary(self._ranks, self._special)
         self._decoder = {rank: token for token, rank in self._ranks.items()}
+        self._merges = _checked_merges(merges or {}, self._decoder)
         self._decoder.update((i, s.encode("utf-8")) for s, i in self._special.items())
         self.vocab_size = max(self._decoder) + 1
         self.name = f"bpe{self.vocab_size}"                 # for logs and cache file names
@@ -57,6 +61,7 @@ class Tokenizer:
         self._cache = {}                                    # chunk str -> tuple of ids
         self._special_regexes = {}                          # frozenset of specials -> compiled
         self._fingerprint = None
+        self._token_text = None                             # to_dict's token lines, made once
 
     # ------------------------------------------------------------------ building
 
@@ -92,13 +97,15 @@ class Tokenizer:
             seen.add(token)
             vocab.append(token)
         ranks = {token: i for i, token in enumerate(vocab)}
-        return cls(ranks, pattern, {s: len(vocab) + k for k, s in enumerate(specials)}, use_c)
+        return cls(ranks, pattern, {s: len(vocab) + k for k, s in enumerate(specials)}, use_c,
+                   merges={256 + k: pair for k, pair in enumerate(merges)})
 
     @classmethod
     def load(cls, path, use_c=None):
         """Read a file written by save()."""
-        pattern, specials, ranks = bpe_format.read_bpe(path)
-        return cls(ranks, pattern, specials, use_c)
+        merges = {}
+        pattern, specials, ranks = bpe_format.read_bpe(path, merges)
+        return cls(ranks, pattern, specials, use_c, merges=merges)
 
     @classmethod
     def from_tiktoken(cls, path, pattern="gpt4", special_tokens=None, sha256=None, use_c=None):
@@ -116,14 +123,16 @@ class Tokenizer:
             raise TokenizerError(f"the tokenizer description ({keys}) is not a BPE to_dict() of "
                                  f"version {bpe_format.VERSION}: it comes from another tinyllm "
                                  "version; update tinyllm or retrain")
-        ranks = bpe_format.parse_token_lines(enumerate(d["tokens"].split("\n"), 1), "tokenizer dict")
-        return cls(ranks, d.get("pattern"), d["special_tokens"], use_c)
+        merges = {}
+        ranks = bpe_format.parse_token_lines(enumerate(d["tokens"].split("\n"), 1), "tokenizer dict",
+                                             merges)
+        return cls(ranks, d.get("pattern"), d["special_tokens"], use_c, merges=merges)
 
     # ------------------------------------------------------------------ saving
 
     def save(self, path):
         """Write our readable format (format.py); load() reads it back."""
-        bpe_format.write_bpe(path, self.pattern, self._special, self._ranks)
+        bpe_format.write_bpe(path, self.pattern, self._special, self._ranks, self._merges)
 
     def to_tiktoken(self, path):
         """Write the mergeable ranks as a .tiktoken file (it has no pattern or special tokens)."""
@@ -131,9 +140,10 @@ class Tokenizer:
 
     def to_dict(self):
         """JSON-able description that rebuilds this tokenizer exactly (checkpoints store it)."""
+        if self._token_text is None:   # a checkpoint saves it every time: build it once
+            self._token_text = "\n".join(bpe_format.token_lines(self._ranks, self._merges))
         return {"type": "bpe", "version": bpe_format.VERSION, "pattern": self.pattern,
-                "special_tokens": dict(self._special),
-                "tokens": "\n".join(bpe_format.token_lines(self._ranks))}
+                "special_tokens": dict(self._special), "tokens": self._token_text}
 
     def fingerprint(self):
         """Short stable hash of the vocabulary: token caches made by another tokenizer never match."""
@@ -143,6 +153,11 @@ class Tokenizer:
                               for token, rank in sorted(self._ranks.items(), key=lambda kv: kv[1])))
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
+
+    def unused_ids(self):
+        """Ids below vocab_size that are no token (a gap before a special token): a model
+        over vocab_size ids must never sample them (generate's exclude=)."""
+        return [i for i in range(self.vocab_size) if i not in self._decoder]
 
     def mergeable_ranks(self):
         """{token bytes: rank} (a copy), as tiktoken.Encoding takes it."""
@@ -306,6 +321,17 @@ def _check_vocabulary(ranks, specials):
                                  "apart: pick another special string")
     if len(set(specials.values())) != len(specials):
         raise TokenizerError(f"special tokens {specials} share an id; give each its own")
+
+
+def _checked_merges(merges, decoder):
+    """merges as given, once each names two lower-ranked tokens that join into its token."""
+    for rank, pair in merges.items():
+        ok = isinstance(pair, tuple) and len(pair) == 2 and rank in decoder and \
+            all(p in decoder and p < rank for p in pair)
+        if not ok or decoder[pair[0]] + decoder[pair[1]] != decoder[rank]:
+            raise TokenizerError(f"merges[{rank!r}] = {pair!r}: a merge names two tokens of lower "
+                                 f"rank whose bytes join into token {rank!r}")
+    return dict(merges)
 
 
 def _has_surrogate(s):

@@ -45,6 +45,10 @@ class ByteTokenizer:
         """Ids back to text; invalid UTF-8 becomes U+FFFD."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
+    def unused_ids(self):
+        """Every id below vocab_size is a byte: none is unused."""
+        return []
+
     def to_dict(self):
         """What a checkpoint stores to rebuild this tokenizer (tinyllm.tokenizer.from_dict)."""
         return {"type": "bytes"}

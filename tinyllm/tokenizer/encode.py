@@ -14,6 +14,8 @@ train.py next.
 TokenizerError, the error every tokenizer module raises, lives here because
 every one of them imports this file.
 """
+import heapq
+
 import numpy as np
 
 from tinyllm.errors import BackendUnavailable, TokenizerError  # noqa: F401 (TokenizerError re-exported)
@@ -45,29 +47,56 @@ def resolve_c(use_c):
     return found
 
 
-def merge_chunk(piece, ranks, max_rank=None):
+def merge_chunk(piece, ranks, max_rank=None, max_len=None):
     """Token ids of one chunk (bytes) under `ranks` (bytes -> rank), as tiktoken encodes it.
 
     With max_rank only tokens ranked below it may form and the whole-chunk
     shortcut is off: the parts of a token under max_rank=its rank are the two
-    tokens it was merged from (format.py writes them as its merge).
+    tokens it was merged from (format.py writes them as its merge). max_len,
+    the longest token's length when the caller knows it, skips lookups that
+    cannot succeed.
+
+    The parts are a linked list over the chunk and the candidate pairs a heap
+    of (rank, start): popping the least is "the lowest rank, leftmost of equal
+    ones", and entries made stale by a merge beside them are skipped. So a
+    chunk of n bytes costs O(n log n) pair choices, not O(n^2) rescans.
     """
     if max_rank is None:
         whole = ranks.get(piece)
         if whole is not None:
             return [whole]
-    parts = [piece[i:i + 1] for i in range(len(piece))]
-    while len(parts) > 1:
-        best_rank, best_i = None, None
-        for i in range(len(parts) - 1):
-            rank = ranks.get(parts[i] + parts[i + 1])
-            if rank is not None and (max_rank is None or rank < max_rank) and \
-                    (best_rank is None or rank < best_rank):   # strict <: the leftmost wins ties
-                best_rank, best_i = rank, i
-        if best_rank is None:
-            break
-        parts[best_i:best_i + 2] = [parts[best_i] + parts[best_i + 1]]
-    return [ranks[p] for p in parts]
+    n = len(piece)
+    limit = max_rank if max_rank is not None else 2**31
+    max_len = n if max_len is None else max_len
+    end = list(range(1, n + 1))        # part starting at byte i covers piece[i:end[i]]
+    nxt, prv = list(range(1, n + 1)), list(range(-1, n - 1))
+    heap = []
+
+    def push(i):   # the pair (part at i, the part after it), if it is an allowed token
+        j = nxt[i]
+        if j < n and end[j] - i <= max_len:
+            rank = ranks.get(piece[i:end[j]])
+            if rank is not None and rank < limit:
+                heapq.heappush(heap, (rank, i, end[j]))
+
+    for i in range(n - 1):
+        push(i)
+    while heap:
+        _, i, stop = heapq.heappop(heap)
+        j = nxt[i]
+        if end[i] == 0 or j >= n or end[j] != stop:   # a merge beside it changed the pair
+            continue
+        end[i], end[j], nxt[i] = stop, 0, nxt[j]        # part j joins part i; end 0 marks it gone
+        if nxt[i] < n:
+            prv[nxt[i]] = i
+        if prv[i] >= 0:
+            push(prv[i])
+        push(i)
+    parts, i = [], 0
+    while i < n:
+        parts.append(ranks[piece[i:end[i]]])
+        i = nxt[i]
+    return parts
 
 
 class ChunkEncoder:
@@ -79,6 +108,7 @@ class ChunkEncoder:
 
     def __init__(self, ranks, use_c=None):
         self.ranks = ranks
+        self._max_len = max(map(len, ranks), default=1)
         self.c = resolve_c(use_c)
         if self.c is not None:
             self._build_table()
@@ -86,7 +116,7 @@ class ChunkEncoder:
     def encode(self, pieces):
         """[tuple of ids] for each piece (bytes) of the list `pieces`."""
         if self.c is None or not pieces:
-            return [tuple(merge_chunk(p, self.ranks)) for p in pieces]
+            return [tuple(merge_chunk(p, self.ranks, max_len=self._max_len)) for p in pieces]
         ffi, lib = self.c
         blob = b"".join(pieces)
         ends = np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)))  # (n,)

@@ -12,6 +12,8 @@ A token line is a merge when the token is the join of exactly two tokens of lowe
 rank under BPE (what `merge_chunk(token, ranks, max_rank=rank)` finds); single
 bytes, and tokens of imported vocabularies that are not, are written as hex.
 Text after "#" on a token line is a comment (the token shown as text).
+As merges can double a token per line, reading refuses a vocabulary whose
+tokens hold more than MAX_VOCAB_BYTES in all (64 MiB).
 to_dict() (checkpoints) holds the same token lines without the comments.
 
 The .tiktoken format: one "<base64 token> <rank>" line per token, nothing else
@@ -31,27 +33,40 @@ from tinyllm.tokenizer.encode import TokenizerError, merge_chunk
 
 MAGIC = "tinyllm-bpe"
 VERSION = 1
+MAX_VOCAB_BYTES = 1 << 26   # all tokens' bytes together; GPT-4's 100k tokens hold under 1 MB
 _HELP = ("# Byte-level BPE vocabulary of tinyllm: load it with tinyllm.tokenizer.Tokenizer.load.\n"
          "# Token lines: '<id> <hex bytes>', or '<id> <left id> <right id>' (the two tokens "
          "joined).\n")
 
 
-def token_lines(ranks, comments=False):
-    """The token lines of `ranks` (bytes -> rank), by rank; see the module docstring."""
+def token_lines(ranks, merges=None, comments=False):
+    """The token lines of `ranks` (bytes -> rank), by rank; see the module docstring.
+
+    merges, {rank: (left rank, right rank)}, are the token's parts when known
+    (from training or a file); a token without one has its parts found by
+    merge_chunk, O(n log n) in its length.
+    """
+    merges = merges or {}
+    max_len = max(map(len, ranks), default=1)
     lines = []
     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        parts = merge_chunk(token, ranks, max_rank=rank) if len(token) > 1 else ()
-        line = f"{rank} {parts[0]} {parts[1]}" if len(parts) == 2 else f"{rank} {token.hex()}"
+        parts = merges.get(rank)
+        if parts is None and len(token) > 1:
+            parts = merge_chunk(token, ranks, max_rank=rank, max_len=max_len)
+        line = f"{rank} {parts[0]} {parts[1]}" if parts and len(parts) == 2 else f"{rank} {token.hex()}"
         if comments:
             line += "  # " + json.dumps(token.decode("utf-8", errors="replace"))
         lines.append(line)
     return lines
 
 
-def parse_token_lines(lines, where):
-    """{bytes: rank} from (line number, line) pairs of token lines; raise on any flaw."""
+def parse_token_lines(lines, where, merges=None):
+    """{bytes: rank} from (line number, line) pairs of token lines; raise on any flaw.
+
+    The merge lines' parts go into the dict `merges` ({rank: (left, right)}) when given."""
     by_rank = {}
     ranks = {}
+    total = 0
     for lineno, line in lines:
         fields = line.split("#", 1)[0].split()
         try:
@@ -59,7 +74,10 @@ def parse_token_lines(lines, where):
             if len(fields) == 2:
                 token = bytes.fromhex(fields[1])
             elif len(fields) == 3:
-                token = by_rank[int(fields[1])] + by_rank[int(fields[2])]
+                left, right = int(fields[1]), int(fields[2])
+                token = by_rank[left] + by_rank[right]
+                if merges is not None:
+                    merges[rank] = (left, right)
             else:
                 raise ValueError
         except KeyError as e:
@@ -70,6 +88,11 @@ def parse_token_lines(lines, where):
             raise TokenizerError(f"{where} line {lineno}: expected '<id> <hex bytes>' or '<id> "
                                  f"<left id> <right id>', got {line.strip()!r}; the file is "
                                  "corrupt or truncated: save the tokenizer again") from None
+        total += len(token)
+        if total > MAX_VOCAB_BYTES:   # each merge line can double a token: a tiny file, a huge vocabulary
+            raise TokenizerError(f"{where} line {lineno}: the tokens so far hold {total:,} bytes, "
+                                 f"more than the {MAX_VOCAB_BYTES:,} any vocabulary here may; "
+                                 "the file is corrupt or hostile")
         _add_token(ranks, by_rank, token, rank, f"{where} line {lineno}")
     return ranks
 
@@ -89,33 +112,34 @@ def _add_token(ranks, by_rank, token, rank, where):
     by_rank[rank] = token
 
 
-def dumps(pattern, special_tokens, ranks):
-    """The text of our format for (pattern str, {special: id}, {bytes: rank})."""
+def dumps(pattern, special_tokens, ranks, merges=None):
+    """The text of our format for (pattern str, {special: id}, {bytes: rank}, known merges)."""
     head = [f"{MAGIC} {VERSION}", _HELP.rstrip("\n"), f"pattern {json.dumps(pattern)}"]
     by_id = sorted(special_tokens.items(), key=lambda kv: kv[1])
     head += [f"special {json.dumps(s)} {i}" for s, i in by_id]
     head.append(f"tokens {len(ranks)}")
-    return "\n".join(head + token_lines(ranks, comments=True)) + "\n"
+    return "\n".join(head + token_lines(ranks, merges, comments=True)) + "\n"
 
 
-def write_bpe(path, pattern, special_tokens, ranks):
-    """Write our format for (pattern str, {special: id}, {bytes: rank})."""
+def write_bpe(path, pattern, special_tokens, ranks, merges=None):
+    """Write our format for (pattern str, {special: id}, {bytes: rank}, known merges)."""
     with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(dumps(pattern, special_tokens, ranks))
+        f.write(dumps(pattern, special_tokens, ranks, merges))
 
 
-def read_bpe(path):
-    """(pattern, {special: id}, {bytes: rank}) from a file of our format."""
+def read_bpe(path, merges=None):
+    """(pattern, {special: id}, {bytes: rank}) from a file of our format; merges as in
+    parse_token_lines."""
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise TokenizerError(f"{path}: cannot read it as a tinyllm BPE file ({e}); "
                              "check the path") from None
-    return loads(text, str(path))
+    return loads(text, str(path), merges)
 
 
-def loads(text, where):
+def loads(text, where, merges=None):
     """(pattern, {special: id}, {bytes: rank}) from the text of our format; `where` names it."""
     lines = [(i + 1, line) for i, line in enumerate(text.split("\n"))]
     first = lines[0][1].strip()
@@ -149,7 +173,7 @@ def loads(text, where):
         raise TokenizerError(f"{where}: the header promises {n_tokens} token lines but "
                              f"{len(body)} follow; the file is truncated or was edited: "
                              "save the tokenizer again")
-    return pattern, specials, parse_token_lines(body, where)
+    return pattern, specials, parse_token_lines(body, where, merges)
 
 
 def _json_prefix(value):
