@@ -5,6 +5,7 @@
 #   make cuda-emu    the CUDA kernels built for the CPU emulation (csrc/cuda/emu; needs g++)
 #   make test        the test suite, then the CUDA tests on the emulation
 #   make bench       the benchmarks
+#   make mpi         OpenMPI (apt-get, where there is one) and mpi4py, for data-parallel training
 #   make sanitize    the kernel tests against an AddressSanitizer + UBSan build
 #   make gpu-check   build, test and time the CUDA backend on this machine's GPU (tools/gpu_check.py;
 #                    without a GPU a dry run on the emulation); GPU_CHECK_ARGS="--only tests"
@@ -62,7 +63,7 @@ EMU_BUILD = $(CXX) $(1) $(EMU_WARN) -shared -o $(2) -x c++ $(CUDA_SRCS) -x none 
 SANITIZE_CUDA_DIR := build/sanitize/cuda
 CUDA_TESTS := $(wildcard tests/test_cuda*.py)
 
-.PHONY: all install lib cuda cuda-status cuda-emu test bench sanitize gpu-check gpu-wheels clean FORCE
+.PHONY: all install lib cuda cuda-status cuda-emu test bench mpi sanitize gpu-check gpu-wheels clean FORCE
 
 all: install lib $(if $(HAVE_NVCC),cuda) cuda-status
 
@@ -131,6 +132,20 @@ endif
 
 bench: all
 	$(PYTHON) examples/benchmark.py
+
+# optional: without it everything else works and tests/test_distributed.py skips its MPI runs
+APT_GET := $(shell command -v apt-get 2>/dev/null)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+mpi:
+	@command -v mpirun >/dev/null || { [ -n "$(APT_GET)" ] && \
+		$(SUDO) apt-get install -y -q openmpi-bin libopenmpi-dev >/dev/null; } || true
+	@$(PYTHON) -c "import mpi4py" 2>/dev/null || $(PYTHON) -m pip install --quiet \
+		--disable-pip-version-check mpi4py || true
+	@echo "MPI: mpirun $$(command -v mpirun >/dev/null && mpirun --version 2>/dev/null | head -1 | \
+		sed 's/^mpirun //') $$(command -v mpirun >/dev/null && echo ✓ || echo '✗ (apt-get install \
+		openmpi-bin libopenmpi-dev, or your cluster'"'"'s MPI module)'), mpi4py $$($(PYTHON) -c \
+		"import mpi4py; from mpi4py import MPI; print(mpi4py.__version__, '✓')" 2>/dev/null \
+		|| echo '✗ (pip install mpi4py; it needs an MPI library, libopenmpi-dev)')"
 
 # ASan and UBSan need their runtime loaded before Python starts: LD_PRELOAD.
 # Python's own allocations are not freed at exit, so leak detection is off.

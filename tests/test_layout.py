@@ -5,6 +5,7 @@ The layers, top to bottom (README's reading map follows them upward):
   plan/                the scale planner (its commands are run.TrainConfig's flags)
   run.py               a training run built from flags
   train.py             the Trainer
+  distributed.py zero.py   MPI data parallel, ZeRO-1
   checkpoint.py        what a checkpoint holds (a model and its tokenizer)
   model.py             the GPT
   chat.py              a conversation: the template, the turns kept in the KV cache
@@ -29,7 +30,8 @@ PACKAGE = ROOT / "tinyllm"
 # higher imports lower; a module's layer is that of its longest listed prefix
 LAYERS = {
     "tinyllm.cli": 90, "tinyllm.__main__": 95, "tinyllm": 99,   # __init__: the public names
-    "tinyllm.plan": 85, "tinyllm.run": 80, "tinyllm.train": 70, "tinyllm.checkpoint": 60, "tinyllm.model": 50,
+    "tinyllm.plan": 85, "tinyllm.run": 80, "tinyllm.train": 70, "tinyllm.distributed": 65, "tinyllm.zero": 64,
+    "tinyllm.checkpoint": 60, "tinyllm.model": 50,
     "tinyllm.chat": 46, "tinyllm.generate": 45, "tinyllm.sampling": 44, "tinyllm.nn": 40, "tinyllm.optim": 40, "tinyllm.gradcheck": 40,
     "tinyllm.tensor": 30, "tinyllm.ops": 30,
     "tinyllm.curate": 24, "tinyllm.data": 22, "tinyllm.tokenizer": 20,

@@ -27,6 +27,10 @@ class TrainingError(RuntimeError):
     """Training cannot go on (the loss diverged); the last good checkpoint is intact."""
 
 
+class DistributedError(RuntimeError):
+    """An MPI run cannot go on: a rank differs, died or hangs; the message names the rank."""
+
+
 class BackendUnavailable(RuntimeError):
     """A backend was asked for by name but is not built or cannot run here."""
 

@@ -13,6 +13,9 @@ Trainer:
              train split once and cached in OUT/data/), or a .bpe / .tiktoken file
   model      the preset, with the shape flags over it, on the chosen backend
   optimizer  AdamW with weight decay on the weight matrices only
+  ranks      under mpirun (distributed.py): rank 0's weights on every rank, each
+             rank's disjoint rows of every global batch (ranks x --batch-size), and
+             with --zero 1 the AdamW moments sharded (zero.py)
 
 Not here: the loop (train.py) or the flags (tinyllm/cli/train.py). Read
 progress.py next, then plot.py.
@@ -21,7 +24,7 @@ import dataclasses
 import json
 import pathlib
 
-from tinyllm import backends
+from tinyllm import backends, distributed
 from tinyllm import tokenizer as tokenizers
 from tinyllm.checkpoint import recover_checkpoint
 from tinyllm.errors import CheckpointError
@@ -55,6 +58,11 @@ class TrainConfig(LoopConfig):
     backend: str = option(None, "numpy, c or cuda (default: the fastest one built here)")
     sample_tokens: int = option(300, "length of the sample printed at the end; 0 = none")
     prompt: str = option("\n", "text the final sample continues")
+    zero: int = option(0, "under mpirun: 1 = ZeRO stage 1, the AdamW moments split across the "
+                          "ranks (1/N of them each); 0 = every rank keeps them all")
+    bucket_mb: float = option(25.0, "under mpirun: MB of gradients per allreduce bucket")
+    mpi_timeout: float = option(300.0, "under mpirun: seconds a rank waits for the others before "
+                                       "it stops with an error (a rank died or hangs)")
 
     def __post_init__(self):
         super().__post_init__()
@@ -65,6 +73,11 @@ class TrainConfig(LoopConfig):
         if self.sample_tokens and not self.prompt:
             raise ValueError("--prompt is empty: the closing sample continues it; give at least "
                              "one character (the default is a newline), or --sample-tokens 0")
+        for name in ("bucket_mb", "mpi_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.zero not in (0, 1):
+            raise ValueError(f"--zero must be 0 or 1 (ZeRO stage 1), got {self.zero}")
 
     def model_config(self, vocab_size):
         if self.preset not in PRESETS:
@@ -77,8 +90,9 @@ class TrainConfig(LoopConfig):
 def saved_config(out):
     """The TrainConfig fields a run in `out` was started with, or {} when there is none."""
     state_path = pathlib.Path(out) / "train_state.safetensors"
-    lock_folder(out, "train")   # recovering renames files a running save may be writing
-    recover_checkpoint(pathlib.Path(out) / "ckpt.safetensors", state_path)
+    if distributed.launched_rank() == 0:   # rank 0 alone owns the folder under mpirun
+        lock_folder(out, "train")   # recovering renames files a running save may be writing
+        recover_checkpoint(pathlib.Path(out) / "ckpt.safetensors", state_path)
     if not state_path.exists():
         return {}
     try:
@@ -100,29 +114,40 @@ def build_trainer(config, printer=None):
     """A Trainer for config, resumed from config.out when config.resume."""
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(PRESETS)}")
-    lock_folder(config.out, "train")   # before anything is written there
+    if distributed.launched_rank() == 0:   # rank 0 alone writes the folder under mpirun
+        lock_folder(config.out, "train")   # before anything is written there
     backend = backends.set_backend(config.backend) if config.backend else backends.get_backend()
     if config.max_steps is None:   # the default run's length follows the backend's speed
         config = dataclasses.replace(config, max_steps=800 if backend.NAME == "numpy" else 1100)
-    tokenizer, train_tokens, val_tokens = load_data(config)
+    dist = distributed.connect(config.mpi_timeout, config.bucket_mb)
+    # rank 0 tokenizes and caches the data first; the other ranks then read its files
+    tokenizer, train_tokens, val_tokens = dist.main_first(lambda: load_data(config))
+    dist.check_same_run({**dataclasses.asdict(config), "tokenizer_fingerprint": tokenizer.fingerprint(),
+                         "backend_in_use": backend.NAME})
     # on the backend's device: the GPU for cuda, where the whole step then stays
     model = GPT(config.model_config(tokenizer.vocab_size)).to(backend)
     groups = param_groups(model.named_parameters(), config.weight_decay)
     optimizer = AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = dist.attach(model, optimizer, zero=config.zero)   # broadcast, buckets, ZeRO-1
     T = model.config.block_size
-    loader = BatchLoader(train_tokens, config.batch_size, T, seed=config.seed, split="train")
-    val_loader = BatchLoader(val_tokens, config.batch_size, T, seed=0, split="val")  # fails now if short
+    global_batch = config.batch_size * dist.world_size
+    loader = dist.shard(BatchLoader(train_tokens, global_batch, T, seed=config.seed, split="train"))
+    # fails now if the val split is short; every rank evaluates its rows of the same batches
+    val_loader = dist.shard(BatchLoader(val_tokens, global_batch, T, seed=0, split="val"))
     val_batches = [val_loader.next_batch() for _ in range(config.eval_batches)]
-    tokens_per_step = config.batch_size * config.grad_accum * T
+    tokens_per_step = global_batch * config.grad_accum * T
+    ranks = f"{dist.world_size} ranks, " if dist.world_size > 1 else ""
     trainer = Trainer(
         model, optimizer, loader, lambda: val_batches, tokenizer, config,
         # the optimizer keeps its state group by group; the names follow that order
         names=[n for g in groups for n in g["names"]],
         bytes_per_token=len(tokenizer.decode_bytes(val_tokens)) / len(val_tokens),
-        description=f"backend {backend.NAME}; {len(train_tokens):,} train / {len(val_tokens):,} "
-                    f"val tokens; {tokens_per_step:,} tokens per step", printer=printer)
+        description=f"backend {backend.NAME}; {ranks}{len(train_tokens):,} train / "
+                    f"{len(val_tokens):,} val tokens; {tokens_per_step:,} tokens per step",
+        printer=printer if dist.is_main else (lambda *a: None), dist=dist)
     if config.resume:
         trainer.resume()
+    dist.own_dropout_stream(model)   # after the resume, which restores rank 0's generator
     return trainer
 
 

@@ -86,6 +86,8 @@ class Tensor:
         self._parents = ()      # the tensors this one was computed from
         self._backward = None   # grad of self -> tuple of grads of _parents
         self._op = ""           # the op's name, for repr and error messages
+        self.grad_hook = None   # a leaf's: called as grad_hook(self) once backward() has
+                                # finished its .grad (data-parallel training sends it then)
 
     # -- graph construction (used by ops.py) ---------------------------------
     @staticmethod
@@ -106,6 +108,8 @@ class Tensor:
         grad defaults to 1 for a one-element tensor (a loss). Gradients add up
         in leaves across calls (gradient accumulation); zero them explicitly.
         The graph is freed as it is walked, so call backward once per forward.
+        A leaf's grad_hook, if set, is called as soon as its .grad is final,
+        while the rest of the backward still runs.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad: "
@@ -127,6 +131,9 @@ class Tensor:
                     node.grad = g.astype(node.dtype, copy=True)
                 else:
                     node.grad += g
+                # reversed topological order: every user of this leaf has already run
+                if node.grad_hook is not None:
+                    node.grad_hook(node)
                 continue
             for parent, pg in zip(node._parents, node._backward(g)):
                 if pg is None or not parent.requires_grad:

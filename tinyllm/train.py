@@ -33,10 +33,11 @@ from tinyllm.atomic import atomic_write
 from tinyllm.backends import get_backend
 from tinyllm.checkpoint import (load_model, load_training_state, new_run_id, read_model_metadata,
                                 recover_checkpoint, save_checkpoint)
+from tinyllm.distributed import SingleProcess
 from tinyllm.errors import CheckpointError, TrainingError
 from tinyllm.folder_lock import lock_folder
 from tinyllm.malloc import keep_freed_memory
-from tinyllm.optim import clip_grad_norm, cosine_lr
+from tinyllm.optim import cosine_lr
 from tinyllm.plot import read_log
 from tinyllm.progress import Progress
 from tinyllm.tensor import no_grad
@@ -92,10 +93,11 @@ class LoopConfig:
 
 class Trainer:
     def __init__(self, model, optimizer, loader, val_batches, tokenizer, config, names,
-                 bytes_per_token=None, description=None, printer=None):
+                 bytes_per_token=None, description=None, printer=None, dist=None):
         """model: on its backend already; optimizer: over the parameters named by names, in its
         order; loader: next_batch() -> (x, y) and a state_dict; val_batches() -> [(x, y), ...],
-        the same every call; bytes_per_token: of the val data, for bits per byte in the log."""
+        the same every call; bytes_per_token: of the val data, for bits per byte in the log;
+        dist: this process's place in an MPI run (distributed.py; default: a single process)."""
         if config.max_steps is None:
             raise ValueError("LoopConfig.max_steps is not set: give the number of steps")
         self.print = printer or (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -108,12 +110,16 @@ class Trainer:
         self.log_path = self.out / "log.jsonl"
         self.step, self.run_id, self.records, self.step_tokens = 0, new_run_id(), [], 0
         self._stop_requested = False
-        lock_folder(self.out, "train")   # one run per folder (a no-op when run.py took it)
+        self.dist = dist or SingleProcess()
+        if self.dist.is_main:   # one run per folder (a no-op when run.py took it)
+            lock_folder(self.out, "train")
         keep_freed_memory()
 
     # -- checkpoints -----------------------------------------------------------
     def save(self):
         """The model and the training state, as one pair (checkpoint.save_checkpoint)."""
+        if not self.dist.arrive_to_save():   # on N ranks, rank 0 alone writes
+            return
         self._check_finite_weights()
         self.run_id = new_run_id()
         state = {"step": self.step, "loader": self.loader.state_dict(),
@@ -124,7 +130,8 @@ class Trainer:
 
     def resume(self):
         """Continue the run saved in config.out; it must have this tokenizer and model shape."""
-        recover_checkpoint(self.ckpt_path, self.state_path)
+        # rank 0 finishes an interrupted save before the other ranks read the pair
+        self.dist.main_first(lambda: recover_checkpoint(self.ckpt_path, self.state_path))
         if not self.ckpt_path.exists():
             raise CheckpointError(f"--resume: no checkpoint at {self.ckpt_path}; "
                                   f"train without --resume first, or point --out at the run")
@@ -176,6 +183,8 @@ class Trainer:
             raise CheckpointError(f"{e}; repair or delete that line, then --resume") from None
 
     def _write_log(self):
+        if not self.dist.is_main:
+            return
         with atomic_write(self.log_path, "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in self.records))
 
@@ -186,7 +195,7 @@ class Trainer:
         with no_grad():
             losses = [self.model(x, y)[1].item() for x, y in self.val_batches()]
         self.model.train()
-        return float(np.mean(losses))
+        return self.dist.mean(losses)
 
     def train_step(self):
         """One optimizer step; returns (loss, grad_norm, lr) and counts its tokens in step_tokens."""
@@ -194,21 +203,24 @@ class Trainer:
         lr = cosine_lr(self.step, c.lr, c.warmup_steps, c.max_steps, c.min_lr)
         self.optimizer.set_lr(lr)
         loss_sum, self.step_tokens = 0.0, 0
-        for _ in range(c.grad_accum):
+        for micro in range(c.grad_accum):
             x, y = self.loader.next_batch()                     # (B, T) each
             _, loss = self.model(x, y)
             if not math.isfinite(loss.item()):
                 raise TrainingError(self._diverged(f"the loss is {loss.item()}"))
-            loss.backward(np.asarray(1.0 / c.grad_accum))       # mean over micro-batches
+            with self.dist.averaging_gradients(last=micro == c.grad_accum - 1):
+                loss.backward(np.asarray(1.0 / c.grad_accum))   # mean over micro-batches
             loss_sum += loss.item()
-            self.step_tokens += x.size
-        norm = clip_grad_norm(self.model.parameters(), c.grad_clip) if c.grad_clip > 0 else float("nan")
+            self.step_tokens += x.size * self.dist.world_size   # every rank's rows
+        # the global norm: on N ranks the gradients are averaged (or, with ZeRO-1, sharded)
+        norm = (self.dist.clip_grad_norm(self.model.parameters(), c.grad_clip) if c.grad_clip > 0
+                else float("nan"))
         if c.grad_clip > 0 and not math.isfinite(norm):
             raise TrainingError(self._diverged(f"the gradient norm is {norm}"))
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.step += 1
-        return loss_sum / c.grad_accum, norm, lr
+        return self.dist.mean([loss_sum / c.grad_accum]), norm, lr   # over every rank's rows
 
     def _diverged(self, what, step=None):
         """The message for a diverged run; step: where (default: the step being run)."""
@@ -228,12 +240,12 @@ class Trainer:
         if not c.resume:
             self.records = []
             self._write_log()
-        bar = Progress("train")
+        bar = Progress("train", self.dist.is_main)
         # SIGTERM is how schedulers (Slurm, Kubernetes, systemd) ask a job to stop: as Ctrl-C
         previous = {s: signal.signal(s, self._on_interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         started, tokens_run, val_loss = time.perf_counter(), 0, None
         try:
-            while self.step < c.max_steps and not self._stop_requested:
+            while self.step < c.max_steps and not self._agree_to_stop():
                 t0 = time.perf_counter()
                 loss, norm, lr = self.train_step()
                 tokens_run += self.step_tokens
@@ -258,6 +270,8 @@ class Trainer:
         return self._summary(time.perf_counter() - started, tokens_run, val_loss)
 
     def _log(self, record, bar):
+        if not self.dist.is_main:
+            return
         self.records.append(record)
         with open(self.log_path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -277,6 +291,11 @@ class Trainer:
                 "peak_device_mb": (backend.memory_stats()["peak_bytes_in_use"] / 2 ** 20
                                    if hasattr(backend, "memory_stats") else None),
                 "interrupted": self._stop_requested}
+
+    def _agree_to_stop(self):
+        """True once Ctrl-C was pressed here or, on N ranks, on any of them (all stop together)."""
+        self._stop_requested = self.dist.any(self._stop_requested)
+        return self._stop_requested
 
     def _on_interrupt(self, signum, frame):
         if self._stop_requested:      # the second Ctrl-C (or SIGTERM): stop now

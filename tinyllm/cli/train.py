@@ -11,7 +11,9 @@ import sys
 
 import numpy as np
 
-from tinyllm.errors import BackendUnavailable, CheckpointError, OutputFolderError, TrainingError
+from tinyllm.distributed import abort_all, rank_label
+from tinyllm.errors import (BackendUnavailable, CheckpointError, DistributedError, OutputFolderError,
+                            TrainingError)
 from tinyllm.plot import plot_loss_curve
 from tinyllm.run import TrainConfig, build_trainer, saved_config
 from tinyllm.terminal import shown
@@ -47,12 +49,18 @@ def main(argv=None):
         config = config_from_args(argv)
         trainer = build_trainer(config)
         summary = trainer.train()
-    except (TrainingError, CheckpointError, ValueError, BackendUnavailable, OutputFolderError) as e:
-        print(f"\nerror: {e}", file=sys.stderr)
+    except (TrainingError, CheckpointError, ValueError, BackendUnavailable, OutputFolderError,
+            DistributedError) as e:
+        print(f"\nerror{rank_label()}: {e}", file=sys.stderr)
+        abort_all(1)   # under mpirun the other ranks stop now instead of waiting for this one
         return 1
     except OSError as e:   # the disk filled, or the folder became read-only, mid-run
-        print(f"\nerror: cannot write {e.filename or config.out}: {e.strerror or e}", file=sys.stderr)
+        print(f"\nerror{rank_label()}: cannot write {e.filename or config.out}: {e.strerror or e}",
+              file=sys.stderr)
+        abort_all(1)
         return 1
+    if not trainer.dist.is_main:   # rank 0 alone reports, plots and samples
+        return 0
     if trainer.records:
         picture = plot_loss_curve(trainer.records, trainer.out / "loss.svg")
         print(f"\nloss curve: {picture}", file=sys.stderr)
