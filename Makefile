@@ -77,7 +77,7 @@ lib: $(LIB) $(HEADER)
 	@$(PYTHON) -c "import tinyllm; print('tinyllm', tinyllm.__version__, 'for', __import__('sys').executable, \
 		'| backends:', ', '.join(tinyllm.backends.available_backends()))"
 
-$(LIB): $(SRCS) csrc/tinyllm.h $(FLAGS_STAMP)
+$(LIB): $(SRCS) $(wildcard csrc/*.h) $(FLAGS_STAMP)
 	$(BUILD_FLAGS) -fPIC -shared -o $@ $(SRCS) -lm
 
 $(FLAGS_STAMP): FORCE

@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "fastmath.h"
+#include "parallel.h"
 #include "tinyllm.h"
 
 /* sigmoid(x) from exp(-|x|) <= 1, so no exp overflows and no inf/inf appears. */
@@ -19,7 +20,7 @@ static inline float sigmoid(float x) {
 void silu_forward(const float *x, float *y, int64_t n) {
     const float *restrict px = x;
     float *restrict py = y;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) py[i] = px[i] * sigmoid(px[i]);
 }
 
@@ -27,7 +28,7 @@ void silu_forward(const float *x, float *y, int64_t n) {
 void silu_backward(const float *dy, const float *x, float *dx, int64_t n) {
     const float *restrict pdy = dy, *restrict px = x;
     float *restrict pdx = dx;
-#pragma omp parallel for simd schedule(static)
+#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
     for (int64_t i = 0; i < n; i++) {
         float s = sigmoid(px[i]);
         pdx[i] = pdy[i] * s * (1.0f + px[i] * (1.0f - s));

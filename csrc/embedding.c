@@ -8,6 +8,7 @@
  */
 #include <string.h>
 
+#include "parallel.h"
 #include "tinyllm.h"
 
 /* Columns per backward work item: 64 floats, four cache lines of each row. */
@@ -15,7 +16,7 @@
 
 void embedding_forward(const int64_t *ids, const float *weight, float *out, int64_t N,
                        int64_t V, int64_t C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++)
         memcpy(out + n * C, weight + ids[n] * C, (size_t)C * sizeof(float));   // (C,) row
 }

@@ -9,6 +9,7 @@
  */
 #include <math.h>
 
+#include "parallel.h"
 #include "tinyllm.h"
 
 /* Columns of dweight per work item: 64 floats, one cache line of four per row. */
@@ -16,7 +17,7 @@
 
 void rmsnorm_forward(const float *x, const float *weight, float *y, float *rstd, int64_t N,
                      int64_t C, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         const float *restrict xn = x + n * C;                      // (C,)
         float *restrict yn = y + n * C;                            // (C,)

@@ -8,10 +8,11 @@
 #include <math.h>
 
 #include "fastmath.h"
+#include "parallel.h"
 #include "tinyllm.h"
 
 void softmax_forward(const float *x, float *y, int64_t N, int64_t C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         const float *restrict xn = x + n * C;                      // (C,)
         float *restrict yn = y + n * C;                            // (C,)
@@ -32,7 +33,7 @@ void softmax_forward(const float *x, float *y, int64_t N, int64_t C) {
 
 /* dx = y * (dy - sum(dy * y)): y = e / sum(e) differentiated through e and the sum. */
 void softmax_backward(const float *dy, const float *y, float *dx, int64_t N, int64_t C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         const float *restrict dyn = dy + n * C, *restrict yn = y + n * C;   // (C,)
         float *restrict dxn = dx + n * C;                                    // (C,)

@@ -39,6 +39,16 @@ void attention_backward(const float *dout, const float *q, const float *k, const
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
                         int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs);
 
+/* attention.c: the newest Tq queries q (B, nh, Tq, hs) against a KV cache k_cache, v_cache
+ * (B, nh, Tmax, hs) whose first Tk positions are filled (Tq <= Tk <= Tmax), read in place;
+ * query i sits at position Tk - Tq + i. out (B, nh, Tq, hs), as attention_forward's. */
+void attention_decode(const float *q, const float *k_cache, const float *v_cache, float *out,
+                      int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t Tmax, int64_t hs);
+
+/* gemv.c: out (M, N) = x (M, K) @ w (N, K)^T for the few rows of a decoding step (M = 1..16):
+ * w, a Linear layer's weight, is streamed once for all M rows, its rows split over threads. */
+void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K);
+
 /* softmax.c: row-wise over the last axis. x, y, dy, dx: (N, C). */
 void softmax_forward(const float *x, float *y, int64_t N, int64_t C);
 void softmax_backward(const float *dy, const float *y, float *dx, int64_t N, int64_t C);

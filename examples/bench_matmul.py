@@ -64,21 +64,29 @@ int main(void) {   /* 12 independent multiply-add chains per thread: enough to h
 """
 
 
-def measured_peak(threads):
-    """Float32 FLOP/s of a multiply-add loop on `threads` threads, or None without a compiler."""
+def run_c_program(source, args=(), threads=None):
+    """Compile C source here with OpenMP (cc, or $CC) and run it -> its stdout, None on failure.
+
+    threads sets OMP_NUM_THREADS for the run. examples/bench_generate.py uses this too."""
     with tempfile.TemporaryDirectory() as tmp:
-        src, exe = os.path.join(tmp, "peak.c"), os.path.join(tmp, "peak")
+        src, exe = os.path.join(tmp, "prog.c"), os.path.join(tmp, "prog")
         with open(src, "w") as f:
-            f.write(PEAK_C)
+            f.write(source)
         cc = os.environ.get("CC", "cc")
         flags = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp"]
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
         try:
             subprocess.run([cc, *flags, src, "-o", exe], check=True, capture_output=True)
-            out = subprocess.run([exe], check=True, capture_output=True, text=True,
-                                 env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
+            return subprocess.run([exe, *map(str, args)], check=True, capture_output=True,
+                                  text=True, env=env).stdout
         except (OSError, subprocess.CalledProcessError):
             return None
-    return float(out.stdout)
+
+
+def measured_peak(threads):
+    """Float32 FLOP/s of a multiply-add loop on `threads` threads, or None without a compiler."""
+    out = run_c_program(PEAK_C, threads=threads)
+    return float(out) if out is not None else None
 
 
 def cpu_mhz():

@@ -11,6 +11,8 @@ Sections (each also runs alone as examples/bench_<name>.py --help):
              in its own process so peak memory (max RSS) is that case's alone
   matmul     GFLOP/s of the C matmul vs NumPy's BLAS, and the CPU's peak
   attention  fused attention forward + backward vs NumPy and torch SDPA; memory vs T
+  generate   prefill and decode tokens/s on C, NumPy and PyTorch with a KV cache, against
+             the measured memory-bandwidth roofline
   tokenizer  BPE encode MB/s vs tiktoken, training time vs HuggingFace tokenizers
   dedup      MinHash-LSH near-duplicate precision, recall and time vs datasketch
   langid     fastText-model language id lines/s vs the fasttext package, one thread each
@@ -180,7 +182,7 @@ def bench_train(args):
 
 
 def main():
-    sections = ["train", "matmul", "attention", "tokenizer", "dedup", "langid", "cuda"]
+    sections = ["train", "matmul", "attention", "generate", "tokenizer", "dedup", "langid", "cuda"]
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--what", nargs="+", choices=sections, default=sections, help="sections to run")

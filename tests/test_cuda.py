@@ -62,16 +62,6 @@ def test_device_array_never_becomes_numpy_implicitly(cuda):
         d + np.ones(3, np.float32)
 
 
-def test_concat_along_any_axis(cuda):
-    rng = np.random.default_rng(1)
-    parts = [rng.standard_normal((2, 3, n, 4)).astype(np.float32) for n in (5, 1, 2)]
-    for axis in (0, 2, 3, -1):
-        parts_axis = [np.moveaxis(p, 2, axis) for p in parts] if axis in (0, 3, -1) else parts
-        parts_axis = [np.ascontiguousarray(p) for p in parts_axis]
-        got = cuda.concat([cuda.to_device(p) for p in parts_axis], axis=axis).numpy()
-        np.testing.assert_array_equal(got, np.concatenate(parts_axis, axis=axis))
-
-
 # ----------------------------------------------------------------------------
 # errors
 

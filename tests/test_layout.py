@@ -7,9 +7,11 @@ The layers, top to bottom (README's reading map follows them upward):
   train.py             the Trainer
   distributed.py zero.py   MPI data parallel, ZeRO-1
   checkpoint.py        what a checkpoint holds (a model and its tokenizer)
-  model.py             the GPT
   finetune/            the fine-tuned models (classifier, LoRA) and their data, below checkpoint.py
+  model.py             the GPT
+  chat.py              a conversation: the template, the turns kept in the KV cache
   generate.py          the KV cache and decoding, for any model with forward(idx, cache=)
+  sampling.py          logits -> token ids (NumPy only)
   nn.py optim.py gradcheck.py
   tensor.py ops.py     autograd; the one allowed circle (Tensor's operators are ops)
   curate/ data/ tokenizer/   text in; no autograd or model code
@@ -32,7 +34,8 @@ LAYERS = {
     "tinyllm.plan": 85, "tinyllm.run": 80, "tinyllm.finetune.run": 80, "tinyllm.train": 70,
     "tinyllm.distributed": 65, "tinyllm.zero": 64, "tinyllm.checkpoint": 60,
     "tinyllm.finetune": 55, "tinyllm.model": 50,
-    "tinyllm.generate": 45, "tinyllm.nn": 40, "tinyllm.optim": 40, "tinyllm.gradcheck": 40,
+    "tinyllm.chat": 46, "tinyllm.generate": 45, "tinyllm.sampling": 44,
+    "tinyllm.nn": 40, "tinyllm.optim": 40, "tinyllm.gradcheck": 40,
     "tinyllm.tensor": 30, "tinyllm.ops": 30,
     "tinyllm.curate": 24, "tinyllm.data": 22, "tinyllm.tokenizer": 20,
     "tinyllm.backends": 10,

@@ -8,7 +8,7 @@ import pytest
 
 from tinyllm.checkpoint import save_model
 from tinyllm.cli.sample import main as sample_main
-from tinyllm.generate import sample
+from tinyllm.sampling import Sampling, sample
 from tinyllm.model import GPT, preset
 from tinyllm.tokenizer import ByteTokenizer, Tokenizer
 from tinyllm.tokenizer.encode import merge_chunk
@@ -87,7 +87,7 @@ def test_sample_never_picks_an_excluded_id():
     logits = np.zeros((64, 10))
     logits[:, 3] = 50.0                     # by far the likeliest, but not a token
     for temperature, top_k, top_p in ((0, None, None), (1.0, None, None), (1.0, 2, None), (1.0, None, 0.5)):
-        ids = sample(logits, temperature, top_k, top_p, rng, exclude=[3])
+        ids = sample(logits, Sampling(temperature, top_k, top_p, exclude=[3]), rng)
         assert 3 not in ids
 
 

@@ -15,7 +15,7 @@ from tinyllm.checkpoint import load_model
 from tinyllm.cli.train import main
 from tinyllm.data import DataError
 from tinyllm.errors import CheckpointError, TrainingError
-from tinyllm.generate import sample
+from tinyllm.sampling import Sampling, sample
 from tinyllm.model import GPT, preset
 from tinyllm.run import TrainConfig, build_trainer
 from tinyllm.train import Trainer
@@ -79,9 +79,9 @@ def test_non_finite_weights_are_never_saved(text_file, tmp_path):
 def test_sampling_refuses_non_finite_logits_and_temperature():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="logits.*nan"):
-        sample(np.full((1, 5), np.nan), 0.8, None, None, rng)
+        sample(np.full((1, 5), np.nan), Sampling(temperature=0.8), rng)
     with pytest.raises(ValueError, match="logits.*nan"):
-        sample(np.full((1, 5), np.nan), 0, None, None, rng)   # argmax of nan is 0: refuse too
+        sample(np.full((1, 5), np.nan), Sampling(temperature=0), rng)   # argmax of nan is 0: refuse too
     model = GPT(preset("tiny"))
     for bad in (float("nan"), float("inf")):
         with pytest.raises(ValueError, match="temperature"):

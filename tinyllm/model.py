@@ -124,7 +124,7 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cache=None):
         qkv = self.c_attn(x)                                               # (B, T, 3C)
         # inference only: the cache adds the keys and values of the past positions
-        kv_cache = functools.partial(cache.append, self.layer) if cache is not None else None
+        kv_cache = functools.partial(cache.attend, self.layer) if cache is not None else None
         y = ops.causal_self_attention(qkv, self.n_head, kv_cache)          # (B, T, C)
         return self.dropout(self.c_proj(y))
 
@@ -227,13 +227,14 @@ class GPT(nn.Module):
 
     # -- generation (generate.py) -----------------------------------------
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                 seed=None, use_cache=True, exclude=None):
+                 seed=None, use_cache=True, min_p=None, repetition_penalty=1.0, exclude=None):
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens -> (B, T + new).
 
-        See generate.generate, which this calls, for the sampling options.
+        See generate.generate, which this calls, and sampling.py for the options.
         """
         return generate.generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k,
-                                 top_p=top_p, seed=seed, use_cache=use_cache, exclude=exclude)
+                                 top_p=top_p, seed=seed, use_cache=use_cache, min_p=min_p,
+                                 repetition_penalty=repetition_penalty, exclude=exclude)
 
     @property
     def dtype(self):

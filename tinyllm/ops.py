@@ -348,8 +348,9 @@ def causal_self_attention(qkv, n_head, kv_cache=None):
     Splits q, k and v into heads (B, nh, T, hs), runs the fused causal
     attention kernel and merges the heads back, each step a backend kernel,
     so on the CUDA backend nothing leaves the device. kv_cache, at inference
-    only, is a function (k, v) -> (all keys, all values) that adds the cached
-    past; the queries are then the newest positions (Tq < Tk).
+    only, is a function (q, k, v) -> out that stores the new keys and values
+    and attends the queries (the newest positions) over the whole cached past
+    (generate.KVCache.attend); no graph is recorded then.
     """
     if qkv.ndim != 3 or qkv.shape[-1] % (3 * n_head):
         raise ValueError(f"causal_self_attention: expected qkv (B, T, 3C) with C a multiple of "
@@ -357,7 +358,8 @@ def causal_self_attention(qkv, n_head, kv_cache=None):
     kernels = get_backend()
     q, k, v = kernels.split_heads(qkv.data, 3, n_head)          # (B, nh, T, hs) each
     if kv_cache is not None:
-        k, v = kv_cache(k, v)                                   # (B, nh, Tk, hs)
+        out = kv_cache(q, k, v)                                 # (B, nh, T, hs)
+        return Tensor(kernels.merge_heads([out]), dtype=out.dtype)
     out, lse = kernels.attention_forward(q, k, v)               # (B, nh, T, hs), (B, nh, T)
 
     def backward(g):

@@ -64,6 +64,12 @@ int attention_backward(const float *dout, const float *q, const float *k, const 
                        const float *out, const float *lse, float *dq, float *dk, float *dv,
                        int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs);
 
+/* decode.cu: the decode kernels, as in tinyllm.h: gemv for M = 1..16 rows; attention_decode
+ * of the newest Tq queries against a KV cache (B, nh, Tmax, hs) read in place, hs <= 256. */
+int gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K);
+int attention_decode(const float *q, const float *k_cache, const float *v_cache, float *out,
+                     int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t Tmax, int64_t hs);
+
 /* heads.cu: x (B, T, P, nh, hs), the fused projection's output, holds P parts (q, k, v: P = 3;
  * an attention output: P = 1). split_heads writes part p as out (B, nh, T, hs); merge_heads
  * writes x (B, nh, T, hs) into part p of out (B, T, P, nh, hs), leaving the other parts. */

@@ -73,7 +73,7 @@ def _contiguous(name, a):
     if not a.flags.c_contiguous:
         raise ValueError(f"{name}: the C kernels need C-contiguous arrays, got strides {a.strides} "
                          f"for shape {a.shape}; pass np.ascontiguousarray(x)")
-    if a.ctypes.data % a.dtype.itemsize:
+    if not a.flags.aligned:
         raise ValueError(f"{name}: array is not aligned to {a.dtype.itemsize} bytes")
     return a
 
@@ -87,12 +87,15 @@ def _writable(name, a):
     return a
 
 
+# The pointers C receives. ffi.from_buffer keeps the array alive as long as the pointer and
+# costs a third of ffi.cast(a.ctypes.data): a decoding step makes ~100 kernel calls of
+# microseconds each, so the wrappers' overhead is a visible part of it.
 def _p(a):
-    return ffi.cast("float *", a.ctypes.data)
+    return ffi.from_buffer("float[]", a)
 
 
 def _pi(a):
-    return ffi.cast("int64_t *", a.ctypes.data)
+    return ffi.from_buffer("int64_t[]", a)
 
 
 # ----------------------------------------------------------------------------
@@ -105,8 +108,26 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     if sizes is None:
         return _reference.matmul(a, b, transpose_a, transpose_b)   # broadcasting: generic path
     batch, M, N, K = sizes
+    if a.ndim == 2 and transpose_b and not transpose_a and M <= GEMV_MAX_ROWS:
+        return gemv(a, b)                                          # a decoding step's Linear
     out = np.empty(a.shape[:-2] + (M, N), np.float32)
     lib.matmul(_p(a), _p(b), _p(out), batch, M, N, K, int(transpose_a), int(transpose_b))
+    return out
+
+
+# M <= this many rows and matmul(x, w, transpose_b=True) runs gemv: the weight streamed once,
+# no packing (a decoding step); past it the GEMM's tiling reuses w from cache and wins
+GEMV_MAX_ROWS = 16
+
+
+def gemv(x, w):
+    """As numpy_kernels.gemv: x (M, K) @ w (N, K)^T -> (M, N)."""
+    x, w = _f32("gemv x", x), _f32("gemv w", w)
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"gemv: expected x (M, K) and w (N, K), got {x.shape} and {w.shape}")
+    (M, K), N = x.shape, w.shape[0]
+    out = np.empty((M, N), np.float32)
+    lib.gemv(_p(x), _p(w), _p(out), M, N, K)
     return out
 
 
@@ -120,6 +141,23 @@ def attention_forward(q, k, v):
     lse = np.empty((B, nh, Tq), np.float32)                       # (B, nh, Tq)
     lib.attention_forward(_p(q), _p(k), _p(v), _p(out), _p(lse), B, nh, Tq, Tk, hs)
     return out, lse
+
+
+def attention_decode(q, k_cache, v_cache, Tk):
+    """As numpy_kernels.attention_decode: the cache is read in place, never copied."""
+    q = _f32("attention_decode q", q)
+    k_cache, v_cache = _f32("attention_decode k_cache", k_cache), _f32("attention_decode v_cache", v_cache)
+    if q.ndim != 4:
+        raise ValueError(f"attention_decode: q must be (B, nh, Tq, hs), got shape {q.shape}")
+    B, nh, Tq, hs = q.shape
+    Tmax = k_cache.shape[2] if k_cache.ndim == 4 else -1
+    _shape("attention_decode k_cache", k_cache, (B, nh, Tmax, hs))
+    _shape("attention_decode v_cache", v_cache, (B, nh, Tmax, hs))
+    if not 1 <= Tq <= Tk <= Tmax:
+        raise ValueError(f"attention_decode: need 1 <= Tq={Tq} <= Tk={Tk} <= cache length {Tmax}")
+    out = np.empty_like(q)                                        # (B, nh, Tq, hs)
+    lib.attention_decode(_p(q), _p(k_cache), _p(v_cache), _p(out), B, nh, Tq, Tk, Tmax, hs)
+    return out
 
 
 def attention_backward(dout, q, k, v, out, lse):
@@ -256,7 +294,8 @@ def num_threads():
 
 
 # what has no C version runs in NumPy: a model variant's layernorm, and the memory-bound
-# dropout, copies and reductions around the kernels, which NumPy runs near memory speed
+# dropout, copies (the KV cache's writes among them) and reductions around the kernels,
+# which NumPy runs near memory speed
 layernorm_forward = _reference.layernorm_forward
 layernorm_backward = _reference.layernorm_backward
 dropout = _reference.dropout
@@ -264,4 +303,5 @@ split_heads = _reference.split_heads
 merge_heads = _reference.merge_heads
 asarray = _reference.asarray
 sum_of_squares = _reference.sum_of_squares
-concat = _reference.concat
+empty = _reference.empty
+kv_write = _reference.kv_write

@@ -87,6 +87,8 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
         raise ValueError(f"matmul on the CUDA backend takes 2-D @ 2-D or equal-batch 3-D @ 3-D, "
                          f"got {a.shape} @ {b.shape}; reshape (broadcast) the operands first")
     batch, M, N, K = sizes
+    if a.ndim == 2 and transpose_b and not transpose_a and 1 <= M <= GEMV_MAX_ROWS:
+        return gemv(a, b)                                          # a decoding step's Linear
     out = DeviceArray(a.shape[:-2] + (M, N))
     check(_options["matmul"](a.ptr, b.ptr, out.ptr, batch, M, N, K, int(transpose_a),
                              int(transpose_b)))
@@ -303,23 +305,60 @@ def sum_of_squares(arrays):
     return float(np.sum(sums.numpy())) if arrays else 0.0
 
 
-def concat(arrays, axis):
-    """np.concatenate of DeviceArrays: one strided copy per input (the KV cache grows this way)."""
-    arrays = [_f32("concat", a) for a in arrays]
-    axis %= arrays[0].ndim
-    shape = list(arrays[0].shape)
-    for a in arrays:
-        if a.ndim != len(shape) or a.shape[:axis] + a.shape[axis + 1:] != \
-                tuple(shape[:axis] + shape[axis + 1:]):
-            raise ValueError(f"concat: shapes {[x.shape for x in arrays]} differ off axis {axis}")
-    shape[axis] = sum(a.shape[axis] for a in arrays)
-    out = DeviceArray(shape)
-    n_rows = int(np.prod(shape[:axis]))
-    out_pitch = out.nbytes // max(n_rows, 1)                        # bytes of one row of out
-    offset = 0
-    for a in arrays:
-        pitch = a.nbytes // max(n_rows, 1)
-        check(lib.copy_rows(out.raw + offset, out_pitch, a.raw, pitch, pitch, n_rows))
-        offset += pitch
+def empty(shape, dtype=np.float32):
+    """An uninitialized DeviceArray (the KV cache's buffers)."""
+    return DeviceArray(shape, dtype)
+
+
+def _kv_sizes(name, cache, x):
+    cache, x = _f32(f"{name} cache", cache), _f32(f"{name} x", x)
+    if cache.ndim != 4 or x.ndim != 4 or cache.shape[:2] + cache.shape[3:] != x.shape[:2] + x.shape[3:]:
+        raise ValueError(f"{name}: cache (B, nh, Tmax, hs) {cache.shape} and (B, nh, T, hs) "
+                         f"{x.shape} differ off the time axis")
+    return cache.shape[0] * cache.shape[1], cache.shape[2] * cache.shape[3] * 4  # rows, row bytes
+
+
+def kv_write(cache, x, start):
+    """As numpy_kernels.kv_write: one strided copy, row (b, h) of x into its row of the cache."""
+    n_rows, cache_pitch = _kv_sizes("kv_write", cache, x)
+    T, hs = x.shape[2:]
+    if not 0 <= start <= cache.shape[2] - T:
+        raise ValueError(f"kv_write: positions [{start}, {start + T}) are outside the cache's "
+                         f"{cache.shape[2]}")
+    check(lib.copy_rows(cache.raw + start * hs * 4, cache_pitch, x.raw, T * hs * 4, T * hs * 4,
+                        n_rows))
+
+
+def attention_decode(q, k_cache, v_cache, Tk):
+    """As numpy_kernels.attention_decode: the cache is read in place on the device."""
+    q = _f32("attention_decode q", q)
+    if q.ndim != 4:
+        raise ValueError(f"attention_decode: q must be (B, nh, Tq, hs), got shape {q.shape}")
+    B, nh, Tq, hs = q.shape
+    for name, cache in (("k", k_cache), ("v", v_cache)):
+        _kv_sizes(f"attention_decode {name}", cache, q)
+    if not 1 <= Tq <= Tk <= k_cache.shape[2] or v_cache.shape != k_cache.shape:
+        raise ValueError(f"attention_decode: need 1 <= Tq={Tq} <= Tk={Tk} <= cache length "
+                         f"{k_cache.shape[2]} and equal k, v caches")
+    if hs > 256:
+        raise ValueError(f"attention_decode: head size {hs} > 256 is not supported on CUDA")
+    out = DeviceArray(q.shape)                                    # (B, nh, Tq, hs)
+    check(lib.attention_decode(q.ptr, k_cache.ptr, v_cache.ptr, out.ptr, B, nh, Tq, Tk,
+                               k_cache.shape[2], hs))
+    return out
+
+
+# M <= this many rows and matmul(x, w, transpose_b=True) runs gemv (csrc/cuda/decode.cu)
+GEMV_MAX_ROWS = 16
+
+
+def gemv(x, w):
+    """As numpy_kernels.gemv: x (M, K) @ w (N, K)^T -> (M, N), M <= GEMV_MAX_ROWS."""
+    x, w = _f32("gemv x", x), _f32("gemv w", w)
+    if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1] or not 1 <= x.shape[0] <= GEMV_MAX_ROWS:
+        raise ValueError(f"gemv: expected x (M, K) with M <= {GEMV_MAX_ROWS} and w (N, K), got "
+                         f"{x.shape} and {w.shape}")
+    out = DeviceArray((x.shape[0], w.shape[0]))
+    check(lib.gemv(x.ptr, w.ptr, out.ptr, x.shape[0], w.shape[0], x.shape[1]))
     return out
 

@@ -70,6 +70,12 @@ def matmul_naive(a, b, transpose_a=False, transpose_b=False):
     return out
 
 
+def gemv(x, w):
+    """x (M, K) @ w (N, K)^T -> (M, N) for a decoding step's M = 1..16 rows; the compiled twins
+    stream each weight once, at memory bandwidth, instead of packing and tiling it (matmul)."""
+    return np.matmul(x, w.T)
+
+
 # ----------------------------------------------------------------------------
 # causal self-attention, flash-style
 
@@ -167,6 +173,18 @@ def attention_backward(dout, q, k, v, out, lse, tile=None):
             dq[:, :, q0:q1] += np.matmul(ds, k[:, :, k0:k1])
             dk[:, :, k0:k1] += np.matmul(np.swapaxes(ds, -1, -2), q[:, :, q0:q1])
     return dq, dk, dv
+
+
+def attention_decode(q, k_cache, v_cache, Tk):
+    """attention_forward's out for the Tq newest queries q (B, nh, Tq, hs), query i at position
+    Tk - Tq + i, against a KV cache (B, nh, Tmax, hs) filled up to Tk (Tq <= Tk <= Tmax), which
+    the compiled twins read in place. No lse: decoding has no backward."""
+    return attention_forward(q, k_cache[:, :, :Tk], v_cache[:, :, :Tk])[0]
+
+
+def kv_write(cache, x, start):
+    """cache (B, nh, Tmax, hs)[:, :, start:start + T] = x (B, nh, T, hs), in place."""
+    cache[:, :, start:start + x.shape[2]] = x
 
 
 # ----------------------------------------------------------------------------
@@ -378,5 +396,4 @@ def sum_of_squares(arrays):
     return float(sum(np.sum(np.square(a, dtype=np.float64)) for a in arrays))
 
 
-def concat(arrays, axis):
-    return np.concatenate(arrays, axis=axis)
+empty = np.empty   # empty(shape, dtype): an uninitialized array (the KV cache's buffers)

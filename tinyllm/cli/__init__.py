@@ -1,7 +1,9 @@
 """`python -m tinyllm <command>`: one module per command, each an argparse parser and a main().
 
   python -m tinyllm train     [--help]  train a GPT (cli/train.py; examples/train.py runs it)
-  python -m tinyllm sample    [--help]  continue a prompt with a checkpoint (cli/sample.py)
+  python -m tinyllm generate  [--help]  continue a prompt with a checkpoint, streamed (cli/generate.py)
+  python -m tinyllm sample    [--help]  the same, under its old name (cli/sample.py)
+  python -m tinyllm chat      [--help]  talk to a checkpoint, the conversation in the KV cache (cli/chat.py)
   python -m tinyllm prepare   [--help]  raw text -> clean, deduplicated token shards (cli/prepare.py)
   python -m tinyllm tokenizer {train,encode,decode} [--help]  byte-level BPE (cli/tokenizer.py)
   python -m tinyllm plot LOG  [--help]  the loss curve of a training log (cli/plot.py)
@@ -9,13 +11,13 @@
   python -m tinyllm finetune {sft,classify} [--help]  adapt a checkpoint, LoRA or full (cli/finetune.py)
 
 The command modules only parse flags and print; the work is in the library
-below them. A command is imported only when it runs, so `sample` never pays
+below them. A command is imported only when it runs, so `generate` never pays
 for the curation pipeline. Read train.py here first.
 """
 import importlib
 import sys
 
-COMMANDS = ("train", "sample", "prepare", "tokenizer", "plot", "plan", "finetune")
+COMMANDS = ("train", "generate", "sample", "chat", "prepare", "tokenizer", "plot", "plan", "finetune")
 
 
 def main(argv=None):
