@@ -41,6 +41,44 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
 
 
 # ----------------------------------------------------------------------------
+# bfloat16: the rounding, and the mixed-precision matmul of a `--dtype bf16` run
+
+def bf16_bits(x):
+    """The bfloat16 bits (uint16) of float32 x, as the C kernels round (bit for bit).
+
+    bfloat16 is float32's top half (sign, 8 exponent bits, 7 mantissa bits). Rounding
+    is to nearest, ties to even: add 0x7FFF, plus 1 when the kept half is odd, then
+    keep the top 16 bits. 1 + 2^-8 lies halfway between the bfloat16s 1 and 1 + 2^-7:
+      bits 0x3F808000 -> 0x3F80 (the even one), 0x3F808001 -> 0x3F81 (above: up).
+    Subnormals become a zero of their sign and NaN stays a quiet NaN, as the
+    hardware's vcvtne2ps2bf16 does; the largest floats round up to infinity.
+    """
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
+    subnormal = (u & 0x7F800000) == 0
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    bits = np.where(subnormal, (u >> 16) & 0x8000, np.where(nan, (u >> 16) | 0x40, rounded))
+    return bits.astype(np.uint16)
+
+
+def bf16_round(x):
+    """x rounded to bfloat16, given back in x's dtype (every bfloat16 is a float32)."""
+    x = np.asarray(x)
+    return (bf16_bits(x).astype(np.uint32) << 16).view(np.float32).astype(x.dtype, copy=False)
+
+
+def matmul_bf16(a, b, transpose_a=False, transpose_b=False):
+    """matmul in mixed precision: a and b rounded to bfloat16, products summed in float32.
+
+    A product of two bfloat16s (8 significant bits each) has at most 16 and is exact
+    in float32, so this is the float32 matmul of the rounded operands; backends differ
+    only in the order of the float32 sums. Relative to the float32 matmul each operand
+    carries an error of up to 2^-8 of itself (the bfloat16 unit roundoff).
+    """
+    return matmul(bf16_round(a), bf16_round(b), transpose_a, transpose_b)
+
+
+# ----------------------------------------------------------------------------
 # causal self-attention, flash-style
 
 def _causal_scores(q_tile, k_tile, q_pos, k_pos, scale):
