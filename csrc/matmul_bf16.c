@@ -67,8 +67,14 @@ static void emulated(const float *a, const float *b, float *out, int64_t batch, 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MR 12
 #define NR 32
-#define KC 512          /* K per block (256 pairs): A panel 12 KiB (L1), B block 512 KiB (L2) */
-#define NC 512
+#ifndef BF16_KC         /* K per block (256 pairs): A panel 12 KiB (L1), B block 512 KiB (L2) */
+#define BF16_KC 512
+#endif
+#ifndef BF16_NC
+#define BF16_NC 512
+#endif
+#define KC BF16_KC
+#define NC BF16_NC
 #define MC (MR * 128)   /* rows of out per piece of work at most */
 #define PARALLEL_MIN_FMAS (1 << 18)
 #define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
@@ -125,7 +131,11 @@ TARGET_BF16 static void micro_kernel(int64_t kp, const uint32_t *restrict ap,
                                      const uint32_t *restrict bp, float *restrict c, int64_t ldc,
                                      int accumulate) {
     __m512 acc[MR][2];
-    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int i = 0; i < MR; i++) {   /* out's tile is needed after kp steps: fetch it now */
+        __builtin_prefetch(c + i * ldc, 1);
+        __builtin_prefetch(c + i * ldc + 16, 1);
+        acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    }
     for (int64_t p = 0; p < kp; p++) {
         __m512bh b0 = (__m512bh)_mm512_load_si512(bp), b1 = (__m512bh)_mm512_load_si512(bp + 16);
 #pragma GCC unroll 12

@@ -38,14 +38,6 @@ def measured_peaks(c_kernels, repeats=20):
             for name, kind in kinds.items()}
 
 
-def features(c_kernels):
-    """The matrix features csrc/cpu.c found, in words: 'AVX-512 ✓, AVX512-BF16 ✓, AMX-BF16 ✗'."""
-    lib, have = c_kernels.lib, c_kernels.FEATURES
-    return ", ".join(f"{name} {'✓' if have & bit else '✗'}" for name, bit in
-                     (("AVX-512", lib.CPU_AVX512), ("AVX512-BF16", lib.CPU_AVX512_BF16),
-                      ("AMX-BF16", lib.CPU_AMX_BF16)))
-
-
 def cpu_name():
     try:
         with open("/proc/cpuinfo") as f:
@@ -135,7 +127,7 @@ def run(sizes=None, repeats=5, peak=True):
     print(f"CPU: {cpu_name()}, {threads} thread(s) for ours, "
           f"{blas_threads} for NumPy's BLAS (OpenBLAS core {corename}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
-    print(f"CPU features: {features(c_kernels)}; bf16 matmul path: {c_kernels.BF16_PATH}")
+    print(f"CPU features: {c_kernels.describe_cpu()}")
     peaks = measured_peaks(c_kernels) if peak else {}
     if peaks:
         print("peak, measured on {} thread(s) by independent multiply-add loops (csrc/cpu.c): {}"

@@ -173,7 +173,7 @@ def bf16_note():
     from tinyllm.errors import BackendUnavailable
     try:
         from tinyllm.backends import c_kernels
-        return f"bf16 matmul path: {c_kernels.BF16_PATH}"
+        return c_kernels.describe_cpu()
     except (BackendUnavailable, AttributeError) as e:   # no C library, or one older than cpu.c
         return f"no C bf16 matmul ({e})"
 

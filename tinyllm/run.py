@@ -124,7 +124,7 @@ def matmul_precision(backend, dtype):
                          f"--backend c or numpy, or --dtype fp32")
     path = getattr(backend, "BF16_PATH", "numpy")
     if path in ("fp32", "numpy"):
-        where = ("this CPU has neither AVX512-BF16 nor AMX" if path == "fp32"
+        where = ("no AVX512-BF16 or AMX on this CPU, or TINYLLM_BF16_PATH=fp32" if path == "fp32"
                  else "the numpy backend rounds in NumPy")
         print(f"tinyllm: --dtype bf16 is emulated ({where}): bf16-rounded operands multiplied in "
               f"fp32, the same numbers at no gain in speed", file=sys.stderr)

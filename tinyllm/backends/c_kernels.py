@@ -121,6 +121,15 @@ def bf16_path(wanted=None):
 BF16_PATH = bf16_path()
 
 
+def describe_cpu():
+    """The matrix features found and the bf16 path, in words (for `make` and the benchmarks)."""
+    have = ", ".join(f"{name} {'✓' if FEATURES & bit else '✗'}" for name, bit in
+                     (("AVX-512", lib.CPU_AVX512), ("AVX512-BF16", lib.CPU_AVX512_BF16),
+                      ("AMX-BF16", lib.CPU_AMX_BF16)))
+    emulated = " (emulated: bf16-rounded operands, fp32 arithmetic)" if BF16_PATH == "fp32" else ""
+    return f"{have}; bf16 matmul path: {BF16_PATH}{emulated}"
+
+
 def matmul_bf16(a, b, transpose_a=False, transpose_b=False, path=None):
     """As numpy_kernels.matmul_bf16, on `path` (a BF16_PATHS name; default BF16_PATH)."""
     a, b = _f32("matmul_bf16 a", a), _f32("matmul_bf16 b", b)
