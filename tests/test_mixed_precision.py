@@ -117,3 +117,20 @@ def test_setting_reaches_every_linear_and_is_checked():
     with pytest.raises(ValueError, match="has no bf16 matmul"):
         matmul_precision(types.SimpleNamespace(NAME="cuda"), "bf16")
     assert matmul_precision(backends.get_backend("numpy"), "fp32") == "fp32"
+
+
+def test_sample_command_runs_in_bf16(tmp_path, capsys):
+    """`python -m tinyllm sample --dtype bf16`: the same checkpoint decodes in bf16 matmuls.
+    (Its tokens are not compared with fp32's: an untrained model's near-ties may flip.)"""
+    from tinyllm.checkpoint import save_model
+    from tinyllm.cli import sample
+    from tinyllm.tokenizer import ByteTokenizer
+    model = GPT(GPTConfig(vocab_size=256, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    save_model(tmp_path / "ckpt.safetensors", model, ByteTokenizer(), step=0, run_id="test")
+    texts = {}
+    for dtype in ops.MATMUL_DTYPES:
+        argv = ["--ckpt", str(tmp_path / "ckpt.safetensors"), "--dtype", dtype, "--prompt", "ab",
+                "--max-new-tokens", "4", "--temperature", "0", "--backend", "numpy"]
+        assert sample.main(argv) == 0
+        texts[dtype] = capsys.readouterr().out
+    assert all(text.startswith("ab") and len(text) > 2 for text in texts.values()), texts

@@ -10,6 +10,8 @@ import numpy as np
 from tinyllm import backends
 from tinyllm.checkpoint import load_model
 from tinyllm.errors import CheckpointError
+from tinyllm.ops import MATMUL_DTYPES
+from tinyllm.run import matmul_precision
 
 
 def main(argv=None):
@@ -24,12 +26,16 @@ def main(argv=None):
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold (default: off)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--backend", default=None, help="numpy, c or cuda (default: the fastest built)")
+    p.add_argument("--dtype", default="fp32", choices=MATMUL_DTYPES,
+                   help="matmul precision of the Linear layers, as train's --dtype (default: %(default)s)")
     args = p.parse_args(argv)
 
     try:
         if args.backend:
             backends.set_backend(args.backend)
         model, tokenizer, meta = load_model(args.ckpt)
+        model.set_matmul_dtype(args.dtype)
+        matmul_precision(backends.get_backend(), args.dtype)   # refuses where there is no bf16
         ids = np.array([tokenizer.encode(args.prompt)] * args.num_samples)   # (num_samples, T)
         out = model.generate(ids, args.max_new_tokens, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p, seed=args.seed)
