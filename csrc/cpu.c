@@ -16,11 +16,8 @@
  */
 #define _GNU_SOURCE   /* syscall() */
 #include <stdint.h>
-#include "tinyllm.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #include <time.h>
+#include "tinyllm.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
