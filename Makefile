@@ -76,6 +76,7 @@ lib: $(LIB) $(HEADER)
 	@echo "C kernels: $(LIB) [$(CC) $(CFLAGS)] OpenMP $(if $(OMP),✓,✗ $(if $(filter 1,$(NO_OMP)),(NO_OMP=1),(install libgomp / use gcc for multithreaded kernels)))"
 	@$(PYTHON) -c "import tinyllm; print('tinyllm', tinyllm.__version__, 'for', __import__('sys').executable, \
 		'| backends:', ', '.join(tinyllm.backends.available_backends()))"
+	@$(PYTHON) -c "from tinyllm.backends import c_kernels; print('CPU:', c_kernels.describe_cpu())"
 
 $(LIB): $(SRCS) $(wildcard csrc/*.h) $(FLAGS_STAMP)
 	$(BUILD_FLAGS) -fPIC -shared -o $@ $(SRCS) -lm

@@ -29,6 +29,27 @@
 void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
             int64_t K, int transpose_a, int transpose_b);
 
+/* matmul_bf16.c: out = op(a) @ op(b) as matmul, in mixed precision: a and b are rounded to
+ * bfloat16 (round to nearest even, subnormals to zero), the products summed in float32, out
+ * float32. path picks the instructions: one of the CPU_* bits below that cpu_features() has
+ * (CPU_AVX512_BF16: vdpbf16ps; CPU_AMX_BF16 runs that kernel too until AMX has its own), or 0:
+ * the operands rounded to bfloat16 values and multiplied by the float32 matmul (same numbers, no
+ * bf16 speed). A path the CPU lacks runs as the best one below it that it has, never as an
+ * illegal instruction. */
+void matmul_bf16(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
+                 int64_t K, int transpose_a, int transpose_b, int path);
+/* y (n,) = the bfloat16 bits of x (n,), rounded as matmul_bf16 rounds its operands. */
+void f32_to_bf16(const float *x, uint16_t *y, int64_t n);
+
+/* cpu.c: the CPU's features, asked at run time (cpuid, XCR0, and Linux's permission for AMX
+ * tiles, which cpu_features requests); peak_flops times `iters` iterations of an independent
+ * multiply-add loop of `kind` on every OpenMP thread and returns FLOP/s, 0 when the CPU lacks
+ * the instructions. */
+enum { CPU_AVX512 = 1, CPU_AVX512_BF16 = 2, CPU_AMX_BF16 = 4 };
+enum { PEAK_FP32 = 0, PEAK_BF16 = 1, PEAK_AMX_BF16 = 2 };
+int cpu_features(void);
+double peak_flops(int kind, int64_t iters);
+
 /* attention.c: causal flash attention. q (B, nh, Tq, hs); k, v (B, nh, Tk, hs), Tk >= Tq;
  * query i sits at position Tk - Tq + i. out (B, nh, Tq, hs); lse (B, nh, Tq) = log-sum-exp of
  * each query's scaled scores (scale 1/sqrt(hs)). Extra memory O(tile), never O(Tq * Tk). */

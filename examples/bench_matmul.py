@@ -1,4 +1,4 @@
-"""Benchmark of the C matmul (csrc/matmul.c) against NumPy's BLAS, side by side in one table.
+"""Benchmark of the C matmuls (fp32 and bf16) against NumPy's BLAS, side by side in one table.
 
   python examples/bench_matmul.py                        # squares 512..4096 and the GPT shapes
   python examples/bench_matmul.py --sizes 1024 2048 --repeats 10
@@ -10,10 +10,12 @@ the transposes the training step really uses; last, attention's tile products, a
 matrices. Each row is the best of 2 x `repeats` runs or more (quick ones run for 0.25 s), ours
 and NumPy's alternating (the machine may be shared: the best run is the one least disturbed);
 GFLOP/s = 2 * batch * M * N * K / time. NumPy's BLAS runs on as many threads as ours
-(OMP_NUM_THREADS, or every core). The header gives the CPU's float32 peak two ways: from the
-clock in /proc/cpuinfo times the FLOP per cycle of the core (an assumption, printed), and
-measured by a multiply-add loop compiled here with `cc` (the clock a busy core really runs at);
-"% peak" is against the measured one.
+(OMP_NUM_THREADS, or every core). The header names the CPU's matrix features and the path
+the bf16 matmul runs on (csrc/cpu.c), and the peaks measured by multiply-add loops with enough
+independent accumulators to fill every unit (fp32 FMA; bf16 vdpbf16ps; AMX tdpbf16ps where
+present) on as many threads: "% peak" is ours against the fp32 one, "% bf16 peak" the bf16
+matmul (csrc/matmul_bf16.c) against the fastest bf16 loop. Nothing is assumed about FLOP per
+cycle or the clock: a core's real clock under load is what the loops measure.
 
 This is not a test: nothing asserts a time. Read csrc/matmul.c for the kernel and
 examples/benchmark.py for whole training steps.
@@ -28,40 +30,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-# float32 FLOP per cycle per core: 2 FMA pipes x 8 lanes (256 bits) x 2 FLOP. Zen 4 runs an
-# AVX-512 FMA as two 256-bit halves, so AVX-512 does not double it there; Intel server cores
-# with two 512-bit FMA units do 64, so the measured peak below is the number to trust.
-FLOP_PER_CYCLE = 32
-
-PEAK_C = r"""
-#include <stdio.h>
-#include <omp.h>
-typedef float v16 __attribute__((vector_size(64)));
-int main(void) {   /* 12 independent multiply-add chains per thread: enough to hide latency */
-    double best = 0;
-    for (int rep = 0; rep < 15; rep++) {
-        long iters = 10000000;
-        double t = omp_get_wtime(), flops = 0;
-#pragma omp parallel reduction(+ : flops)
-        {
-            v16 acc[12], m = {0}, c = {0};
-            m += 0.999999f; c += 1e-7f;
-            for (int i = 0; i < 12; i++) acc[i] = m * (float)i;
-            for (long it = 0; it < iters; it++) {
-                for (int i = 0; i < 12; i++) acc[i] = acc[i] * m + c;
-            }
-            float s = 0;
-            for (int i = 0; i < 12; i++) s += acc[i][0];
-            flops = iters * 12.0 * 32 + (s == 12345.f);
-        }
-        t = omp_get_wtime() - t;
-        if (flops / t > best) best = flops / t;
-    }
-    printf("%g\n", best);
-    return 0;
-}
-"""
 
 
 def run_c_program(source, args=(), threads=None):
@@ -83,19 +51,13 @@ def run_c_program(source, args=(), threads=None):
             return None
 
 
-def measured_peak(threads):
-    """Float32 FLOP/s of a multiply-add loop on `threads` threads, or None without a compiler."""
-    out = run_c_program(PEAK_C, threads=threads)
-    return float(out) if out is not None else None
-
-
-def cpu_mhz():
-    """The highest "cpu MHz" in /proc/cpuinfo (under a hypervisor often the base clock)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return max(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
-    except (OSError, ValueError):
-        return None
+def measured_peaks(c_kernels, repeats=20):
+    """{kind: FLOP/s} of the library's multiply-add loops (csrc/cpu.c) on all its threads, the
+    best of `repeats` runs: fp32 FMA, bf16 vdpbf16ps and AMX tdpbf16ps (0: not on this CPU)."""
+    lib = c_kernels.lib
+    kinds = {"fp32": lib.PEAK_FP32, "bf16": lib.PEAK_BF16, "amx": lib.PEAK_AMX_BF16}
+    return {name: max(lib.peak_flops(kind, 4_000_000) for _ in range(repeats))
+            for name, kind in kinds.items()}
 
 
 def cpu_name():
@@ -184,21 +146,20 @@ def run(sizes=None, repeats=5, peak=True):
     blas_threads = get_threads() if get_threads else "?"
     corename = corename().decode() if corename else "?"
 
-    mhz, measured = cpu_mhz(), measured_peak(threads) if peak else None
-    nominal = threads * mhz * 1e6 * FLOP_PER_CYCLE if mhz else None
     print(f"CPU: {cpu_name()}, {threads} thread(s) for ours, "
           f"{blas_threads} for NumPy's BLAS (OpenBLAS core {corename}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
-    if nominal:
-        print(f"peak, nominal: {threads} cores x {mhz:.0f} MHz x {FLOP_PER_CYCLE} FLOP/cycle "
-              f"= {nominal / 1e9:.0f} GFLOP/s (assumed FLOP/cycle; the clock is cpuinfo's)")
-    if measured:
-        print(f"peak, measured: {measured / 1e9:.0f} GFLOP/s from a multiply-add loop on {threads} "
-              f"thread(s) (= {measured / threads / FLOP_PER_CYCLE / 1e6:.0f} MHz "
-              f"at {FLOP_PER_CYCLE} FLOP/cycle)")
-    peak_flops = measured or nominal
+    print(f"CPU features: {c_kernels.describe_cpu()}")
+    peaks = measured_peaks(c_kernels) if peak else {}
+    if peaks:
+        print("peak, measured on {} thread(s) by independent multiply-add loops (csrc/cpu.c): {}"
+              .format(threads, ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()
+                                         if v)))
+    fp32_peak = peaks.get("fp32")
+    bf16_peak = peaks.get("amx") or peaks.get("bf16") or fp32_peak   # what the bf16 path can use
     print(f"{'case':<18} {'batch':>5} {'M':>5} {'N':>5} {'K':>5} {'op':>5} "
-          f"{'ours GF/s':>10} {'NumPy GF/s':>11} {'ratio':>6} {'% peak':>7}")
+          f"{'ours GF/s':>10} {'NumPy GF/s':>11} {'ratio':>6} {'% peak':>7} "
+          f"{'bf16 GF/s':>10} {'bf16/ours':>10} {'% bf16 peak':>12}")
     rng = np.random.default_rng(0)
     results = []
     for label, batch, M, N, K, ta, tb in cases(sizes):
@@ -209,13 +170,17 @@ def run(sizes=None, repeats=5, peak=True):
         b_op = np.swapaxes(b, -1, -2) if tb else b
         flops = 2.0 * batch * M * N * K
         seconds = best_seconds([lambda: c_kernels.matmul(a, b, ta, tb),
-                                lambda: np.matmul(a_op, b_op)], repeats)
-        ours, theirs = (flops / s / 1e9 for s in seconds)
+                                lambda: np.matmul(a_op, b_op),
+                                lambda: c_kernels.matmul_bf16(a, b, ta, tb)], repeats)
+        ours, theirs, bf16 = (flops / s / 1e9 for s in seconds)
         op = ("T" if ta else "N") + ("T" if tb else "N")
-        share = f"{100 * ours * 1e9 / peak_flops:6.0f}%" if peak_flops else "      ?"
+        share = f"{100 * ours * 1e9 / fp32_peak:6.0f}%" if fp32_peak else "      ?"
+        bf16_share = f"{100 * bf16 * 1e9 / bf16_peak:11.0f}%" if bf16_peak else "           ?"
         print(f"{label:<18} {batch:>5} {M:>5} {N:>5} {K:>5} {op:>5} {ours:>10.1f} {theirs:>11.1f} "
-              f"{ours / theirs:>6.2f} {share}", flush=True)
-        results.append(dict(case=label, batch=batch, M=M, N=N, K=K, op=op, ours=ours, numpy=theirs))
+              f"{ours / theirs:>6.2f} {share} {bf16:>10.1f} {bf16 / ours:>10.2f} {bf16_share}",
+              flush=True)
+        results.append(dict(case=label, batch=batch, M=M, N=N, K=K, op=op, ours=ours, numpy=theirs,
+                            bf16=bf16))
     return results
 
 
@@ -227,7 +192,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5,
                    help="timed runs per row, the best one kept (default: %(default)s)")
     p.add_argument("--no-peak", action="store_true",
-                   help="skip compiling and running the peak-FLOP loop")
+                   help="skip the peak-FLOP loops")
     args = p.parse_args()
     run(args.sizes, args.repeats, peak=not args.no_peak)
 

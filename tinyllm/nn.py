@@ -25,6 +25,7 @@ class Parameter(Tensor):
 
 class Module:
     training = True
+    matmul_dtype = "fp32"   # what Linear layers multiply in; set_matmul_dtype changes it
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -60,6 +61,16 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    def set_matmul_dtype(self, dtype):
+        """Run every Linear below in `dtype`: "fp32", or "bf16" (mixed precision: bfloat16
+        operands, float32 sums; the parameters stay float32). See ops.linear."""
+        if dtype not in ops.MATMUL_DTYPES:
+            raise ValueError(f"matmul dtype {dtype!r}; choose one of {ops.MATMUL_DTYPES}")
+        self.matmul_dtype = dtype
+        for _, child in self.children():
+            child.set_matmul_dtype(dtype)
+        return self
 
     def to(self, backend):
         """Move every parameter to where `backend` keeps its arrays (the GPU for "cuda").
@@ -129,7 +140,7 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(n_out, np.float32)) if bias else None
 
     def forward(self, x):
-        return ops.linear(x, self.weight, self.bias)
+        return ops.linear(x, self.weight, self.bias, self.matmul_dtype)
 
 
 class Embedding(Module):

@@ -235,24 +235,30 @@ def matmul(a, b):
     return Tensor.from_op(kernels.matmul(a.data, b.data), (a, b), backward, "matmul")
 
 
-def linear(x, weight, bias=None):
-    """x @ weight^T (+ bias): x (..., in), weight (out, in) as PyTorch's Linear -> (..., out)."""
+MATMUL_DTYPES = ("fp32", "bf16")
+
+
+def linear(x, weight, bias=None, dtype="fp32"):
+    """x @ weight^T (+ bias): x (..., in), weight (out, in) as PyTorch's Linear -> (..., out);
+    dtype "bf16": all three products by matmul_bf16, the weight (master copy) and grads float32."""
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1]} features but the weight {weight.shape} "
                          f"expects {weight.shape[1]}")
+    if dtype not in MATMUL_DTYPES:
+        raise ValueError(f"linear: matmul dtype {dtype!r}; choose one of {MATMUL_DTYPES}")
     kernels = get_backend()
+    mm = kernels.matmul_bf16 if dtype == "bf16" else kernels.matmul
     lead = x.shape[:-1]
     x2 = x.data.reshape(-1, x.shape[-1])                         # (N, in)
-    y = kernels.matmul(x2, weight.data, transpose_b=True)        # (N, out)
+    y = mm(x2, weight.data, transpose_b=True)                    # (N, out)
     if bias is not None:
         y = y + bias.data
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(g):   # a frozen weight or an input without a gradient costs no matmul
         g2 = g.reshape(-1, weight.shape[0])                      # (N, out)
-        dx = (kernels.matmul(g2, weight.data).reshape(x.shape)   # y = x W^T  ->  dx = g W
-              if x.requires_grad else None)
-        dw = kernels.matmul(g2, x2, transpose_a=True) if weight.requires_grad else None  # dW = g^T x
+        dx = mm(g2, weight.data).reshape(x.shape) if x.requires_grad else None   # y = x W^T -> dx = g W
+        dw = mm(g2, x2, transpose_a=True) if weight.requires_grad else None      #        -> dW = g^T x
         return (dx, dw) if bias is None else (dx, dw, g2.sum(axis=0))
     return Tensor.from_op(y.reshape(*lead, weight.shape[0]), parents, backward, "linear")
 

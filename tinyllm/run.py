@@ -23,6 +23,7 @@ progress.py next, then plot.py.
 import dataclasses
 import json
 import pathlib
+import sys
 
 from tinyllm import backends, distributed
 from tinyllm import tokenizer as tokenizers
@@ -32,6 +33,7 @@ from tinyllm.folder_lock import lock_folder
 from tinyllm.data import (BatchLoader, is_prepared, load_corpus, open_prepared, prepare_token_files,
                           prepared_tokenizer, read_tokens)
 from tinyllm.model import GPT, PRESETS, GPTConfig
+from tinyllm.ops import MATMUL_DTYPES
 from tinyllm.optim import AdamW, param_groups
 from tinyllm.safetensors import read_metadata
 from tinyllm.train import LoopConfig, Trainer, option
@@ -56,6 +58,9 @@ class TrainConfig(LoopConfig):
     tokenizer: str = option("bpe", f"{tokenizers.SPECS}; bpe is trained on the data once, then cached")
     vocab_size: int = option(8192, "vocabulary size of the trained BPE tokenizer")
     backend: str = option(None, "numpy, c or cuda (default: the fastest one built here)")
+    dtype: str = option("fp32", "matmul precision of the Linear layers: fp32, or bf16 (bfloat16 "
+                                "operands, float32 sums and weights; fastest on CPUs with "
+                                "AVX512-BF16 or AMX, numpy and c backends)")
     sample_tokens: int = option(300, "length of the sample printed at the end; 0 = none")
     prompt: str = option("\n", "text the final sample continues")
     zero: int = option(0, "under mpirun: 1 = ZeRO stage 1, the AdamW moments split across the "
@@ -78,6 +83,8 @@ class TrainConfig(LoopConfig):
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.zero not in (0, 1):
             raise ValueError(f"--zero must be 0 or 1 (ZeRO stage 1), got {self.zero}")
+        if self.dtype not in MATMUL_DTYPES:
+            raise ValueError(f"--dtype {self.dtype!r}: choose one of {', '.join(MATMUL_DTYPES)}")
 
     def model_config(self, vocab_size):
         if self.preset not in PRESETS:
@@ -127,6 +134,8 @@ def build_trainer(config, printer=None):
                          "backend_in_use": backend.NAME})
     # on the backend's device: the GPU for cuda, where the whole step then stays
     model = GPT(config.model_config(tokenizer.vocab_size)).to(backend)
+    model.set_matmul_dtype(config.dtype)
+    precision = matmul_precision(backend, config.dtype)
     groups = param_groups(model.named_parameters(), config.weight_decay)
     optimizer = AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     optimizer = dist.attach(model, optimizer, zero=config.zero)   # broadcast, buckets, ZeRO-1
@@ -143,13 +152,30 @@ def build_trainer(config, printer=None):
         # the optimizer keeps its state group by group; the names follow that order
         names=[n for g in groups for n in g["names"]],
         bytes_per_token=len(tokenizer.decode_bytes(val_tokens)) / len(val_tokens),
-        description=f"backend {backend.NAME}; {ranks}{len(train_tokens):,} train / "
-                    f"{len(val_tokens):,} val tokens; {tokens_per_step:,} tokens per step",
+        description=f"backend {backend.NAME}, matmuls {precision}; {ranks}{len(train_tokens):,} "
+                    f"train / {len(val_tokens):,} val tokens; {tokens_per_step:,} tokens per step",
         printer=printer if dist.is_main else (lambda *a: None), dist=dist)
     if config.resume:
         trainer.resume()
     dist.own_dropout_stream(model)   # after the resume, which restores rank 0's generator
     return trainer
+
+
+def matmul_precision(backend, dtype):
+    """How the Linear layers multiply on `backend` in `dtype`, in words for the run's header;
+    says on stderr, once, when bf16 cannot be faster than fp32 here."""
+    if dtype == "fp32":
+        return "fp32"
+    if not hasattr(backend, "matmul_bf16"):
+        raise ValueError(f"--dtype bf16: the {backend.NAME} backend has no bf16 matmul; use "
+                         f"--backend c or numpy, or --dtype fp32")
+    path = getattr(backend, "BF16_PATH", "numpy")
+    if path in ("fp32", "numpy"):
+        where = ("no AVX512-BF16 or AMX on this CPU, or TINYLLM_BF16_PATH=fp32" if path == "fp32"
+                 else "the numpy backend rounds in NumPy")
+        print(f"tinyllm: --dtype bf16 is emulated ({where}): bf16-rounded operands multiplied in "
+              f"fp32, the same numbers at no gain in speed", file=sys.stderr)
+    return f"bf16 ({path})"
 
 
 def load_data(config):

@@ -132,6 +132,58 @@ def gemv(x, w):
 
 
 # ----------------------------------------------------------------------------
+# bfloat16 matmul: the instructions are chosen here, once, from what this CPU has
+
+FEATURES = lib.cpu_features()
+# name -> matmul_bf16's path argument, fastest first; "fp32": the rounded operands through
+# the float32 matmul, the fallback every CPU has (the AMX tile kernel is not written yet)
+BF16_PATHS = {"avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
+
+
+def bf16_path(wanted=None):
+    """The path matmul_bf16 runs on: `wanted` (or $TINYLLM_BF16_PATH) when this CPU has it,
+    else the fastest it has."""
+    wanted = wanted or os.environ.get("TINYLLM_BF16_PATH")
+    if wanted is not None and wanted not in BF16_PATHS:
+        raise ValueError(f"bf16 path {wanted!r}: choose one of {list(BF16_PATHS)}")
+    have = [n for n, bit in BF16_PATHS.items() if (FEATURES & bit) == bit]
+    return wanted if wanted in have else have[0]
+
+
+BF16_PATH = bf16_path()
+
+
+def describe_cpu():
+    """The matrix features found and the bf16 path, in words (for `make` and the benchmarks)."""
+    have = ", ".join(f"{name} {'✓' if FEATURES & bit else '✗'}" for name, bit in
+                     (("AVX-512", lib.CPU_AVX512), ("AVX512-BF16", lib.CPU_AVX512_BF16),
+                      ("AMX-BF16", lib.CPU_AMX_BF16)))
+    emulated = " (emulated: bf16-rounded operands, fp32 arithmetic)" if BF16_PATH == "fp32" else ""
+    return f"{have}; bf16 matmul path: {BF16_PATH}{emulated}"
+
+
+def matmul_bf16(a, b, transpose_a=False, transpose_b=False, path=None):
+    """As numpy_kernels.matmul_bf16, on `path` (a BF16_PATHS name; default BF16_PATH)."""
+    a, b = _f32("matmul_bf16 a", a), _f32("matmul_bf16 b", b)
+    sizes = matmul_sizes(a, b, transpose_a, transpose_b)
+    if sizes is None:
+        return _reference.matmul_bf16(a, b, transpose_a, transpose_b)
+    batch, M, N, K = sizes
+    out = np.empty(a.shape[:-2] + (M, N), np.float32)
+    lib.matmul_bf16(_p(a), _p(b), _p(out), batch, M, N, K, int(transpose_a), int(transpose_b),
+                    BF16_PATHS[bf16_path(path) if path else BF16_PATH])
+    return out
+
+
+def bf16_bits(x):
+    """As numpy_kernels.bf16_bits (the C rounding, exposed for the bit-for-bit test)."""
+    x = _f32("bf16_bits x", x)
+    y = np.empty(x.shape, np.uint16)
+    lib.f32_to_bf16(_p(x), ffi.cast("uint16_t *", y.ctypes.data), x.size)
+    return y
+
+
+# ----------------------------------------------------------------------------
 # attention
 
 def attention_forward(q, k, v):

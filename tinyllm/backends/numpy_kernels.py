@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from tinyllm.backends.bits import bf16_bits, bf16_round, dropout_constants, dropout_keep  # noqa: F401
+
 NAME = "numpy"
 
 # Query and key tile length of the attention kernels. The scores of one tile
@@ -74,6 +76,20 @@ def gemv(x, w):
     """x (M, K) @ w (N, K)^T -> (M, N) for a decoding step's M = 1..16 rows; the compiled twins
     stream each weight once, at memory bandwidth, instead of packing and tiling it (matmul)."""
     return np.matmul(x, w.T)
+
+
+# ----------------------------------------------------------------------------
+# the mixed-precision matmul of a `--dtype bf16` run (bits.py: the rounding)
+
+def matmul_bf16(a, b, transpose_a=False, transpose_b=False):
+    """matmul in mixed precision: a and b rounded to bfloat16, products summed in float32.
+
+    A product of two bfloat16s (8 significant bits each) has at most 16 and is exact
+    in float32, so this is the float32 matmul of the rounded operands; backends differ
+    only in the order of the float32 sums. Relative to the float32 matmul each operand
+    carries an error of up to 2^-8 of itself (the bfloat16 unit roundoff).
+    """
+    return matmul(bf16_round(a), bf16_round(b), transpose_a, transpose_b)
 
 
 # ----------------------------------------------------------------------------
@@ -288,23 +304,8 @@ def silu_backward(dy, x):
 
 
 # ----------------------------------------------------------------------------
-# dropout: the mask is a hash of (seed, element index), so every backend draws the
-# same mask, and the backward rebuilds it from the seed instead of storing it
-
-def dropout_constants(p):
-    """(scale, threshold): kept values are multiplied by scale = 1/(1-p); an element is kept
-    when the top 24 bits of its hash are >= threshold, i.e. with probability 1 - p."""
-    return 1.0 / (1.0 - p), math.ceil(p * (1 << 24))
-
-
-def dropout_keep(n, seed, threshold):
-    """(n,) booleans: element i is kept when splitmix64(seed + (i + 1) * golden) >> 40 >= threshold."""
-    z = np.uint64(seed) + (np.arange(n, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return (z >> np.uint64(40)) >= threshold
-
+# dropout: the mask is a hash of (seed, element index) (bits.py), so every backend
+# draws the same mask, and the backward rebuilds it from the seed instead of storing it
 
 def dropout(x, p, seed):
     """x with each element zeroed with probability p and the rest scaled by 1/(1-p).

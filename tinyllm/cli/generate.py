@@ -28,6 +28,8 @@ from tinyllm.errors import CheckpointError, DataError, TokenizerError
 from tinyllm.finetune import sft
 from tinyllm.finetune.run import load_with_adapter
 from tinyllm.generate import Timing, stream_text
+from tinyllm.ops import MATMUL_DTYPES
+from tinyllm.run import matmul_precision
 from tinyllm.sampling import Sampling
 from tinyllm.terminal import MODES, shown
 
@@ -59,6 +61,8 @@ def parser(prog="generate"):
                    help="show control characters of the text as \\xNN: auto = when stdout is a "
                         "terminal (a file or pipe gets the exact text), always, or never "
                         "(default: %(default)s)")
+    p.add_argument("--dtype", default="fp32", choices=MATMUL_DTYPES,
+                   help="matmul precision of the Linear layers, as train's --dtype (default: %(default)s)")
     p.add_argument("--adapter", default=None, help="a LoRA adapter folder (`finetune --lora`) to put "
                    "on top of --ckpt, its base")
     p.add_argument("--instruction", action="store_true", help="the prompt is a question: put it in "
@@ -136,6 +140,8 @@ def main(argv=None, prog="generate"):
         if args.adapter:
             model, tokenizer = load_with_adapter(args.ckpt, args.adapter)
         model.eval()
+        model.set_matmul_dtype(args.dtype)
+        matmul_precision(backends.get_backend(), args.dtype)   # refuses where there is no bf16
         settings = with_exclude(settings, tokenizer)
         if args.instruction:   # the answer alone is shown, up to its end token
             ids, stops = sft.prompt_ids(tokenizer, prompt or ""), [*args.stop, sft.END]

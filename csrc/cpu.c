@@ -1,0 +1,151 @@
+/* cpu.c: what this CPU's cores can do, asked at run time, and how fast they really are.
+ *
+ * What it is: cpu_features() reads cpuid (and XCR0, whether the OS saves the registers) for
+ * AVX-512, AVX512-BF16 and AMX-BF16, and on Linux asks the kernel for permission to use AMX
+ * tiles (arch_prctl ARCH_REQ_XCOMP_PERM): without it the first tile instruction kills the
+ * process. So one build (with -march=native or without) runs on any x86-64 and executes only
+ * instructions the machine it runs on has. peak_flops() times a multiply-add loop with enough
+ * independent accumulators to keep every FMA (or dot-product, or tile) unit busy: the ceiling a
+ * matmul is measured against (examples/bench_matmul.py), measured, not assumed.
+ *
+ * What it is not: a general CPU-feature library; it knows the features the matmuls dispatch on.
+ * The functions that use an instruction set carry it as a target attribute, so this file needs
+ * no -m flag; they run only after cpu_features() said yes.
+ *
+ * Read next: matmul_bf16.c (the kernels these choose between), tinyllm.h for the contract.
+ */
+#define _GNU_SOURCE   /* syscall() */
+#include <stdint.h>
+#include <time.h>
+#include "tinyllm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#include <immintrin.h>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+#endif
+
+static uint64_t xcr0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+
+int cpu_features(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return 0;
+    /* XCR0: SSE, AVX, opmask and both halves of the zmm file saved by the OS (0xE6); for AMX
+     * the tile config and tile data (bits 17, 18) */
+    uint64_t x = xcr0();
+    int zmm_ok = (x & 0xE6) == 0xE6, tiles_ok = (x & 0x60000) == 0x60000;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    int features = 0;
+    if (zmm_ok && (b & bit_AVX512F) && (b & bit_AVX512BW) && (b & bit_AVX512VL))
+        features |= CPU_AVX512;
+    int amx = tiles_ok && (d & (1u << 22)) && (d & (1u << 24));   /* AMX-BF16, AMX-TILE */
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (features & CPU_AVX512) && (a & (1u << 5)))
+        features |= CPU_AVX512_BF16;
+#ifdef __linux__
+    /* permission for the whole process (every thread); asking again is harmless */
+    if (amx && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0)
+        features |= CPU_AMX_BF16;
+#else
+    (void)amx;
+#endif
+    return features;
+}
+
+/* The loops: ACC independent accumulators, so each unit starts a new multiply-add every
+ * cycle although one takes 4-6 cycles (latency x units <= ACC). The result is stored to a
+ * volatile so the loop cannot be dropped. */
+#define ACC 16
+__attribute__((target("avx512f"))) static double loop_fp32(int64_t iters) {
+    __m512 acc[ACC], m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < ACC; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < ACC; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, c);
+    volatile float sink = 0;
+    for (int i = 0; i < ACC; i++) sink += _mm512_reduce_add_ps(acc[i]);
+    return (double)iters * ACC * 16 * 2;
+}
+
+__attribute__((target("avx2,fma"))) static double loop_fp32_avx2(int64_t iters) {
+    __m256 acc[ACC / 2], m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < ACC / 2; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < ACC / 2; i++) acc[i] = _mm256_fmadd_ps(acc[i], m, c);
+    volatile float sink = 0;
+    for (int i = 0; i < ACC / 2; i++) sink += acc[i][0];
+    return (double)iters * ACC / 2 * 8 * 2;
+}
+
+/* vdpbf16ps: 16 lanes x 2 bf16 products each */
+__attribute__((target("avx512f,avx512bf16"))) static double loop_bf16(int64_t iters) {
+    __m512 acc[ACC];
+    __m512bh m = (__m512bh)_mm512_set1_epi32(0x3F803F80);      /* (1.0, 1.0) */
+    for (int i = 0; i < ACC; i++) acc[i] = _mm512_set1_ps((float)i);
+    for (int64_t it = 0; it < iters; it++)
+        for (int i = 0; i < ACC; i++) acc[i] = _mm512_dpbf16_ps(acc[i], m, m);
+    volatile float sink = 0;
+    for (int i = 0; i < ACC; i++) sink += _mm512_reduce_add_ps(acc[i]);
+    return (double)iters * ACC * 32 * 2;
+}
+
+/* AMX: tiles 0-3 accumulate (16 x 16 floats each) from tiles 4-7 (16 rows x 64 bytes):
+ * one tdpbf16ps is 16 x 16 x 32 multiply-adds. The palette layout is the ISA's. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} tile_config;
+
+__attribute__((target("amx-tile,amx-bf16"))) static double loop_amx(int64_t iters) {
+    static const uint16_t ones[16 * 32] = {0};   /* zeros: the speed does not depend on values */
+    tile_config cfg = {.palette = 1};
+    for (int t = 0; t < 8; t++) {
+        cfg.colsb[t] = 64;
+        cfg.rows[t] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    _tile_loadd(4, ones, 64); _tile_loadd(5, ones, 64);
+    _tile_loadd(6, ones, 64); _tile_loadd(7, ones, 64);
+    for (int64_t it = 0; it < iters; it++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_release();
+    return (double)iters * 4 * 16 * 16 * 32 * 2;
+}
+
+static double one_thread(int kind, int64_t iters, int features) {
+    if (kind == PEAK_AMX_BF16) return features & CPU_AMX_BF16 ? loop_amx(iters / 64) : 0;
+    if (kind == PEAK_BF16) return features & CPU_AVX512_BF16 ? loop_bf16(iters) : 0;
+    if (features & CPU_AVX512) return loop_fp32(iters);
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? loop_fp32_avx2(iters)
+                                                                           : 0;
+}
+#else
+int cpu_features(void) { return 0; }
+static double one_thread(int kind, int64_t iters, int features) { return 0; }
+#endif
+
+static double seconds(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+double peak_flops(int kind, int64_t iters) {
+    int features = cpu_features();
+    double flops = 0, t = seconds();
+#pragma omp parallel reduction(+ : flops)
+    flops += one_thread(kind, iters, features);
+    return flops / (seconds() - t);
+}
