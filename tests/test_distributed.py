@@ -21,6 +21,7 @@ from tinyllm.errors import DistributedError
 from tinyllm.nn import Parameter
 from tinyllm.run import TrainConfig, build_trainer
 from tinyllm.safetensors import load_safetensors
+from tests.test_train import text_file  # noqa: F401 (the shared corpus fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "examples", "train.py")
@@ -69,15 +70,6 @@ def launch(np_, args, script=TRAIN, timeout=120, env=None):
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT)
     return done, time.monotonic() - started
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    rng = np.random.default_rng(0)
-    words = ["the", "king", "queen", "said", "to", "a", "fool", "and", "then", "wept", "ran"]
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(" ".join(rng.choice(words, 8)) + "." for _ in range(800)))
-    return path
 
 
 def settings(data, out, **overrides):

@@ -19,17 +19,9 @@ from tinyllm.sampling import Sampling, sample
 from tinyllm.model import GPT, preset
 from tinyllm.run import TrainConfig, build_trainer
 from tinyllm.train import Trainer
+from tests.test_train import text_file  # noqa: F401 (the shared corpus fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    rng = np.random.default_rng(0)
-    words = ["the", "king", "queen", "said", "to", "a", "fool", "and", "then", "wept", "ran"]
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(" ".join(rng.choice(words, 8)) + "." for _ in range(800)))
-    return path
 
 
 def tiny_config(data, out, **overrides):

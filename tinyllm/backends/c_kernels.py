@@ -134,7 +134,11 @@ def gemv(x, w):
 # ----------------------------------------------------------------------------
 # bfloat16 matmul: the instructions are chosen here, once, from what this CPU has
 
-FEATURES = lib.cpu_features()
+try:
+    FEATURES = lib.cpu_features()
+except AttributeError as e:   # a library (and header) built from older sources: say so, once
+    raise BackendUnavailable(f"{LIB_PATH} was built from older sources (it lacks {e}); "
+                             f"rebuild it with `make`") from None
 # name -> matmul_bf16's path argument, fastest first; "fp32": the rounded operands through
 # the float32 matmul, the fallback every CPU has (the AMX tile kernel is not written yet)
 BF16_PATHS = {"avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
