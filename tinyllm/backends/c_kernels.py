@@ -132,6 +132,37 @@ def gemv(x, w):
 
 
 # ----------------------------------------------------------------------------
+# quantized weights: x @ dequant(W)^T with W as q8_0 / q4_0 blocks (tinyllm/quant/formats.py)
+
+def matmul_q8_0(x, q, scale):
+    """As tinyllm.quant.formats.matmul_q: x (M, K) float32, q int8 (N, K), scale fp16 (N, K / 32)."""
+    return _matmul_blocks("matmul_q8_0", x, q, scale, np.int8, 1)
+
+
+def matmul_q4_0(x, q, scale):
+    """The same for q4_0: q uint8 (N, K / 2), two 4-bit values a byte."""
+    return _matmul_blocks("matmul_q4_0", x, q, scale, np.uint8, 2)
+
+
+def _matmul_blocks(name, x, q, scale, q_dtype, per_byte):
+    x = _f32(f"{name} x", x)
+    if x.ndim != 2 or x.shape[1] % 32:
+        raise ValueError(f"{name}: x must be (M, K) with K a multiple of 32, got {x.shape}")
+    (M, K), N = x.shape, q.shape[0]
+    for part, a, dtype, want in (("q", q, q_dtype, (N, K // per_byte)),
+                                 ("scale", scale, np.float16, (N, K // 32))):
+        if a.dtype != dtype or a.shape != want:
+            raise ValueError(f"{name}: {part} must be {np.dtype(dtype)} {want} for x {x.shape}, "
+                             f"got {a.dtype} {a.shape}")
+        _contiguous(f"{name} {part}", a)
+    out = np.empty((M, N), np.float32)
+    q_type = "int8_t[]" if q_dtype == np.int8 else "uint8_t[]"
+    getattr(lib, name)(_p(x), ffi.from_buffer(q_type, q), ffi.from_buffer("uint16_t[]", scale),
+                       _p(out), M, N, K)
+    return out
+
+
+# ----------------------------------------------------------------------------
 # bfloat16 matmul: the instructions are chosen here, once, from what this CPU has
 
 FEATURES = lib.cpu_features()
