@@ -184,3 +184,23 @@ def test_damaged_quantized_files_are_refused(ckpt, tmp_path, damage, message):
     bad = rewrite(q, tmp_path / "bad.safetensors", **damage)
     with pytest.raises(CheckpointError, match=message):
         load_model(bad)
+
+
+def test_compare_against_itself_and_the_eval_command(ckpt, tmp_path, capsys):
+    from tinyllm.cli.eval import main as eval_main
+    from tinyllm.quant.compare import compare
+    model = small_gpt()
+    ids = np.random.default_rng(0).integers(0, 256, 200)
+    same = compare(model, model, ids, max_windows=5)
+    assert same["ppl_change"] == 0 and abs(same["kl"]) < 1e-12 and same["same_top"] == 1
+    assert same["tokens"] == 5 * 16
+    q = tmp_path / "q.safetensors"
+    assert quantize_main(["--ckpt", str(ckpt), "--format", "q4_mixed", "--out", str(q)]) == 0
+    text = tmp_path / "text.txt"
+    text.write_text("To be, or not to be, that is the question. " * 20)
+    assert eval_main(["--ckpt", str(q), "--reference", str(ckpt), "--data", str(text)]) == 0
+    out = capsys.readouterr().out
+    assert "(q4_mixed)" in out and "KL divergence" in out and "same top token" in out
+    text.write_text("short")
+    assert eval_main(["--ckpt", str(q), "--reference", str(ckpt), "--data", str(text)]) == 1
+    assert "fewer than one window" in capsys.readouterr().err

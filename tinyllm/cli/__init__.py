@@ -10,6 +10,7 @@
   python -m tinyllm plan      [--help]  a training plan for a target size and hardware (cli/plan.py)
   python -m tinyllm finetune {sft,classify} [--help]  adapt a checkpoint, LoRA or full (cli/finetune.py)
   python -m tinyllm quantize  [--help]  a checkpoint's weights to int8 / int4 blocks (cli/quantize.py)
+  python -m tinyllm eval      [--help]  perplexity, KL and top-token agreement against a reference (cli/eval.py)
 
 The command modules only parse flags and print; the work is in the library
 below them. A command is imported only when it runs, so `generate` never pays
@@ -18,7 +19,7 @@ for the curation pipeline. Read train.py here first.
 import importlib
 import sys
 
-COMMANDS = ("train", "generate", "sample", "chat", "prepare", "tokenizer", "plot", "plan", "finetune", "quantize")
+COMMANDS = ("train", "generate", "sample", "chat", "prepare", "tokenizer", "plot", "plan", "finetune", "quantize", "eval")
 
 
 def main(argv=None):
