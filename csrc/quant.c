@@ -2,11 +2,11 @@
  *
  * What it is: the fused kernels of QuantLinear (tinyllm/quant/layers.py). W is read as its
  * blocks (32 int8, or 16 bytes of packed 4-bit values, plus one fp16 scale) and widened to
- * float32 one block at a time in registers; it never exists as an fp32 matrix. Per block b,
- * s = sum_k x[m, k] * q[n, k] in float32, then out[m, n] += s * d[n, b]: the order of
- * tinyllm.quant.formats.matmul_q, the definition, except that the 32-term sums are summed
- * in vector lanes. Activations stay float32 (no int8 activations): the error is the weights'
- * rounding alone. Threads split W's rows, each streaming its rows once; for M > 1 a block,
+ * float32 one block at a time in registers (q * d, exact); it never exists as an fp32 matrix.
+ * The products x[m, k] * q[n, k] * d[n, b] are summed in 32 lanes across all blocks, reduced
+ * once per output: the sum of tinyllm.quant.formats.matmul_q, the definition (which sums each
+ * block, then scales), in another order. Activations stay float32 (no int8 activations):
+ * the error is the weights' rounding alone. Threads split W's rows, each streaming its rows once; for M > 1 a block,
  * once widened, is used for MT rows of x before the next is read.
  *
  * What it is not: tuned (no hand-written AVX2 / VNNI paths yet: the loops are written for the
@@ -41,40 +41,44 @@ static inline float half_to_float(uint16_t h) {
     return f;
 }
 
-/* One block's 32 integers as floats: q8_0 bytes, or q4_0's low nibbles then high nibbles. */
-static inline void widen_q8(const int8_t *q, float *w) {
+/* One block's 32 integers times its scale d, as floats (exact: an 8-bit integer times an
+ * fp16 value fits float32's 24-bit significand): q8_0 bytes, or q4_0's low then high nibbles. */
+static inline void widen_q8(const int8_t *q, float d, float *w) {
 #pragma omp simd
-    for (int k = 0; k < QBLOCK; k++) w[k] = (float)q[k];
+    for (int k = 0; k < QBLOCK; k++) w[k] = (float)q[k] * d;
 }
 
-static inline void widen_q4(const uint8_t *q, float *w) {
+static inline void widen_q4(const uint8_t *q, float d, float *w) {
 #pragma omp simd
     for (int k = 0; k < QBLOCK / 2; k++) {
-        w[k] = (float)((int)(q[k] & 0x0F) - 8);
-        w[k + QBLOCK / 2] = (float)((int)(q[k] >> 4) - 8);
+        w[k] = (float)((int)(q[k] & 0x0F) - 8) * d;
+        w[k + QBLOCK / 2] = (float)((int)(q[k] >> 4) - 8) * d;
     }
 }
 
-static inline float dot32(const float *x, const float *w) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int k = 0; k < QBLOCK; k++) s += x[k] * w[k];
-    return s;
-}
-
-/* Row n of W against rows [m0, m0 + mt) of x; bytes_per_block: 32 (q8_0) or 16 (q4_0). */
+/* Row n of W against rows [m0, m0 + mt) of x. Each row of x keeps 32 lane sums (two AVX-512
+ * registers), reduced once at the end rather than once a block. */
 static void row_tile(const float *x, const uint8_t *q, const uint16_t *scale, float *out,
                      int64_t n, int64_t m0, int mt, int64_t N, int64_t K, int q4) {
-    int64_t nb = K / QBLOCK, row_bytes = q4 ? K / 2 : K;
-    float acc[MT] = {0}, w[QBLOCK];
+    int64_t nb = K / QBLOCK, block_bytes = q4 ? QBLOCK / 2 : QBLOCK;
+    float acc[MT][QBLOCK], w[QBLOCK];
+    memset(acc, 0, sizeof acc);
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *qb = q + n * row_bytes + b * (q4 ? QBLOCK / 2 : QBLOCK);
-        if (q4) widen_q4(qb, w);
-        else widen_q8((const int8_t *)qb, w);
+        const uint8_t *qb = q + (n * nb + b) * block_bytes;
         float d = half_to_float(scale[n * nb + b]);
-        for (int i = 0; i < mt; i++) acc[i] += dot32(x + (m0 + i) * K + b * QBLOCK, w) * d;
+        if (q4) widen_q4(qb, d, w);
+        else widen_q8((const int8_t *)qb, d, w);
+        for (int i = 0; i < mt; i++) {
+            const float *xb = x + (m0 + i) * K + b * QBLOCK;
+#pragma omp simd
+            for (int k = 0; k < QBLOCK; k++) acc[i][k] += xb[k] * w[k];
+        }
     }
-    for (int i = 0; i < mt; i++) out[(m0 + i) * N + n] = acc[i];
+    for (int i = 0; i < mt; i++) {
+        float s = 0.0f;
+        for (int k = 0; k < QBLOCK; k++) s += acc[i][k];
+        out[(m0 + i) * N + n] = s;
+    }
 }
 
 static void matmul_blocks(const float *x, const uint8_t *q, const uint16_t *scale, float *out,

@@ -60,13 +60,15 @@ def test_kernel_refuses_bad_arguments():
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_quant_linear_same_on_both_backends(fmt):
-    x, blocks = case(fmt, 6, 1500, 96)   # more rows than one dequantized chunk of the NumPy path
-    layer = QuantLinear(blocks)
-    with no_grad():
-        with using("numpy"):
-            ref = layer(Tensor(x.reshape(2, 3, 96))).data
-        with using("c"):
-            ours = layer(Tensor(x.reshape(2, 3, 96))).data
-    assert ours.shape == (2, 3, 1500)
-    assert rel_err(ours, ref) < TOL
-    assert rel_err(ref.reshape(6, -1), matmul_q(x, blocks)) < TOL
+    # more rows of W than one dequantized chunk; 6 rows of x run the fused kernel, 40 the GEMM
+    for M in (6, 40):
+        x, blocks = case(fmt, M, 1500, 96)
+        layer = QuantLinear(blocks)
+        with no_grad():
+            with using("numpy"):
+                ref = layer(Tensor(x.reshape(2, M // 2, 96))).data
+            with using("c"):
+                ours = layer(Tensor(x.reshape(2, M // 2, 96))).data
+        assert ours.shape == (2, M // 2, 1500)
+        assert rel_err(ours, ref) < TOL
+        assert rel_err(ref.reshape(M, -1), matmul_q(x, blocks)) < TOL

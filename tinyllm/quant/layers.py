@@ -1,9 +1,10 @@
 """QuantLinear and QuantEmbedding, and the recipes that put them in a GPT in place.
 
-QuantLinear is a Linear whose weight is held as formats.Blocks: forward is x @ dequant(W)^T,
-by the backend's fused kernel where it has one (c_kernels.matmul_q8_0, matmul_q4_0: the
-weight read as blocks, never widened) and otherwise by dequantizing CHUNK_ROWS rows of W at
-a time. QuantEmbedding looks up rows and dequantizes only those. Both are inference only:
+QuantLinear is a Linear whose weight is held as formats.Blocks: forward is x @ dequant(W)^T.
+A decoding step (at most FUSED_MAX_ROWS rows of x) runs the backend's fused kernel where it
+has one (c_kernels.matmul_q8_0, matmul_q4_0: the weight read as blocks, never widened);
+a prefill, and a backend without one, dequantize CHUNK_ROWS rows of W at a time into the
+backend's float32 GEMM (whose cache tiling wins once x has many rows; bench_quant.py). QuantEmbedding looks up rows and dequantizes only those. Both are inference only:
 they hold no Parameter, and a forward that would record a graph raises (run under
 tinyllm.tensor.no_grad(), as generate does).
 
@@ -26,7 +27,8 @@ from tinyllm.quant.formats import Blocks, dequantize, quantize
 from tinyllm.tensor import Tensor, is_grad_enabled
 
 RECIPES = ("q8_0", "q4_0", "q4_mixed")
-CHUNK_ROWS = 1024   # rows of W dequantized at once by the fallback path: 1024 x K floats
+CHUNK_ROWS = 1024   # rows of W dequantized at once by the GEMM path: 1024 x K floats
+FUSED_MAX_ROWS = 16   # as c_kernels.GEMV_MAX_ROWS: past it the GEMM's reuse of W wins
 _WIDE = ("lm_head", "transformer.wte")   # q8_0 in q4_mixed
 
 
@@ -56,7 +58,7 @@ class QuantLinear(nn.Module):
         kernels = get_backend()
         x2 = np.ascontiguousarray(x.data.reshape(-1, K), np.float32)              # (M, in)
         fused = getattr(kernels, f"matmul_{self.blocks.fmt}", None)
-        if fused is not None:
+        if fused is not None and x2.shape[0] <= FUSED_MAX_ROWS:
             y = fused(x2, self.blocks.q, self.blocks.scale)                       # (M, out)
         else:
             y = np.empty((x2.shape[0], N), np.float32)
