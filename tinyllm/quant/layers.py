@@ -39,8 +39,8 @@ def _no_graph(what):
                            f"or fine-tune the float32 checkpoint instead")
 
 
-class QuantLinear(nn.Module):
-    """y = x dequant(W)^T, W (out, in) held as Blocks; no bias (the GPT's Linears have none)."""
+class _Quantized(nn.Module):
+    """A layer whose one weight is held as Blocks (no Parameter: nothing to train)."""
 
     def __init__(self, blocks):
         self.blocks = blocks
@@ -48,6 +48,10 @@ class QuantLinear(nn.Module):
     @property
     def shape(self):
         return self.blocks.shape
+
+
+class QuantLinear(_Quantized):
+    """y = x dequant(W)^T, W (out, in) held as Blocks; no bias (the GPT's Linears have none)."""
 
     def forward(self, x):
         _no_graph("this Linear layer")
@@ -68,15 +72,8 @@ class QuantLinear(nn.Module):
         return Tensor(y.reshape(x.shape[:-1] + (N,)))
 
 
-class QuantEmbedding(nn.Module):
+class QuantEmbedding(_Quantized):
     """A table of vectors held as Blocks; a lookup dequantizes only the rows it returns."""
-
-    def __init__(self, blocks):
-        self.blocks = blocks
-
-    @property
-    def shape(self):
-        return self.blocks.shape
 
     def forward(self, ids):
         _no_graph("the token embedding")
@@ -134,7 +131,7 @@ def quantized_tensors(model):
 
 def _quantized(module, prefix=""):
     for attr, child in module.children():
-        if isinstance(child, (QuantLinear, QuantEmbedding)):
+        if isinstance(child, _Quantized):
             yield prefix + attr, child
         else:
             yield from _quantized(child, prefix + attr + ".")
