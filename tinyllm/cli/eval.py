@@ -48,6 +48,6 @@ def main(argv=None):
     print(f"{args.ckpt} ({fmt}) against {args.reference}, {result['tokens']:,} tokens:\n"
           f"  perplexity {result['ppl']:.4f} vs {result['ref_ppl']:.4f} "
           f"({result['ppl_change']:+.3%})\n"
-          f"  mean KL divergence {result['kl']:.5f} nats\n"
+          f"  mean KL divergence {result['kl']:.3g} nats\n"
           f"  same top token {result['same_top']:.2%}")
     return 0
