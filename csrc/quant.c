@@ -9,8 +9,9 @@
  * the error is the weights' rounding alone. Threads split W's rows, each streaming its rows once; for M > 1 a block,
  * once widened, is used for MT rows of x before the next is read.
  *
- * What it is not: tuned (no hand-written AVX2 / VNNI paths yet: the loops are written for the
- * compiler's vectorizer under -O3 -march=native) or a quantizer (quantizing happens once, in
+ * Paths, chosen at compile time (-march=native): AVX-512 (the blocks widened with
+ * vpmovsxbd / vpmovzxbd, FMAs into four vector sums a row) and portable C written for the
+ * vectorizer. What it is not: AVX2-tuned or VNNI (int8 activations), or a quantizer (quantizing happens once, in
  * NumPy). K must be a multiple of 32 (c_kernels.py checks).
  *
  * Read next: tinyllm.h for the contract, tinyllm/quant/formats.py for the layout,
@@ -22,6 +23,50 @@
 #include "tinyllm.h"
 
 #define QBLOCK 32
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define MT 4   /* rows of x per pass: 4 x 4 accumulators + 2 widened halves + x fit 32 zmm */
+
+/* One block widened to two vectors of 16 floats, times d (cvtepi8/cvtepu8 widen in registers). */
+static inline void widen_vec(const uint8_t *qb, int q4, __m512 vd, __m512 *w0, __m512 *w1) {
+    __m512i lo, hi;
+    if (q4) {
+        __m128i b = _mm_loadu_si128((const __m128i *)qb), m = _mm_set1_epi8(0x0F);
+        lo = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(b, m)), _mm512_set1_epi32(8));
+        hi = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), m)),
+                              _mm512_set1_epi32(8));
+    } else {
+        lo = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qb));
+        hi = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qb + 16)));
+    }
+    *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(lo), vd);
+    *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(hi), vd);
+}
+
+/* Row n of W against rows [m0, m0 + mt) of x: per row of x four vector sums (two blocks in
+ * flight, so the FMA chains overlap), reduced once at the end. */
+static void row_tile(const float *x, const uint8_t *q, const uint16_t *scale, float *out,
+                     int64_t n, int64_t m0, int mt, int64_t N, int64_t K, int q4) {
+    int64_t nb = K / QBLOCK, block_bytes = q4 ? QBLOCK / 2 : QBLOCK;
+    __m512 acc[MT][4];
+    for (int i = 0; i < MT; i++)
+        for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        __m512 w0, w1;
+        widen_vec(q + (n * nb + b) * block_bytes, q4,
+                  _mm512_set1_ps(_cvtsh_ss(scale[n * nb + b])), &w0, &w1);
+        int j = (int)(b & 1) * 2;
+        for (int i = 0; i < mt; i++) {
+            const float *xb = x + (m0 + i) * K + b * QBLOCK;
+            acc[i][j] = _mm512_fmadd_ps(_mm512_loadu_ps(xb), w0, acc[i][j]);
+            acc[i][j + 1] = _mm512_fmadd_ps(_mm512_loadu_ps(xb + 16), w1, acc[i][j + 1]);
+        }
+    }
+    for (int i = 0; i < mt; i++)
+        out[(m0 + i) * N + n] = _mm512_reduce_add_ps(
+            _mm512_add_ps(_mm512_add_ps(acc[i][0], acc[i][1]), _mm512_add_ps(acc[i][2], acc[i][3])));
+}
+#else
 #define MT 16   /* rows of x that share one widened block */
 
 /* IEEE half -> float, exactly (normal, subnormal, zero; the scales are never inf or NaN). */
@@ -56,8 +101,9 @@ static inline void widen_q4(const uint8_t *q, float d, float *w) {
     }
 }
 
-/* Row n of W against rows [m0, m0 + mt) of x. Each row of x keeps 32 lane sums (two AVX-512
- * registers), reduced once at the end rather than once a block. */
+
+/* Row n of W against rows [m0, m0 + mt) of x (portable: written for the vectorizer). Each row
+ * of x keeps 32 lane sums, reduced once at the end rather than once a block. */
 static void row_tile(const float *x, const uint8_t *q, const uint16_t *scale, float *out,
                      int64_t n, int64_t m0, int mt, int64_t N, int64_t K, int q4) {
     int64_t nb = K / QBLOCK, block_bytes = q4 ? QBLOCK / 2 : QBLOCK;
@@ -80,6 +126,7 @@ static void row_tile(const float *x, const uint8_t *q, const uint16_t *scale, fl
         out[(m0 + i) * N + n] = s;
     }
 }
+#endif
 
 static void matmul_blocks(const float *x, const uint8_t *q, const uint16_t *scale, float *out,
                           int64_t M, int64_t N, int64_t K, int q4) {
