@@ -12,7 +12,8 @@
  * Paths, chosen at compile time (-march=native): AVX-512 (the blocks widened with
  * vpmovsxbd / vpmovzxbd, FMAs into four vector sums a row) and portable C written for the
  * vectorizer. What it is not: AVX2-tuned or VNNI (int8 activations), or a quantizer (quantizing happens once, in
- * NumPy). K must be a multiple of 32 (c_kernels.py checks).
+ * NumPy). K must be a multiple of 32 (c_kernels.py checks). dequantize_q widens whole rows,
+ * for a prefill's GEMM (tinyllm/quant/layers.py hands it 1024 rows at a time).
  *
  * Read next: tinyllm.h for the contract, tinyllm/quant/formats.py for the layout,
  * tests/test_quant_kernels.py for the parity checks.
@@ -128,6 +129,30 @@ static void row_tile(const float *x, const uint8_t *q, const uint16_t *scale, fl
 }
 #endif
 
+/* Row n of W, widened: out (K,) = q * d, block by block. */
+static void dequantize_row(const uint8_t *q, const uint16_t *scale, float *out, int64_t n,
+                           int64_t K, int q4) {
+    int64_t nb = K / QBLOCK, block_bytes = q4 ? QBLOCK / 2 : QBLOCK;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *qb = q + (n * nb + b) * block_bytes;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+        __m512 w0, w1;
+        widen_vec(qb, q4, _mm512_set1_ps(_cvtsh_ss(scale[n * nb + b])), &w0, &w1);
+        _mm512_storeu_ps(out + b * QBLOCK, w0);
+        _mm512_storeu_ps(out + b * QBLOCK + 16, w1);
+#else
+        float d = half_to_float(scale[n * nb + b]);
+        if (q4) widen_q4(qb, d, out + b * QBLOCK);
+        else widen_q8((const int8_t *)qb, d, out + b * QBLOCK);
+#endif
+    }
+}
+
+void dequantize_q(const void *q, const uint16_t *scale, float *out, int64_t N, int64_t K, int q4) {
+#pragma omp parallel for schedule(static) if (N * K >= PARALLEL_MIN)
+    for (int64_t n = 0; n < N; n++) dequantize_row(q, scale, out + n * K, n, K, q4);
+}
+
 static void matmul_blocks(const float *x, const uint8_t *q, const uint16_t *scale, float *out,
                           int64_t M, int64_t N, int64_t K, int q4) {
 #pragma omp parallel for schedule(static) if (M * N * K >= PARALLEL_MIN)
@@ -136,12 +161,12 @@ static void matmul_blocks(const float *x, const uint8_t *q, const uint16_t *scal
             row_tile(x, q, scale, out, n, m0, M - m0 < MT ? (int)(M - m0) : MT, N, K, q4);
 }
 
-void matmul_q8_0(const float *x, const int8_t *q, const uint16_t *scale, float *out,
+void matmul_q8_0(const float *x, const void *q, const uint16_t *scale, float *out,
                  int64_t M, int64_t N, int64_t K) {
-    matmul_blocks(x, (const uint8_t *)q, scale, out, M, N, K, 0);
+    matmul_blocks(x, q, scale, out, M, N, K, 0);
 }
 
-void matmul_q4_0(const float *x, const uint8_t *q, const uint16_t *scale, float *out,
+void matmul_q4_0(const float *x, const void *q, const uint16_t *scale, float *out,
                  int64_t M, int64_t N, int64_t K) {
     matmul_blocks(x, q, scale, out, M, N, K, 1);
 }

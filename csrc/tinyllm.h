@@ -71,12 +71,14 @@ void attention_decode(const float *q, const float *k_cache, const float *v_cache
 void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K);
 
 /* quant.c: out (M, N) = x (M, K) @ dequant(W)^T, W (N, K) as blocks of 32 along K (K % 32 == 0):
- * q8_0: q int8 (N, K); q4_0: q uint8 (N, K / 2), two 4-bit values a byte (tinyllm/quant/
- * formats.py); scale: the fp16 bits (N, K / 32). Any M: decoding and prefill. */
-void matmul_q8_0(const float *x, const int8_t *q, const uint16_t *scale, float *out,
+ * q8_0: q the int8 values (N, K); q4_0: q uint8 (N, K / 2), two 4-bit values a byte
+ * (tinyllm/quant/formats.py); scale: the fp16 bits (N, K / 32). Any M: decoding and prefill. */
+void matmul_q8_0(const float *x, const void *q, const uint16_t *scale, float *out,
                  int64_t M, int64_t N, int64_t K);
-void matmul_q4_0(const float *x, const uint8_t *q, const uint16_t *scale, float *out,
+void matmul_q4_0(const float *x, const void *q, const uint16_t *scale, float *out,
                  int64_t M, int64_t N, int64_t K);
+/* out (N, K) = dequant(W), float32: the q8_0 (q4 = 0) or q4_0 (q4 = 1) blocks above, widened. */
+void dequantize_q(const void *q, const uint16_t *scale, float *out, int64_t N, int64_t K, int q4);
 
 /* softmax.c: row-wise over the last axis. x, y, dy, dx: (N, C). */
 void softmax_forward(const float *x, float *y, int64_t N, int64_t C);

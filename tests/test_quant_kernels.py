@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tinyllm.backends import BackendUnavailable, using
-from tinyllm.quant.formats import FORMATS, matmul_q, quantize
+from tinyllm.quant.formats import FORMATS, dequantize, matmul_q, quantize
 from tinyllm.quant.layers import QuantLinear
 from tinyllm.tensor import Tensor, no_grad
 
@@ -39,6 +39,14 @@ def test_kernel_equals_definition(fmt, M, N, K):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("N, K", [(1, 32), (37, 96), (1030, 160)])
+def test_dequantize_equals_definition(fmt, N, K):
+    _, blocks = case(fmt, 1, N, K, seed=N)
+    # q * d is exact in float32 (an 8-bit integer times an fp16 scale): bit for bit
+    assert np.array_equal(getattr(C, f"dequantize_{fmt}")(blocks.q, blocks.scale), dequantize(blocks))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_tiny_scales_convert_exactly(fmt):
     # fp16 subnormal scales (weights ~1e-6) go through the C half -> float conversion's other branch
     x, blocks = case(fmt, 3, 9, 64)
@@ -46,6 +54,7 @@ def test_tiny_scales_convert_exactly(fmt):
     assert (blocks.scale.astype(np.float32) < 6.1e-5).all()
     ours = getattr(C, f"matmul_{fmt}")(x, blocks.q, blocks.scale)
     assert rel_err(ours, matmul_q(x, blocks)) < TOL
+    assert np.array_equal(getattr(C, f"dequantize_{fmt}")(blocks.q, blocks.scale), dequantize(blocks))
 
 
 def test_kernel_refuses_bad_arguments():
@@ -53,7 +62,9 @@ def test_kernel_refuses_bad_arguments():
     with pytest.raises(ValueError, match="multiple of 32"):
         C.matmul_q8_0(x[:, :40].copy(), blocks.q, blocks.scale)
     with pytest.raises(ValueError, match="scale must be float16"):
-        C.matmul_q8_0(x, blocks.q, blocks.scale[:, :1].copy())
+        C.matmul_q8_0(x, blocks.q, blocks.scale.astype(np.float32))
+    with pytest.raises(ValueError, match=r"q must be int8 \(4, 64\)"):
+        C.dequantize_q8_0(blocks.q[:, :32].copy(), blocks.scale)
     with pytest.raises(ValueError, match="q must be uint8"):
         C.matmul_q4_0(x, blocks.q, blocks.scale)
 

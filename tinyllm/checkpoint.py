@@ -112,12 +112,13 @@ def read_model_metadata(path):
         tokenizer = tokenizer_from_dict(json.loads(meta["tokenizer"]))
         extras = {k: json.loads(meta[k]) for k in finetuned.KEYS if k in meta}
         quant = json.loads(meta["quant"]) if "quant" in meta else None
+        step, run_id = int(meta["step"]), meta["run_id"]
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{path} has damaged metadata ({str(e)[:200]}); use another "
                               f"checkpoint") from None
     _check_quant(path, quant)
-    return {"config": config, "tokenizer": tokenizer, "step": int(meta["step"]),
-            "run_id": meta["run_id"], "finetune": extras, "quant": quant}
+    return {"config": config, "tokenizer": tokenizer, "step": step, "run_id": run_id,
+            "finetune": extras, "quant": quant}
 
 
 def _check_quant(path, quant):

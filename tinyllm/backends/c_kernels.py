@@ -132,33 +132,43 @@ def gemv(x, w):
 
 
 # ----------------------------------------------------------------------------
-# quantized weights: x @ dequant(W)^T with W as q8_0 / q4_0 blocks (tinyllm/quant/formats.py)
 
 def matmul_q8_0(x, q, scale):
-    """As tinyllm.quant.formats.matmul_q: x (M, K) float32, q int8 (N, K), scale fp16 (N, K / 32)."""
-    return _matmul_blocks("matmul_q8_0", x, q, scale, np.int8, 1)
+    """As tinyllm.quant.formats.matmul_q: x (M, K) float32 @ dequant(W)^T -> (M, N), W (N, K)
+    as q int8 (N, K) (q4_0: uint8 (N, K / 2)) and fp16 scales (N, K / 32)."""
+    return _blocks("matmul", q, scale, 0, x)
 
 
 def matmul_q4_0(x, q, scale):
-    """The same for q4_0: q uint8 (N, K / 2), two 4-bit values a byte."""
-    return _matmul_blocks("matmul_q4_0", x, q, scale, np.uint8, 2)
+    return _blocks("matmul", q, scale, 1, x)
 
 
-def _matmul_blocks(name, x, q, scale, q_dtype, per_byte):
-    x = _f32(f"{name} x", x)
-    if x.ndim != 2 or x.shape[1] % 32:
-        raise ValueError(f"{name}: x must be (M, K) with K a multiple of 32, got {x.shape}")
-    (M, K), N = x.shape, q.shape[0]
-    for part, a, dtype, want in (("q", q, q_dtype, (N, K // per_byte)),
-                                 ("scale", scale, np.float16, (N, K // 32))):
+def dequantize_q8_0(q, scale):
+    """As tinyllm.quant.formats.dequantize: W as float32 (N, K)."""
+    return _blocks("dequantize", q, scale, 0)
+
+
+def dequantize_q4_0(q, scale):
+    return _blocks("dequantize", q, scale, 1)
+
+
+def _blocks(kind, q, scale, q4, x=None):
+    name, N, nb, K = f"{kind}_q{4 if q4 else 8}_0", q.shape[0], scale.shape[-1], 32 * scale.shape[-1]
+    if x is not None:
+        x = _f32(f"{name} x", x)
+        if x.ndim != 2 or x.shape[1] != K:
+            raise ValueError(f"{name}: x {x.shape} must be (M, {K}), a multiple of 32: the scale's {nb} x 32")
+    for part, a, dtype, want in (("q", q, np.uint8 if q4 else np.int8, (N, K // 2 if q4 else K)),
+                                 ("scale", scale, np.float16, (N, nb))):
         if a.dtype != dtype or a.shape != want:
-            raise ValueError(f"{name}: {part} must be {np.dtype(dtype)} {want} for x {x.shape}, "
-                             f"got {a.dtype} {a.shape}")
+            raise ValueError(f"{name}: {part} must be {np.dtype(dtype)} {want}, got {a.dtype} {a.shape}")
         _contiguous(f"{name} {part}", a)
-    out = np.empty((M, N), np.float32)
-    q_type = "int8_t[]" if q_dtype == np.int8 else "uint8_t[]"
-    getattr(lib, name)(_p(x), ffi.from_buffer(q_type, q), ffi.from_buffer("uint16_t[]", scale),
-                       _p(out), M, N, K)
+    qp, sp = ffi.from_buffer(q), ffi.from_buffer("uint16_t[]", scale)
+    out = np.empty((N, K) if x is None else (x.shape[0], N), np.float32)
+    if x is None:
+        lib.dequantize_q(qp, sp, _p(out), N, K, q4)
+    else:
+        getattr(lib, name)(_p(x), qp, sp, _p(out), x.shape[0], N, K)
     return out
 
 

@@ -3,8 +3,8 @@
 QuantLinear is a Linear whose weight is held as formats.Blocks: forward is x @ dequant(W)^T.
 A decoding step (at most FUSED_MAX_ROWS rows of x) runs the backend's fused kernel where it
 has one (c_kernels.matmul_q8_0, matmul_q4_0: the weight read as blocks, never widened);
-a prefill, and a backend without one, dequantize CHUNK_ROWS rows of W at a time into the
-backend's float32 GEMM (whose cache tiling wins once x has many rows; bench_quant.py). QuantEmbedding looks up rows and dequantizes only those. Both are inference only:
+a prefill, and a backend without one, dequantize CHUNK_ROWS rows of W at a time (in C,
+c_kernels.dequantize_q8_0 / _q4_0, where there is C) into the backend's float32 GEMM (whose cache tiling wins once x has many rows; bench_quant.py). QuantEmbedding looks up rows and dequantizes only those. Both are inference only:
 they hold no Parameter, and a forward that would record a graph raises (run under
 tinyllm.tensor.no_grad(), as generate does).
 
@@ -65,10 +65,13 @@ class QuantLinear(_Quantized):
         if fused is not None and x2.shape[0] <= FUSED_MAX_ROWS:
             y = fused(x2, self.blocks.q, self.blocks.scale)                       # (M, out)
         else:
+            widen = getattr(kernels, f"dequantize_{self.blocks.fmt}", None)
             y = np.empty((x2.shape[0], N), np.float32)
             for r in range(0, N, CHUNK_ROWS):
                 rows = slice(r, min(r + CHUNK_ROWS, N))
-                y[:, rows] = kernels.matmul(x2, dequantize(self.blocks, rows), transpose_b=True)
+                w = (widen(self.blocks.q[rows], self.blocks.scale[rows]) if widen is not None
+                     else dequantize(self.blocks, rows))                        # (rows, in)
+                y[:, rows] = kernels.matmul(x2, w, transpose_b=True)
         return Tensor(y.reshape(x.shape[:-1] + (N,)))
 
 
