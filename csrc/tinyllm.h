@@ -70,6 +70,16 @@ void attention_decode(const float *q, const float *k_cache, const float *v_cache
  * w, a Linear layer's weight, is streamed once for all M rows, its rows split over threads. */
 void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K);
 
+/* quant.c: out (M, N) = x (M, K) @ dequant(W)^T, W (N, K) as blocks of 32 along K (K % 32 == 0):
+ * q8_0: q the int8 values (N, K); q4_0: q uint8 (N, K / 2), two 4-bit values a byte
+ * (tinyllm/quant/formats.py); scale: the fp16 bits (N, K / 32). Any M: decoding and prefill. */
+void matmul_q8_0(const float *x, const void *q, const uint16_t *scale, float *out,
+                 int64_t M, int64_t N, int64_t K);
+void matmul_q4_0(const float *x, const void *q, const uint16_t *scale, float *out,
+                 int64_t M, int64_t N, int64_t K);
+/* out (N, K) = dequant(W), float32: the q8_0 (q4 = 0) or q4_0 (q4 = 1) blocks above, widened. */
+void dequantize_q(const void *q, const uint16_t *scale, float *out, int64_t N, int64_t K, int q4);
+
 /* softmax.c: row-wise over the last axis. x, y, dy, dx: (N, C). */
 void softmax_forward(const float *x, float *y, int64_t N, int64_t C);
 void softmax_backward(const float *dy, const float *y, float *dx, int64_t N, int64_t C);

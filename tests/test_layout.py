@@ -8,6 +8,7 @@ The layers, top to bottom (README's reading map follows them upward):
   distributed.py zero.py   MPI data parallel, ZeRO-1
   checkpoint.py        what a checkpoint holds (a model and its tokenizer)
   finetune/            the fine-tuned models (classifier, LoRA) and their data, below checkpoint.py
+  quant/               quantized weights (q8_0, q4_0) and the layers that hold them
   model.py             the GPT
   chat.py              a conversation: the template, the turns kept in the KV cache
   generate.py          the KV cache and decoding, for any model with forward(idx, cache=)
@@ -33,7 +34,7 @@ LAYERS = {
     "tinyllm.cli": 90, "tinyllm.__main__": 95, "tinyllm": 99,   # __init__: the public names
     "tinyllm.plan": 85, "tinyllm.run": 80, "tinyllm.finetune.run": 80, "tinyllm.train": 70,
     "tinyllm.distributed": 65, "tinyllm.zero": 64, "tinyllm.checkpoint": 60,
-    "tinyllm.finetune": 55, "tinyllm.model": 50,
+    "tinyllm.finetune": 55, "tinyllm.quant": 55, "tinyllm.model": 50,
     "tinyllm.chat": 46, "tinyllm.generate": 45, "tinyllm.sampling": 44,
     "tinyllm.nn": 40, "tinyllm.optim": 40, "tinyllm.gradcheck": 40,
     "tinyllm.tensor": 30, "tinyllm.ops": 30,

@@ -5,7 +5,13 @@ A run's output folder holds two safetensors files (safetensors.py is the format)
                            so PyTorch code loads it as a state_dict, plus metadata
                            "format", "version", "config" (GPTConfig as JSON),
                            "tokenizer" (JSON), "step" and "run_id"; a fine-tuned
-                           model adds "labels" and/or "lora" (finetune/model.py)
+                           model adds "labels" and/or "lora" (finetune/model.py);
+                           a quantized one (`python -m tinyllm quantize`) adds
+                           "quant": {"format": q8_0|q4_0|q4_mixed, "version",
+                           "layers": {layer: format}} and holds each listed layer's
+                           weight as "<layer>.weight.q" (int8, or uint8 packed int4)
+                           and "<layer>.weight.scale" (fp16, one per 32 weights), in
+                           place of "<layer>.weight" (quant/formats.py is the layout)
   train_state.safetensors  what an exact resume needs besides the model:
                            AdamW's moments ("exp_avg.<name>", "exp_avg_sq.<name>")
                            and, as metadata, the step, the training config and
@@ -31,18 +37,27 @@ from tinyllm.atomic import commit
 from tinyllm.errors import CheckpointError
 from tinyllm.finetune import model as finetuned
 from tinyllm.model import GPTConfig
+from tinyllm.quant.layers import RECIPES, load_quantized, quantized_tensors
 from tinyllm.safetensors import load_safetensors, read_metadata, save_safetensors
 from tinyllm.tokenizer import from_dict as tokenizer_from_dict
 
 FORMAT = "tinyllm.gpt"
 VERSION = "1"
+QUANT_VERSION = "1"
 
 
-def save_model(path, model, tokenizer, step, run_id):
-    save_safetensors(path, model.state_dict(), {
+def save_model(path, model, tokenizer, step, run_id, quant=None):
+    """quant: for a model that quantize_model changed, {"format": its recipe, "layers": what it
+    returned}; the quantized layers' tensors are then written beside the float ones."""
+    tensors, extra = model.state_dict(), {}
+    if quant is not None:
+        tensors.update(quantized_tensors(model))
+        extra["quant"] = json.dumps({"format": quant["format"], "version": QUANT_VERSION,
+                                     "layers": quant["layers"]})
+    save_safetensors(path, tensors, {
         "format": FORMAT, "version": VERSION, "config": json.dumps(model.config.to_dict()),
         "tokenizer": json.dumps(tokenizer.to_dict()), "step": str(step), "run_id": run_id,
-        **finetuned.metadata(model)})
+        **finetuned.metadata(model), **extra})
 
 
 def save_checkpoint(ckpt_path, state_path, model, tokenizer, names, optimizer, state, run_id):
@@ -96,20 +111,44 @@ def read_model_metadata(path):
         config = GPTConfig.from_dict(json.loads(meta["config"]))
         tokenizer = tokenizer_from_dict(json.loads(meta["tokenizer"]))
         extras = {k: json.loads(meta[k]) for k in finetuned.KEYS if k in meta}
-        return {"config": config, "tokenizer": tokenizer, "step": int(meta["step"]),
-                "run_id": meta["run_id"], "finetune": extras}
+        quant = json.loads(meta["quant"]) if "quant" in meta else None
+        step, run_id = int(meta["step"]), meta["run_id"]
     except (KeyError, ValueError, TypeError, RecursionError) as e:
         raise CheckpointError(f"{path} has damaged metadata ({str(e)[:200]}); use another "
                               f"checkpoint") from None
+    _check_quant(path, quant)
+    return {"config": config, "tokenizer": tokenizer, "step": step, "run_id": run_id,
+            "finetune": extras, "quant": quant}
+
+
+def _check_quant(path, quant):
+    if quant is None:
+        return
+    if not isinstance(quant, dict) or not isinstance(quant.get("layers"), dict):
+        raise CheckpointError(f"{path} has damaged quantization metadata ({str(quant)[:100]}); "
+                              f"quantize the float checkpoint again")
+    if quant.get("format") not in RECIPES:
+        raise CheckpointError(f"{path} is quantized in format {quant.get('format')!r}, which "
+                              f"this tinyllm does not know ({', '.join(RECIPES)}); upgrade tinyllm")
+    if quant.get("version") != QUANT_VERSION:
+        raise CheckpointError(f"{path} has quantization version {quant.get('version')!r}; this "
+                              f"tinyllm reads version {QUANT_VERSION}: upgrade tinyllm or "
+                              f"quantize the float checkpoint again")
+    bad = [f for f in quant["layers"].values() if f not in ("q8_0", "q4_0")]
+    if bad:
+        raise CheckpointError(f"{path}: a layer is quantized in unknown format {bad[0]!r}; "
+                              f"upgrade tinyllm or quantize the float checkpoint again")
 
 
 def load_model(path):
     """(model, tokenizer, metadata) from a model checkpoint."""
     meta = read_model_metadata(path)
     tensors, _ = load_safetensors(path)
-    _check_shapes(path, meta["config"], tensors)   # before a model of the config's size is built
+    layers = meta["quant"]["layers"] if meta["quant"] else {}
+    _check_shapes(path, meta["config"], _shapes(tensors, layers))   # before a model is built
     model = finetuned.build(meta["config"], meta["finetune"])
     try:
+        load_quantized(path, model, tensors, layers)   # takes its tensors out of `tensors`
         model.load_state_dict(tensors)
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: the weights do not match the config stored beside "
@@ -130,17 +169,27 @@ def contract_shapes(config):
     return shapes
 
 
-def _check_shapes(path, config, tensors):
+def _shapes(tensors, layers):
+    """{name: shape} of the weights, a quantized layer's weight shaped as its float one."""
+    shapes = {name: t.shape for name, t in tensors.items()}
+    for name, fmt in layers.items():
+        q = tensors.get(f"{name}.weight.q")
+        if q is not None and q.ndim == 2:
+            shapes[f"{name}.weight"] = (q.shape[0], q.shape[1] * (2 if fmt == "q4_0" else 1))
+    return shapes
+
+
+def _check_shapes(path, config, shapes):
     """A config that does not match its weights (say, one claiming a huge model) is refused."""
-    if config.n_layer > len(tensors):   # each layer holds tensors: do not even list them
+    if config.n_layer > len(shapes):   # each layer holds tensors: do not even list them
         raise CheckpointError(f"{path}: its config claims {config.n_layer:,} layers but the file "
-                              f"holds {len(tensors)} tensors; the file is damaged")
+                              f"holds {len(shapes)} tensors; the file is damaged")
     # a fine-tuned model may lack lm_head (a classifier) or wrap a layer (LoRA), but the
     # embeddings are always there and pin the width, vocabulary and context
     expected = contract_shapes(config)
     needed = {"transformer.wte.weight", "transformer.wpe.weight"}
-    wrong = [(n, tensors[n].shape if n in tensors else "missing", s) for n, s in expected.items()
-             if (n in needed and n not in tensors) or (n in tensors and tensors[n].shape != s)]
+    wrong = [(n, shapes.get(n, "missing"), s) for n, s in expected.items()
+             if (n in needed and n not in shapes) or (n in shapes and tuple(shapes[n]) != s)]
     if wrong:
         name, got, want = wrong[0]
         raise CheckpointError(f"{path}: the weights do not match the config stored beside them "

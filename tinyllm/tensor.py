@@ -30,6 +30,11 @@ def no_grad():
         _grad_enabled = previous
 
 
+def is_grad_enabled():
+    """False inside no_grad(): ops then record no graph."""
+    return _grad_enabled
+
+
 # ----------------------------------------------------------------------------
 # host and device arrays: a Tensor's data is a NumPy array, or on the CUDA backend
 # a DeviceArray (backends/cuda_array.py) with the same shape and dtype. These are
