@@ -9,6 +9,7 @@
   python -m tinyllm plot LOG  [--help]  the loss curve of a training log (cli/plot.py)
   python -m tinyllm plan      [--help]  a training plan for a target size and hardware (cli/plan.py)
   python -m tinyllm finetune {sft,classify} [--help]  adapt a checkpoint, LoRA or full (cli/finetune.py)
+  python -m tinyllm eval      [--help]  val loss and bits/byte, or a classifier's accuracy (cli/eval.py)
 
 The command modules only parse flags and print; the work is in the library
 below them. A command is imported only when it runs, so `generate` never pays
@@ -17,7 +18,7 @@ for the curation pipeline. Read train.py here first.
 import importlib
 import sys
 
-COMMANDS = ("train", "generate", "sample", "chat", "prepare", "tokenizer", "plot", "plan", "finetune")
+COMMANDS = ("train", "generate", "sample", "chat", "prepare", "tokenizer", "plot", "plan", "finetune", "eval")
 
 
 def main(argv=None):
