@@ -1,4 +1,5 @@
 """LoRA: gradient checks, identity at initialisation, merge, what trains, the adapter files, and peft."""
+import io
 import json
 import pathlib
 import sys
@@ -7,13 +8,17 @@ import numpy as np
 import pytest
 
 from tests.finetune_helpers import instructions, labelled, tiny_base, write_jsonl
+from tinyllm.chat import Chat
 from tinyllm.checkpoint import load_model, save_model
+from tinyllm.cli.chat import main as chat_main
 from tinyllm.cli.sample import main as sample_main
 from tinyllm.errors import CheckpointError
-from tinyllm.finetune import lora
-from tinyllm.finetune.run import FinetuneConfig, build_finetune_trainer, finish, load_with_adapter
+from tinyllm.finetune import lora, sft
+from tinyllm.finetune.run import (FinetuneConfig, build_finetune_trainer, finish, load_for_inference,
+                                  load_with_adapter)
 from tinyllm.gradcheck import gradcheck
 from tinyllm.model import GPT, GPTConfig
+from tinyllm.sampling import Sampling
 from tinyllm.tensor import Tensor
 from tinyllm.tokenizer import Tokenizer
 
@@ -117,6 +122,24 @@ def test_adapter_files_round_trip(tmp_path, base):
     merged, _, meta = load_model(out / "merged.safetensors")
     assert meta["finetune"] == {} and type(merged) is GPT
     np.testing.assert_allclose(merged(X)[0].data, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_chat_takes_an_adapter_and_speaks_the_fine_tuning_template(tmp_path, base, monkeypatch, capsys):
+    base_path = base[0]
+    run("sft", base_path, write_jsonl(tmp_path / "s.jsonl", instructions()), tmp_path / "s")
+    model, tokenizer, meta = load_for_inference(base_path, tmp_path / "s")
+    assert meta["step"] == 0 and tokenizer.special_tokens[sft.END] == model.config.vocab_size - 1
+    chat = Chat(model.eval(), tokenizer, Sampling(temperature=0), 6)
+    "".join(chat.say("swap cat dog"))
+    message = list(sft.prompt_ids(tokenizer, "swap cat dog"))   # the markers as single ids
+    assert chat.turns[0][:len(message)] == message
+    assert chat.turns[0][-1] == tokenizer.special_tokens[sft.END] and chat.stops[-1] == sft.END
+    monkeypatch.setattr(sys, "stdin", io.StringIO("swap cat dog\n/quit\n"))
+    assert chat_main(["--ckpt", str(base_path), "--adapter", str(tmp_path / "s"),
+                      "--max-new-tokens", "4", "--temperature", "0"]) == 0
+    assert "prefill:" in capsys.readouterr().err
+    assert chat_main(["--ckpt", str(base_path), "--instruction"]) == 1
+    assert "--instruction is generate's" in capsys.readouterr().err
 
 
 def test_an_adapter_on_a_base_with_another_tokenizer_is_refused(tmp_path, base):

@@ -22,6 +22,11 @@ conversation. When a turn would not fit the context (its message plus room for
 the reply), the oldest turns are dropped (`dropped` counts them) and the cache
 is refilled from the system prompt on.
 
+A tokenizer that holds the markers as special tokens (a model instruction-tuned
+by `finetune sft`, whose template this is: tinyllm/finetune/sft.py) gets them
+as their single ids, and a reply then ends at "<|end|>", which is also what
+is kept after it in place of "\n".
+
 Not here: the REPL (tinyllm/cli/chat.py) or decoding (generate.py).
 """
 import numpy as np
@@ -31,6 +36,7 @@ from tinyllm.sampling import Sampling
 
 SYSTEM, USER, ASSISTANT, END = "<|system|>\n{}\n", "<|user|>\n{}\n", "<|assistant|>\n", "\n"
 STOPS = ("\n<|",)
+MARKERS, SFT_END = ("<|system|>", "<|user|>", "<|assistant|>", "<|end|>"), "<|end|>"
 
 
 def common_prefix(a, b):
@@ -54,11 +60,21 @@ class Chat:
         self.turns = []           # per turn: the ids of its message and of its reply
         self.dropped = 0          # turns dropped to fit the context so far
         self.timing = None        # the last turn's Timing
+        # the template's markers that the tokenizer holds as special tokens (fine-tuned models)
+        self.markers = set(getattr(tokenizer, "special_tokens", None) or ()) & set(MARKERS)
+        self.end = SFT_END if SFT_END in self.markers else END
+        self.stops = (*STOPS, SFT_END) if SFT_END in self.markers else STOPS
         self.set_system(system)
+
+    def encode(self, text):
+        """Ids of template text: the markers the tokenizer holds are their special ids."""
+        if self.markers:
+            return self.tokenizer.encode(text, allowed_special=self.markers)
+        return self.tokenizer.encode(text)
 
     def set_system(self, text):
         """The system prompt (empty: none); the turns stay, the cache refills from the change."""
-        self.system = self.tokenizer.encode(SYSTEM.format(text)) if text else []
+        self.system = self.encode(SYSTEM.format(text)) if text else []
 
     def reset(self):
         """Forget every turn and empty the cache; the system prompt stays."""
@@ -75,7 +91,7 @@ class Chat:
         while self.turns and len(self.context()) + len(message_ids) + budget > block:
             self.turns.pop(0)
             self.dropped += 1
-        room = block - len(self.context()) - len(message_ids) - len(self.tokenizer.encode(END))
+        room = block - len(self.context()) - len(message_ids) - len(self.encode(self.end))
         if room < 1:
             raise ValueError(f"the message takes {len(message_ids)} tokens and the system prompt "
                              f"{len(self.system)}, but the context holds {block}: shorten them")
@@ -84,7 +100,7 @@ class Chat:
     def say(self, message):
         """Yield the reply to message as printable pieces of text; the turn is kept even when the
         caller stops early (Ctrl-C), with the reply so far."""
-        message_ids = self.tokenizer.encode(USER.format(message) + ASSISTANT)
+        message_ids = self.encode(USER.format(message) + ASSISTANT)
         budget = self._fit(message_ids)
         idx = self.context() + message_ids
         # keep what the cache shares with the conversation; at least one id is fed
@@ -92,7 +108,7 @@ class Chat:
         self.timing, generated, reply = Timing(), [], []
         try:
             for ids, pieces in stream_text(self.model, self.tokenizer, np.array([idx]), budget,
-                                           self.settings, self.rng, STOPS, self.cache, self.timing):
+                                           self.settings, self.rng, self.stops, self.cache, self.timing):
                 if ids is not None:
                     generated.append(int(ids[0]))
                 reply.append(pieces[0])
@@ -101,7 +117,7 @@ class Chat:
         finally:
             self.cached = (idx + generated)[:self.cache.length]
             self.turns.append(message_ids + self._reply_ids(generated, "".join(reply)) +
-                              self.tokenizer.encode(END))
+                              self.encode(self.end))
 
     def _reply_ids(self, generated, reply):
         """The longest run of the sampled ids whose text is a start of the printed reply: the ids

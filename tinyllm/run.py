@@ -32,6 +32,7 @@ from tinyllm.errors import CheckpointError
 from tinyllm.folder_lock import lock_folder
 from tinyllm.data import (BatchLoader, is_prepared, load_corpus, open_prepared, prepare_token_files,
                           prepared_tokenizer, read_tokens)
+from tinyllm.data.loader import bytes_per_token
 from tinyllm.model import GPT, PRESETS, GPTConfig
 from tinyllm.ops import MATMUL_DTYPES
 from tinyllm.optim import AdamW, param_groups
@@ -151,7 +152,7 @@ def build_trainer(config, printer=None):
         model, optimizer, loader, lambda: val_batches, tokenizer, config,
         # the optimizer keeps its state group by group; the names follow that order
         names=[n for g in groups for n in g["names"]],
-        bytes_per_token=len(tokenizer.decode_bytes(val_tokens)) / len(val_tokens),
+        bytes_per_token=bytes_per_token(tokenizer, val_tokens),
         description=f"backend {backend.NAME}, matmuls {precision}; {ranks}{len(train_tokens):,} "
                     f"train / {len(val_tokens):,} val tokens; {tokens_per_step:,} tokens per step",
         printer=printer if dist.is_main else (lambda *a: None), dist=dist)

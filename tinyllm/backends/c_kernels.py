@@ -9,15 +9,13 @@ Python-version-specific extension module; a call costs about a microsecond
 more than API mode, nothing against kernels that run for microseconds to
 milliseconds.
 
-Every wrapper has the signature and the meaning of its twin in
-numpy_kernels.py, checks dtype, shape, contiguity and alignment before it
-calls into C (C never sees a bad buffer), and allocates its outputs; the one
-kernel that updates arrays in place (adamw_update) also checks they are
-writable.
-Kernels the C library does not implement (layernorm, used only by a model
-variant, and the memory-bound copies around the kernels) are NumPy's,
-re-exported at the bottom. TINYLLM_LIB names another
-build of the library (the sanitizer build uses it).
+Every wrapper has the signature and the meaning of its twin in numpy_kernels.py,
+checks dtype, shape, contiguity and alignment before it calls into C (C never sees
+a bad buffer), and allocates its outputs; adamw_update, the one kernel that updates
+arrays in place, also checks they are writable. Kernels the C library does not
+implement (layernorm, used only by a model variant, and the memory-bound copies
+around the kernels) are NumPy's, re-exported at the bottom. TINYLLM_LIB names
+another build of the library (the sanitizer build uses it).
 """
 import os
 
@@ -132,6 +130,7 @@ def gemv(x, w):
 
 
 # ----------------------------------------------------------------------------
+# quantized weights (tinyllm/quant): q8_0 / q4_0 blocks, read as blocks, never widened
 
 def matmul_q8_0(x, q, scale):
     """As tinyllm.quant.formats.matmul_q: x (M, K) float32 @ dequant(W)^T -> (M, N), W (N, K)
@@ -175,11 +174,10 @@ def _blocks(kind, q, scale, q4, x=None):
 # ----------------------------------------------------------------------------
 # bfloat16 matmul: the instructions are chosen here, once, from what this CPU has
 
-try:
+try:   # a library (and its header) built from older sources lacks it: say so, once
     FEATURES = lib.cpu_features()
-except AttributeError as e:   # a library (and header) built from older sources: say so, once
-    raise BackendUnavailable(f"{LIB_PATH} was built from older sources (it lacks {e}); "
-                             f"rebuild it with `make`") from None
+except AttributeError as e:
+    raise BackendUnavailable(f"{LIB_PATH} is from older sources (no {e}): run `make`") from None
 # name -> matmul_bf16's path argument, fastest first; "fp32": the rounded operands through
 # the float32 matmul, the fallback every CPU has (the AMX tile kernel is not written yet)
 BF16_PATHS = {"avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
@@ -393,12 +391,7 @@ def num_threads():
 # what has no C version runs in NumPy: a model variant's layernorm, and the memory-bound
 # dropout, copies (the KV cache's writes among them) and reductions around the kernels,
 # which NumPy runs near memory speed
-layernorm_forward = _reference.layernorm_forward
-layernorm_backward = _reference.layernorm_backward
-dropout = _reference.dropout
-split_heads = _reference.split_heads
-merge_heads = _reference.merge_heads
-asarray = _reference.asarray
-sum_of_squares = _reference.sum_of_squares
-empty = _reference.empty
-kv_write = _reference.kv_write
+layernorm_forward, layernorm_backward = _reference.layernorm_forward, _reference.layernorm_backward
+dropout, split_heads, merge_heads = _reference.dropout, _reference.split_heads, _reference.merge_heads
+asarray, sum_of_squares = _reference.asarray, _reference.sum_of_squares
+empty, kv_write = _reference.empty, _reference.kv_write

@@ -10,7 +10,7 @@
   python -m tinyllm plan      [--help]  a training plan for a target size and hardware (cli/plan.py)
   python -m tinyllm finetune {sft,classify} [--help]  adapt a checkpoint, LoRA or full (cli/finetune.py)
   python -m tinyllm quantize  [--help]  a checkpoint's weights to int8 / int4 blocks (cli/quantize.py)
-  python -m tinyllm eval      [--help]  perplexity, KL and top-token agreement against a reference (cli/eval.py)
+  python -m tinyllm eval      [--help]  val loss and bits/byte, a classifier's accuracy, or a checkpoint against a reference (cli/eval.py)
 
 The command modules only parse flags and print; the work is in the library
 below them. A command is imported only when it runs, so `generate` never pays

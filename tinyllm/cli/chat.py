@@ -1,6 +1,7 @@
 """`python -m tinyllm chat`: talk to a checkpoint in a REPL, the conversation kept in the KV cache.
 
     python -m tinyllm chat --ckpt out/ckpt.safetensors --system "You are terse."
+    python -m tinyllm chat --ckpt out/ckpt.safetensors --adapter out-sft/   # a LoRA adapter on top
 
 Type a message and Enter; the reply is streamed. Commands: /reset (forget the
 conversation, empty the cache), /system TEXT (a new system prompt), /quit or
@@ -13,9 +14,9 @@ import sys
 
 from tinyllm import backends
 from tinyllm.chat import Chat
-from tinyllm.checkpoint import load_model
 from tinyllm.cli.generate import parser as generate_parser, settings_from, with_exclude
 from tinyllm.errors import CheckpointError, TokenizerError
+from tinyllm.finetune.run import load_for_inference
 from tinyllm.terminal import shown
 
 HELP = "commands: /reset, /system TEXT, /quit (or Ctrl-D); Ctrl-C stops a reply"
@@ -62,7 +63,10 @@ def main(argv=None):
         settings = settings_from(args)
         if args.backend:
             backends.set_backend(args.backend)
-        model, tokenizer, meta = load_model(args.ckpt)
+        if args.instruction:
+            raise ValueError("--instruction is generate's: chat always puts the messages in its "
+                             "template (tinyllm/chat.py), the fine-tuning one; leave the flag out")
+        model, tokenizer, meta = load_for_inference(args.ckpt, args.adapter)
         chat = Chat(model.eval(), tokenizer, with_exclude(settings, tokenizer), args.max_new_tokens,
                     args.system, args.seed)
     except (CheckpointError, TokenizerError, ValueError, backends.BackendUnavailable) as e:

@@ -23,10 +23,9 @@ import sys
 import numpy as np
 
 from tinyllm import backends
-from tinyllm.checkpoint import load_model
 from tinyllm.errors import CheckpointError, DataError, TokenizerError
 from tinyllm.finetune import sft
-from tinyllm.finetune.run import load_with_adapter
+from tinyllm.finetune.run import load_for_inference
 from tinyllm.generate import Timing, stream_text
 from tinyllm.ops import MATMUL_DTYPES
 from tinyllm.run import matmul_precision
@@ -136,9 +135,7 @@ def main(argv=None, prog="generate"):
         if args.backend:
             backends.set_backend(args.backend)
         prompt = read_prompt(args)
-        model, tokenizer, meta = load_model(args.ckpt)
-        if args.adapter:
-            model, tokenizer = load_with_adapter(args.ckpt, args.adapter)
+        model, tokenizer, meta = load_for_inference(args.ckpt, args.adapter)
         model.eval()
         model.set_matmul_dtype(args.dtype)
         matmul_precision(backends.get_backend(), args.dtype)   # refuses where there is no bf16

@@ -73,6 +73,11 @@ class BatchLoader:
         self.rng.bit_generator.state = state
 
 
+def bytes_per_token(tokenizer, tokens):
+    """Mean UTF-8 bytes per token of `tokens`: bits per byte = loss / ln 2 / this."""
+    return len(tokenizer.decode_bytes(tokens)) / len(tokens)
+
+
 def prepare_token_files(corpus, tokenizer, cache_dir, progress=True):
     """Tokenize the corpus into cache_dir once; return (train_path, val_path).
 

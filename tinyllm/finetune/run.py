@@ -24,7 +24,7 @@ import pathlib
 
 from tinyllm import backends
 from tinyllm.atomic import atomic_write
-from tinyllm.checkpoint import load_model, save_model
+from tinyllm.checkpoint import load_model, read_model_metadata, save_model
 from tinyllm.errors import CheckpointError
 from tinyllm.data.examples import ExampleLoader, fixed_batches
 from tinyllm.finetune import classify, lora, sft
@@ -184,6 +184,15 @@ def finish(trainer):
             f.write(json.dumps({label: i for i, label in enumerate(model.labels)}, indent=1) + "\n")
         written.append(out / "labels.json")
     return written
+
+
+def load_for_inference(ckpt, adapter=None):
+    """(model, tokenizer, metadata of ckpt): the checkpoint's model, or with adapter (--adapter DIR)
+    the base ckpt with that adapter on top; generate, chat and eval load through here."""
+    if adapter is None:
+        return load_model(ckpt)
+    model, tokenizer = load_with_adapter(ckpt, adapter)
+    return model, tokenizer, read_model_metadata(ckpt)
 
 
 def load_with_adapter(base_path, folder):
