@@ -12,7 +12,7 @@ from tinyllm.cli import main as cli_main
 from tinyllm.cli.plan import main
 from tinyllm.cli.train import build_parser as train_parser
 from tinyllm.errors import PlanError
-from tinyllm.model import flops_per_token, num_parameters, preset
+from tinyllm.model import num_parameters, preset
 from tinyllm.plan import budget, make_plan, parse_count
 from tinyllm.plan.hardware import KNOWN, Hardware, parse_hardware
 from tinyllm.plan.layout import usable_bytes
@@ -193,8 +193,8 @@ def _config(plan):
 LOADED = os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
 
 
-@pytest.mark.skipif(LOADED, reason="the machine is loaded: step times and peak memory are not this "
-                                   "process's own (examples/bench_plan.py records the comparison)")
+@pytest.mark.skipif(LOADED, reason="the machine is loaded: peak memory is not this process's "
+                                   "own (examples/bench_plan.py records the comparison)")
 def test_plan_matches_tinyllm_itself_on_the_bench_preset():
     spec = importlib.util.spec_from_file_location("bench_plan", ROOT / "examples" / "bench_plan.py")
     bench_plan = importlib.util.module_from_spec(spec)
@@ -203,9 +203,9 @@ def test_plan_matches_tinyllm_itself_on_the_bench_preset():
     N, b = num_parameters(config), 8
     r = bench_plan.measured("bench", hw.backend, b, steps=3)
     memory = budget.memory_per_device(config, N, 1, 0, b, "fp32", False) + hw.runtime
-    seconds = budget.training_seconds(flops_per_token(config) * b * config.block_size, hw, "fp32", hw.mfu)
+    # memory only: no test asserts a time (the planned step time against the measured one is
+    # examples/bench_plan.py's table, recorded in BENCHMARKS.md)
     assert abs(memory / (r["peak_mb"] * 2 ** 20) - 1) < 0.10
-    assert abs(seconds / r["seconds"] - 1) < 0.25
 
 
 @pytest.mark.parametrize("intro, kwargs", [
