@@ -16,13 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from tinyllm.backends import BackendUnavailable
+from tests.c_helpers import c_kernels_or_skip
 from tinyllm.backends import numpy_kernels as K
 
-try:
-    from tinyllm.backends import c_kernels as C
-except BackendUnavailable as e:
-    pytest.skip(f"the C library is not built ({e}); run `make lib`", allow_module_level=True)
+C = c_kernels_or_skip()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

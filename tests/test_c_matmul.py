@@ -22,15 +22,9 @@ import numpy as np
 import pytest
 
 from tests.matmul_cases import TRANSPOSES, operands, reference
-from tinyllm.backends import BackendUnavailable
+from tests.c_helpers import c_kernels_or_skip
 
-try:
-    from tinyllm.backends import c_kernels
-except BackendUnavailable as e:
-    pytest.skip(f"the C library is not built ({e})", allow_module_level=True)
-if not hasattr(c_kernels.lib, "matmul"):
-    pytest.skip(f"{c_kernels.LIB_PATH} predates csrc/matmul.c; run `make lib`",
-                allow_module_level=True)
+c_kernels = c_kernels_or_skip()
 
 RTOL = 1e-5   # relative to max|ref|; see the module docstring
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -27,16 +27,10 @@ import numpy as np
 import pytest
 
 from tests.matmul_cases import TRANSPOSES, operands, reference
-from tinyllm.backends import BackendUnavailable
 from tinyllm.backends import numpy_kernels as ref_kernels
+from tests.c_helpers import c_kernels_or_skip
 
-try:
-    from tinyllm.backends import c_kernels
-except BackendUnavailable as e:
-    pytest.skip(f"the C library is not built ({e})", allow_module_level=True)
-if not hasattr(c_kernels.lib, "matmul_bf16"):
-    pytest.skip(f"{c_kernels.LIB_PATH} predates csrc/matmul_bf16.c; run `make lib`",
-                allow_module_level=True)
+c_kernels = c_kernels_or_skip()
 
 RTOL = 1e-5                     # float32 sums of exact products; see the module docstring
 ROUNDING = 2.0**-7 + 2.0**-15   # one product of two rounded operands, relative

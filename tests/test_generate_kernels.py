@@ -4,13 +4,10 @@ The CUDA twins are tests/test_cuda_decode.py. Skipped when the C library is not 
 import numpy as np
 import pytest
 
-from tinyllm.backends import BackendUnavailable
 from tinyllm.backends import numpy_kernels as K
+from tests.c_helpers import c_kernels_or_skip
 
-try:
-    from tinyllm.backends import c_kernels as C
-except BackendUnavailable as e:
-    pytest.skip(f"the C library is not built ({e}); run `make lib`", allow_module_level=True)
+C = c_kernels_or_skip()
 
 # float32 rounding (6e-8) grown by dot products of up to a few thousand terms, summed in a
 # different order than float64's (vector lanes, then a tree)

@@ -4,15 +4,13 @@ Skipped when the C library is not built."""
 import numpy as np
 import pytest
 
-from tinyllm.backends import BackendUnavailable, using
+from tinyllm.backends import using
 from tinyllm.quant.formats import FORMATS, dequantize, matmul_q, quantize
 from tinyllm.quant.layers import QuantLinear
 from tinyllm.tensor import Tensor, no_grad
+from tests.c_helpers import c_kernels_or_skip
 
-try:
-    from tinyllm.backends import c_kernels as C
-except BackendUnavailable as e:
-    pytest.skip(f"the C library is not built ({e}); run `make lib`", allow_module_level=True)
+C = c_kernels_or_skip()
 
 # both compute each block's 32-term float32 dot product, scale it and sum over the blocks; only
 # the order of the 32 terms differs (vector lanes): float32 rounding (6e-8) times a few terms
