@@ -51,7 +51,9 @@ def main():
           f"{'planned ms':>11} {'measured ms':>12} {'ratio':>6}")
     for b in args.batch_sizes:
         r = measured(args.preset, backends.get_backend().NAME, b, args.steps)
-        memory = budget.memory_per_device(config, N, 1, 0, b, "fp32", False) + hw.runtime
+        # the process's own memory as the measuring child saw it before the model, since this
+        # process's (hw.runtime) holds other things
+        memory = budget.memory_per_device(config, N, 1, 0, b, "fp32", False) + r["start_mb"] * 2 ** 20
         seconds = budget.training_seconds(flops_per_token(config) * b * T, hw, "fp32", hw.mfu)
         print(f"{b:>5} {memory / 1e6:>11,.0f} {r['peak_mb'] * 1.048576:>12,.0f} "
               f"{memory / 1e6 / (r['peak_mb'] * 1.048576):>6.2f}   {seconds * 1e3:>11,.0f} "
