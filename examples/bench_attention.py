@@ -30,6 +30,7 @@ sys.path.insert(0, ROOT)
 
 from tinyllm.backends import c_kernels as C              # noqa: E402  (after the path fix)
 from tinyllm.backends import numpy_kernels as K          # noqa: E402
+from tinyllm.memory import peak_resident_bytes, reset_peak, resident_bytes   # noqa: E402
 
 TIME_SHAPES = [(8, 6, 256, 64), (1, 8, 2048, 64)]        # (B, nh, T, hs)
 MEMORY_T = [1024, 2048, 4096]                            # at B 1, nh 8, hs 64
@@ -88,14 +89,6 @@ def time_table(repeats):
                   f"{(fwd + bwd) * 1e3:>10.1f}{(fwd + bwd) / c_total:>8.2f}")
 
 
-def _proc_status_bytes(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024             # "VmHWM:  1234 kB"
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def measure_memory(T, B=1, nh=8, hs=64):
     """In this (fresh) process: the peak RSS that one forward + backward adds beyond its outputs.
 
@@ -108,15 +101,11 @@ def measure_memory(T, B=1, nh=8, hs=64):
     tiny = q[:, :, :1].copy()
     # a tiny call first, so that OpenMP's threads and their stacks exist before the baseline
     C.attention_backward(tiny, tiny, tiny, tiny, *C.attention_forward(tiny, tiny, tiny))
-    try:
-        with open("/proc/self/clear_refs", "w") as f:      # peak := now (Linux >= 4.0)
-            f.write("5")
-    except OSError:
-        pass                                               # then the peak may be an import's
-    rss_before = _proc_status_bytes("VmRSS")
+    reset_peak()                     # peak := now (where it can't, the peak may be an import's)
+    rss_before = resident_bytes()
     out, lse = C.attention_forward(q, k, v)
     dq, dk, dv = C.attention_backward(dout, q, k, v, out, lse)
-    peak = _proc_status_bytes("VmHWM")
+    peak = peak_resident_bytes()
     outputs = sum(x.nbytes for x in (out, lse, dq, dk, dv))
     return {"T": T, "inputs": 4 * q.nbytes, "outputs": outputs,
             "added": peak - rss_before, "extra": peak - rss_before - outputs}

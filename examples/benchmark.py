@@ -31,7 +31,6 @@ Record what it prints in BENCHMARKS.md.
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -116,11 +115,12 @@ def _time(step, steps, warmup):
 def run_case(args):
     """Child process: measure one case and print its result as JSON."""
     from tinyllm.malloc import keep_freed_memory
+    from tinyllm.memory import peak_resident_bytes, resident_bytes
     config_name, who = args.case.split(":")
     who, dtype = who.split("-bf16")[0], "bf16" if who.endswith("-bf16") else "fp32"
     keep_freed_memory()   # both sides get the same allocator settings
     # before the model: the interpreter, NumPy, the kernels' library (the planner's process memory)
-    start_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start_mb = resident_bytes() / 2 ** 20
     if who.startswith("torch"):   # torch (CPU) or torch-cuda
         device = "cuda" if who == "torch-cuda" else "cpu"
         r = measure_torch(config_name, args.batch_size, args.steps, args.warmup, device,
@@ -130,7 +130,7 @@ def run_case(args):
                             args.matmul_precision, dtype)
     seconds, loss, gpu_peak, params, flops = r
     print(json.dumps({"seconds": seconds, "loss": loss, "params": params, "flops_per_token": flops,
-                      "start_mb": start_mb, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "start_mb": start_mb, "peak_mb": peak_resident_bytes() / 2 ** 20,
                       "gpu_peak_mb": None if gpu_peak is None else gpu_peak / 2**20}))
 
 

@@ -18,7 +18,7 @@ The layers, top to bottom (README's reading map follows them upward):
   tensor.py ops.py     autograd; the one allowed circle (Tensor's operators are ops)
   curate/ data/ tokenizer/   text in; no autograd or model code
   backends/            the kernels
-  errors.py atomic.py terminal.py folder_lock.py progress.py malloc.py safetensors.py plot.py   leaves
+  errors.py atomic.py terminal.py folder_lock.py progress.py malloc.py memory.py safetensors.py plot.py   leaves
 Every import, at the top of a file or inside a function, must go to a lower
 layer or, inside one package, must not close a circle.
 """
@@ -41,7 +41,7 @@ LAYERS = {
     "tinyllm.tensor": 30, "tinyllm.ops": 30,
     "tinyllm.curate": 24, "tinyllm.data": 22, "tinyllm.tokenizer": 20,
     "tinyllm.backends": 10,
-    "tinyllm.errors": 0, "tinyllm.atomic": 0, "tinyllm.terminal": 0, "tinyllm.progress": 0, "tinyllm.malloc": 0,
+    "tinyllm.errors": 0, "tinyllm.atomic": 0, "tinyllm.terminal": 0, "tinyllm.progress": 0, "tinyllm.malloc": 0, "tinyllm.memory": 0,
     "tinyllm.safetensors": 1, "tinyllm.plot": 1, "tinyllm.folder_lock": 1,
 }
 ALLOWED_CIRCLES = {frozenset({"tinyllm.tensor", "tinyllm.ops"})}

@@ -22,7 +22,6 @@ import dataclasses
 import json
 import math
 import pathlib
-import resource
 import signal
 import sys
 import time
@@ -37,6 +36,7 @@ from tinyllm.distributed import SingleProcess
 from tinyllm.errors import CheckpointError, TrainingError
 from tinyllm.folder_lock import lock_folder
 from tinyllm.malloc import keep_freed_memory
+from tinyllm.memory import peak_resident_bytes
 from tinyllm.optim import cosine_lr
 from tinyllm.plot import read_log
 from tinyllm.progress import Progress
@@ -292,7 +292,7 @@ class Trainer:
         backend = get_backend()
         return {"steps": self.step, "val_loss": val_loss, "seconds": elapsed,
                 "tokens_per_sec": tokens_run / max(elapsed, 1e-9),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": peak_resident_bytes() / 2 ** 20,
                 "peak_device_mb": (backend.memory_stats()["peak_bytes_in_use"] / 2 ** 20
                                    if hasattr(backend, "memory_stats") else None),
                 "interrupted": self._stop_requested}

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from tinyllm.errors import PlanError
+from tinyllm.memory import resident_bytes
 
 GB = 1e9
 
@@ -152,13 +153,8 @@ def measure_this():
         where = f"{os.cpu_count()} CPUs; memory from the operating system"
         # a tinyllm training step runs at 0.73-0.82 of the C matmul's rate on the bench preset
         # (BENCHMARKS.md: 139.7 GFLOP/s per step against a measured 170-190 GFLOP/s matmul)
-        rate, mfu, runtime = matmul_flops(backend, 1024), 0.75, _resident_bytes()
+        rate, mfu, runtime = matmul_flops(backend, 1024), 0.75, resident_bytes()
     return Hardware(f"this machine ({backend.NAME} backend)", 1, None, rate, memory,
                     f"measured: float32 matmul on the {backend.NAME} backend, {where}", backend.NAME,
                     mfu=mfu, runtime=runtime)
 
-
-def _resident_bytes():
-    """This process's resident memory now: the interpreter, NumPy and the kernels' library."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
