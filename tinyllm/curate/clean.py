@@ -46,7 +46,8 @@ _TRAILING_SPACE = re.compile("[ \t]+$", re.MULTILINE)
 _BLANK_LINES = re.compile("\n{3,}")
 _PARAGRAPH_BREAK = re.compile("\n\\s*\n")
 _C = c_library(("ngram_repeats",))     # (ffi, lib), or None: the n-gram counts in NumPy
-_LETTER_RUN = re.compile(r"[^\W\d_]+")  # letters of any script: word characters minus digits and _
+LETTER_RUN = re.compile(r"[^\W\d_]+")   # letters of any script: word characters minus digits and _
+SPACE_RUN = re.compile(r"\s+")        # what str.split() and str.strip() take for whitespace
 
 
 def _limit(default, help):
@@ -115,7 +116,7 @@ def quality_reason(text, config):
     if (c.min_mean_word_length and mean < c.min_mean_word_length) or \
             (c.max_mean_word_length and mean > c.max_mean_word_length):
         return "mean_word_length"
-    if c.min_alpha_fraction and sum(map(len, _LETTER_RUN.findall(text))) < c.min_alpha_fraction * chars:
+    if c.min_alpha_fraction and sum(map(len, LETTER_RUN.findall(text))) < c.min_alpha_fraction * chars:
         return "alpha_fraction"
     lines = [line for line in (s.strip() for s in text.split("\n")) if line]
     paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
