@@ -15,18 +15,11 @@
 #include <string.h>
 
 #include "tinyllm.h"
+#include "wordhash.h"
 
 #define SPACE 1
 #define LETTER 2
-#define P_INV 0xCE965057AFF6957BULL     /* the inverse of the FNV prime 0x100000001B3 mod 2**64 */
-#define Q 0x9E3779B97F4A7C15ULL
-
-static uint64_t mix64(uint64_t x) {
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    return x ^ (x >> 31);
-}
-
+#define Q WORDHASH_Q
 /* The code point starting at s[*i] (valid UTF-8, surrogates allowed); advances *i. */
 static uint32_t next_cp(const uint8_t *s, int64_t *i) {
     uint32_t c = s[*i];
@@ -141,22 +134,6 @@ static int dup_rule(const uint8_t *s, int64_t L, int64_t n_cps, const uint8_t *c
         (double)chars > c->max_dup_paragraph_char_fraction * (double)n_cps)
         return QUALITY_DUP_PARAGRAPH_CHARS;
     return 0;
-}
-
-static int is_word_byte(uint8_t b) { return !(b == 32 || (b >= 9 && b <= 13)); }
-
-/* hashing.text_words: runs of bytes that are not ASCII whitespace, hashed as span_hashes does. */
-static int64_t text_words(const uint8_t *s, int64_t L, uint64_t *words, int64_t *wlen) {
-    int64_t W = 0;
-    for (int64_t i = 0; i < L;) {
-        if (!is_word_byte(s[i])) { i++; continue; }
-        int64_t j = i;
-        uint64_t h = 0, pw = 1;
-        for (; j < L && is_word_byte(s[j]); j++) h += ((uint64_t)s[j] + 1) * pw, pw *= P_INV;
-        words[W] = mix64(h ^ ((uint64_t)(j - i) * Q)), wlen[W++] = j - i;
-        i = j;
-    }
-    return W;
 }
 
 static int ngram_rule(const uint8_t *s, int64_t L, const quality_limits *c, scratch *w) {

@@ -226,4 +226,13 @@ typedef struct {
 int quality_reasons(const uint8_t *text, const int64_t *ends, int64_t n_docs, const uint8_t *ctype,
                     const quality_limits *limits, int32_t *reasons);
 
+/* minhash.c: MinHash signatures (the definition: MinHasher.signatures in
+ * tinyllm/curate/minhash.py) of n_docs lower-cased documents, document d being
+ * text[ends[d - 1] : ends[d]] (UTF-8, ends[-1] = 0), with word ngram-gram shingles and the P
+ * hash functions (a_j x + b_j mod 2**64) >> 32. Writes sig (n_docs, P), all 0xFFFFFFFF for a
+ * document without words, and empty (n_docs,): 1 for those. Returns 0, or -1 when out of memory. */
+int minhash_signatures(const uint8_t *text, const int64_t *ends, int64_t n_docs, int32_t ngram,
+                       const uint64_t *a, const uint64_t *b, int32_t P, uint32_t *sig,
+                       uint8_t *empty);
+
 #endif

@@ -19,7 +19,9 @@ bands * rows <= num_perm. `recall_bands` instead favours recall (every
 candidate is verified anyway): pairs just above the threshold become
 candidates with probability 0.995.
 
-Documents too short for one n-gram use all their words as one shingle;
+MinHasher.signatures runs in C (csrc/minhash.c) when the library has it;
+the NumPy code here is the definition. Documents too short for one n-gram
+use all their words as one shingle;
 documents with no words at all get no shingles and an all-0xFFFFFFFF
 signature (`MinHasher.signatures` reports them as empty).
 This is not the clustering (dedup.py uses these): read dedup.py next.
@@ -28,6 +30,9 @@ import numpy as np
 
 from tinyllm.errors import DataError
 from tinyllm.curate.hashing import mix64, ngram_hashes, span_hashes, word_spans
+from tinyllm.curate.native import c_library
+
+_C = c_library(("minhash_signatures",))   # (ffi, lib), or None: signatures in NumPy
 
 EMPTY = np.uint32(0xFFFFFFFF)     # signature value of a document without shingles
 _BLOCK = 1 << 13                  # shingles hashed at once: (P, _BLOCK) uint64, 8 MB at P = 128
@@ -47,8 +52,11 @@ class MinHasher:
         self.a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64) | np.uint64(1)  # (P,) odd
         self.b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64)                 # (P,)
 
-    def signatures(self, docs):
-        """(signatures (N, P) uint32, empty (N,) bool) for a list of strings."""
+    def signatures(self, docs, use_c=None):
+        """(signatures (N, P) uint32, empty (N,) bool) for a list of strings: in C
+        (csrc/minhash.c, one call) when built and use_c is not False, else in NumPy."""
+        if _C is not None and use_c is not False and docs:
+            return self._signatures_c(docs)
         N, P = len(docs), self.num_perm
         sig = np.full((N, P), EMPTY, dtype=np.uint32)             # (N, P)
         empty = np.ones(N, dtype=bool)
@@ -77,6 +85,22 @@ class MinHasher:
                 sig[docs_b] = np.minimum(sig[docs_b], mins)
             lo = hi
         return sig, empty
+
+
+    def _signatures_c(self, docs):
+        ffi, lib = _C
+        parts = [d.lower().encode("utf-8", "surrogatepass") for d in docs]
+        ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))   # (N,)
+        sig = np.empty((len(docs), self.num_perm), dtype=np.uint32)             # (N, P)
+        empty = np.empty(len(docs), dtype=np.uint8)                             # (N,)
+        buffer = ffi.from_buffer
+        if lib.minhash_signatures(buffer("uint8_t[]", b"".join(parts) or b"\0"),
+                                  buffer("int64_t[]", ends), len(docs), self.ngram,
+                                  buffer("uint64_t[]", self.a), buffer("uint64_t[]", self.b),
+                                  self.num_perm, buffer("uint32_t[]", sig),
+                                  buffer("uint8_t[]", empty)) < 0:
+            raise MemoryError(f"minhash_signatures: out of memory on {int(ends[-1]):,} bytes")
+        return sig, empty.view(bool)
 
 
 def shingle_values(docs, ngram, bits=32):
