@@ -206,7 +206,12 @@ int langid_predict(const langid_model *m, const uint8_t *text, const int64_t *en
 int64_t ngram_repeats(const uint64_t *grams, int64_t G, int64_t *slots, int64_t n_slots,
                       int32_t *counts, uint8_t *repeat, int64_t *at);
 
-/* quality.c: clean.quality_reason for n_docs normalized documents, document d being
+/* clean.c: clean.normalize after its NFC and Unicode-space steps, for n_docs documents
+ * text[ends[d - 1] : ends[d]] (UTF-8, ends[-1] = 0; ctype as below): document d's result goes
+ * to out[out_ends[d - 1] : out_ends[d]]; out needs ends[n_docs - 1] bytes (results only shrink). */
+void normalize_texts(const uint8_t *text, const int64_t *ends, int64_t n_docs, const uint8_t *ctype,
+                     uint8_t *out, int64_t *out_ends);
+/* clean.c: clean.quality_reason for n_docs normalized documents, document d being
  * text[ends[d - 1] : ends[d]] (UTF-8; ends[-1] = 0). ctype (0x110000,) classes each code point:
  * bit 1 str.isspace, bit 2 a letter (re [^\W\d_]). Writes reasons (n_docs,): 0 when a document
  * passes, else the QUALITY_ code of the first rule it fails (+ n for the n-gram rules). Limits

@@ -1,5 +1,5 @@
 /* wordhash.h: the word and word n-gram hashes of tinyllm/curate/hashing.py, bit for bit.
- * Not part of the C API: static helpers shared by quality.c and minhash.c.
+ * Not part of the C API: static helpers shared by clean.c and minhash.c.
  *
  * A word is a run of bytes that are not ASCII whitespace (\t \n \v \f \r and space). Its hash
  * is mix64(h ^ len * Q) with h = sum_j (byte_j + 1) * P**-j mod 2**64 (hashing.span_hashes; P

@@ -25,6 +25,7 @@ measured on characters (not words) so that it works for every script.
 Character shares of n-grams are measured on UTF-8 bytes. Any limit set to 0
 turns its check off. The n-gram counts (repeat_stats, the definition) run in
 C (csrc/ngrams.c, one hash-table pass per n) when the library has it.
+clean_c.py runs both functions on many documents per call in C (csrc/clean.c).
 
 This is not deduplication across documents (dedup.py) or language
 identification (langid.py). Read hashing.py next.
@@ -91,13 +92,18 @@ class CleanConfig:
 
 def normalize(text):
     """NFC, LF line ends, no control characters, plain spaces, no trailing or extra blank lines."""
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
-        text = _UNICODE_SPACE.sub(" ", text)
+    text = normalize_unicode(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     text = _TRAILING_SPACE.sub("", text)
     return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def normalize_unicode(text):
+    """normalize's first steps, the Unicode ones: NFC, then Unicode spaces to " "."""
+    if text.isascii():
+        return text
+    return _UNICODE_SPACE.sub(" ", unicodedata.normalize("NFC", text))
 
 
 def quality_reason(text, config):

@@ -26,6 +26,7 @@ With comm=None every request is answered in-process: the 1-rank run is the
 same code. Not here: the stages themselves (prepare.py). Read prepare.py next.
 """
 import collections
+import time
 
 import numpy as np
 
@@ -36,7 +37,12 @@ from tinyllm.curate.steps import tokenize_chunk
 
 
 class Ranks:
-    """This process's rank and the collectives prepare uses (all of them from rank 0)."""
+    """This process's rank and the collectives prepare uses (all of them rooted at rank 0).
+
+    They are point-to-point messages that a waiting rank polls with growing sleeps
+    (up to 10 ms) instead of MPI's blocking calls, which spin a core: a rank that
+    waits for rank 0's plan, or serves its requests, leaves the CPU to the others.
+    """
 
     def __init__(self, comm=None):
         self.comm = comm
@@ -45,10 +51,28 @@ class Ranks:
         self.main = self.rank == 0
 
     def bcast(self, obj):
-        return obj if self.comm is None else self.comm.bcast(obj, root=0)
+        """Rank 0's obj, on every rank."""
+        if self.comm is None:
+            return obj
+        if self.main:
+            requests = [self.comm.isend(obj, dest=r, tag=_BCAST) for r in range(1, self.size)]
+            _poll(lambda: all([r.Test() for r in requests]))      # every one tested each time
+            return obj
+        return self._receive(0, _BCAST)
 
     def gather(self, obj):
-        return [obj] if self.comm is None else self.comm.gather(obj, root=0)
+        """[every rank's obj] on rank 0, None on the others."""
+        if self.comm is None:
+            return [obj]
+        if not self.main:
+            request = self.comm.isend(obj, dest=0, tag=_GATHER)
+            _poll(request.Test)
+            return None
+        return [obj] + [self._receive(r, _GATHER) for r in range(1, self.size)]
+
+    def _receive(self, source, tag):
+        _poll(lambda: self.comm.Iprobe(source=source, tag=tag))
+        return self.comm.recv(source=source, tag=tag)
 
     def same(self, value, what):
         """Check that every rank computed the same value (e.g. the run key), else stop on all."""
@@ -58,6 +82,17 @@ class Ranks:
             raise DataError(f"rank {odd[0]} of {self.size} sees a different {what} than rank 0 "
                             f"({values[odd[0]]!r} vs {values[0]!r}): give every rank the same "
                             "inputs and options (a shared file system, or identical copies)")
+
+
+_BCAST, _GATHER = 11, 12
+
+
+def _poll(done):
+    """Wait until done() is true, sleeping 0.1 ms, 0.2 ms, ... up to 10 ms between tries."""
+    delay = 1e-4
+    while not done():
+        time.sleep(delay)
+        delay = min(2 * delay, 1e-2)
 
 
 def split_files(files, ranks):

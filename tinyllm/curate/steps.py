@@ -25,11 +25,11 @@ import signal
 
 import numpy as np
 
-from tinyllm.curate.clean import CleanConfig, normalize
+from tinyllm.curate.clean import CleanConfig
 from tinyllm.errors import DataError
 from tinyllm.curate.dedup import exact_hash
 from tinyllm.curate.minhash import MinHasher, band_keys, recall_bands
-from tinyllm.curate.quality_c import char_classes, quality_reasons
+from tinyllm.curate.clean_c import char_classes, normalize_all, quality_reasons
 
 _loaded = None  # this process's _Loaded, set by init_worker
 GET_A_MODEL = ("get a fastText language-id model, e.g. lid.176.ftz (917 kB) from the fastText "
@@ -103,7 +103,7 @@ def filter_chunk(texts):
     reasons[i] is None for a kept document, else why it was dropped.
     """
     s, model, hasher = _loaded.settings, _loaded.model, _loaded.hasher
-    texts = [normalize(raw) for raw in texts]
+    texts = normalize_all(texts)                       # one C call for the chunk
     reasons = quality_reasons(texts, s.clean)          # one C call for the chunk
     if model is not None:                      # one batched call for the chunk's survivors
         todo = [i for i, reason in enumerate(reasons) if reason is None]

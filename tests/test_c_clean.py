@@ -1,5 +1,6 @@
-"""The quality heuristics in C (csrc/quality.c via quality_c.quality_reasons) against the
-definition (clean.quality_reason), one text at a time.
+"""Normalization and the quality heuristics in C (csrc/clean.c via clean_c.normalize_all and
+clean_c.quality_reasons) against the definitions (clean.normalize, clean.quality_reason),
+one text at a time.
 
 Reasons are names, so equality is exact. The texts are built to sit on every edge the C
 side re-implements: Unicode whitespace that str.split() and str.strip() take but the
@@ -13,12 +14,12 @@ under the default limits and under random ones that make every rule fire somewhe
 import numpy as np
 import pytest
 
-from tinyllm.curate import quality_c
+from tinyllm.curate import clean_c
 from tinyllm.curate.clean import CleanConfig, normalize, quality_reason
 from tinyllm.curate.synthetic import near_duplicate_corpus
 
-pytestmark = pytest.mark.skipif(quality_c._C is None, reason="the C library lacks "
-                                "csrc/quality.c; run `make lib`")
+pytestmark = pytest.mark.skipif(clean_c._C is None, reason="the C library lacks "
+                                "csrc/clean.c; run `make lib`")
 
 SPACES = [" ", " ", " ", "\t", "\n", "\n\n", "\n \n", "\n\t \n\n", "\r\n", "\x0b", "\x0c", "\x1c",
           "\x85", "\u00a0", "\u2028", "\u2029", "\u3000", "\u200b"]
@@ -65,7 +66,7 @@ def random_config(rng):
 
 def check(texts, config):
     want = [quality_reason(t, config) for t in texts]
-    got = quality_c.quality_reasons(texts, config)
+    got = clean_c.quality_reasons(texts, config)
     bad = [(w, g, t[:80]) for w, g, t in zip(want, got, texts) if w != g]
     assert not bad, f"{len(bad)} of {len(texts)} differ, e.g. {bad[:3]}"
     return want
@@ -114,15 +115,36 @@ def test_repeated_lines_and_paragraphs(rule):
     assert {f"dup_{rule}s", f"dup_{rule}_chars", None} <= seen, seen
 
 
+NORMALIZE_PIECES = ["\r\n", "\r", "\r\r\n", "\n", "\n\n\n\n", " \t\n", "\t", "  ", "\x00", "\x08",
+                    "\x0b", "\x0c", "\x1c", "\x1f", "\x7f", "\x85", "\x9f", "\u200b", "\ufeff",
+                    "\u00a0", "\u2028", "\u3000", "\u2009", "e\u0301", "\u212b", "x", "word", "Ω",
+                    "😀", "\ud800", " \x01\n", "\r\x00\n", "\n \n\t\n"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_normalize_random_texts(seed):
+    rng = np.random.default_rng(seed)
+    texts = ["", " ", "\n\u2028\n", "\x00", "a\r\n\r\n\r\nb", " \t a \t "]
+    for _ in range(400):
+        k = int(rng.integers(0, 40))
+        texts.append("".join(NORMALIZE_PIECES[int(i)] for i in rng.integers(0, len(NORMALIZE_PIECES), k)))
+    texts += [random_text(rng, 50) for _ in range(50)]
+    got = clean_c.normalize_all(texts)
+    want = [normalize(t) for t in texts]
+    bad = [(t, w, g) for t, w, g in zip(texts, want, got) if w != g]
+    assert not bad, f"{len(bad)} of {len(texts)} differ, e.g. {bad[:3]}"
+    assert clean_c.normalize_all(texts, use_c=False) == want and clean_c.normalize_all([]) == []
+
+
 def test_without_c_is_the_definition():
     texts = ["a b c", "word " * 60]
-    assert quality_c.quality_reasons(texts, CleanConfig(), use_c=False) == \
+    assert clean_c.quality_reasons(texts, CleanConfig(), use_c=False) == \
         [quality_reason(t, CleanConfig()) for t in texts]
-    assert quality_c.quality_reasons([], CleanConfig()) == []
+    assert clean_c.quality_reasons([], CleanConfig()) == []
 
 
 def test_char_classes_are_pythons():
-    table = quality_c.char_classes()
+    table = clean_c.char_classes()
     for c in list(range(0x3000)) + [0x1680, 0x2028, 0x2029, 0x3000, 0x1D518, 0xE0001, 0x10FFFF]:
         ch = chr(c)
         assert bool(table[c] & 1) == ch.isspace()

@@ -1,17 +1,20 @@
-"""The quality heuristics of many documents at once: csrc/quality.c, or clean.py's definition.
+"""Normalization and the quality heuristics of many documents at once: csrc/clean.c, or
+clean.py's definitions.
 
+    texts = normalize_all(raw_texts)                   # [clean.normalize(t) for t in raw_texts]
     reasons = quality_reasons(texts, CleanConfig())   # [None or a reason name] per text
 
-`quality_reasons` hands a batch of normalized texts to csrc/quality.c as one
-UTF-8 buffer and returns, per text, what clean.quality_reason returns (the
-name of the first rule failed, or None). Without the C library it calls
-quality_reason on each text. The C side sees Python's character classes
+Both hand a batch of texts to csrc/clean.c as one UTF-8 buffer. normalize_all
+returns what clean.normalize returns (its Unicode steps, NFC and Unicode
+spaces, stay in Python: clean.normalize_unicode); quality_reasons returns,
+per text, what clean.quality_reason returns (the name of the first rule
+failed, or None). Without the C library each calls the definition per text. The C side sees Python's character classes
 through one table over every code point (bit 1: str.isspace, bit 2: a letter
 as clean.py's regex counts it), built here from the same predicates once per
 process, so the Unicode version is always Python's own.
 
-This is not the definition (clean.py is; tests/test_c_quality.py holds the
-two equal on random and adversarial texts). Read csrc/quality.c next.
+This is not the definition (clean.py is; tests/test_c_clean.py holds the
+two equal on random and adversarial texts). Read csrc/clean.c next.
 """
 import functools
 
@@ -19,7 +22,7 @@ import numpy as np
 
 from tinyllm.curate import clean, native
 
-_C = native.c_library(("quality_reasons",))
+_C = native.c_library(("normalize_texts", "quality_reasons"))
 _NAMES = {1: "empty", 2: "too_few_words", 3: "too_many_words", 4: "mean_word_length",
           5: "alpha_fraction", 6: "dup_lines", 7: "dup_line_chars", 8: "dup_paragraphs",
           9: "dup_paragraph_chars"}
@@ -27,6 +30,22 @@ _TOP, _DUP = 1000, 2000     # + n: top_{n}gram, dup_{n}gram (csrc/tinyllm.h's QU
 _LIMITS = ("min_words", "max_words", "min_mean_word_length", "max_mean_word_length",
            "min_alpha_fraction", "max_dup_line_fraction", "max_dup_line_char_fraction",
            "max_dup_paragraph_fraction", "max_dup_paragraph_char_fraction")
+
+
+def normalize_all(texts, use_c=None):
+    """[clean.normalize(t) for t in texts], in C unless use_c is False or it is not built."""
+    if _C is None or use_c is False or not texts:
+        return [clean.normalize(t) for t in texts]
+    ffi, lib = _C
+    parts = [clean.normalize_unicode(t).encode("utf-8", "surrogatepass") for t in texts]
+    ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))      # (N,)
+    out, out_ends = bytearray(max(int(ends[-1]), 1)), np.empty(len(texts), np.int64)
+    buffer = ffi.from_buffer
+    lib.normalize_texts(buffer("uint8_t[]", b"".join(parts) or b"\0"), buffer("int64_t[]", ends),
+                        len(texts), buffer("uint8_t[]", char_classes()), buffer("uint8_t[]", out),
+                        buffer("int64_t[]", out_ends))
+    view, bounds = memoryview(out), [0] + out_ends.tolist()
+    return [str(view[a:b], "utf-8", "surrogatepass") for a, b in zip(bounds, bounds[1:])]
 
 
 def quality_reasons(texts, config, use_c=None):

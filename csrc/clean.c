@@ -1,15 +1,19 @@
-/* quality.c: the document quality heuristics of tinyllm/curate/clean.py, many documents a call.
+/* clean.c: text normalization and the document quality heuristics of tinyllm/curate/clean.py,
+ * many documents a call.
  *
+ *   normalize_texts: clean.normalize after its Unicode steps (NFC and Unicode spaces, which
+ *     stay in Python): CR LF and CR to LF, control characters out, trailing spaces and tabs
+ *     of each line out, runs of 3+ newlines to 2, then str.strip().
  *   quality_reasons: for each normalized document (UTF-8), the number of the first rule it
  *     fails (clean.quality_reason's order: word counts, mean word length, letter share,
  *     repeated lines and paragraphs, then the word n-gram rules by increasing n), or 0.
  *
- * The definition is clean.py's quality_reason: Python's str.split / str.strip / re semantics
+ * The definitions are clean.py's normalize and quality_reason: Python's str.split / str.strip / re semantics
  * become a table of code point classes that Python builds from the same predicates
  * (ctype[c] & 1: str.isspace, & 2: a letter, i.e. matched by [^\W\d_]); the n-gram hashes are
  * hashing.py's, bit for bit, so hash collisions (if any) fall the same way; the share limits
  * are compared in double as Python compares an int with a float product. One thread per call:
- * prepare runs one call per worker process. tests/test_c_quality.py holds the two equal.
+ * prepare runs one call per worker process. tests/test_c_clean.py holds the two equal.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +111,8 @@ typedef struct {
     uint64_t *words, *grams;
     int64_t *wlen;
     int32_t *counts;
-    uint8_t *repeat, *covered;
+    uint8_t *repeat, *covered, *keep;
+    int64_t *pos;
 } scratch;
 
 static int dup_rule(const uint8_t *s, int64_t L, int64_t n_cps, const uint8_t *ctype,
@@ -136,28 +141,37 @@ static int dup_rule(const uint8_t *s, int64_t L, int64_t n_cps, const uint8_t *c
     return 0;
 }
 
+/* The top and dup n-gram rules for n = 1..max_n. An n-gram can only repeat where its (n-1)-gram
+ * prefix does, so each n looks only at the positions whose (n-1)-gram occurs twice or more
+ * (pos[0:m], in text order, their n-gram hashes in grams): the other n-grams occur once, which
+ * neither rule counts, and ties still go to the earliest n-gram. */
 static int ngram_rule(const uint8_t *s, int64_t L, const quality_limits *c, scratch *w) {
-    int64_t W = text_words(s, L, w->words, w->wlen), total = 0;
-    for (int64_t i = 0; i < W; i++) total += w->wlen[i], w->grams[i] = w->words[i];
-    for (int64_t n = 1; n <= c->max_n && n <= W; n++) {
-        int64_t G = W - n + 1;
-        if (n > 1)                             /* Horner: the (n-1)-gram times Q plus one word */
-            for (int64_t i = 0; i < G; i++) w->grams[i] = w->grams[i] * Q + w->words[i + n - 1];
-        double top = c->top_share[n], dup = c->dup_share[n];
-        if ((top <= 0 && dup <= 0) || G < 2) continue;
+    int64_t W = text_words(s, L, w->words, w->wlen), total = 0, m = W;
+    for (int64_t i = 0; i < W; i++) total += w->wlen[i], w->grams[i] = w->words[i], w->pos[i] = i;
+    for (int64_t n = 1; n <= c->max_n && W - n + 1 >= 2; n++) {
+        if (n > 1) {                  /* the survivors, their hash extended by a word (Horner) */
+            int64_t k2 = 0;
+            for (int64_t k = 0; k < m; k++)
+                if (w->keep[k] && w->pos[k] + n <= W)
+                    w->pos[k2] = w->pos[k], w->grams[k2++] = w->grams[k] * Q + w->words[w->pos[k] + n - 1];
+            m = k2;
+        }
+        if (m < 2) return 0;          /* every n-gram from here on occurs once */
         int64_t n_slots = 1;
-        while (n_slots <= 2 * G) n_slots <<= 1;
-        int64_t most = ngram_repeats(w->grams, G, w->ngram_slots, n_slots, w->counts, w->repeat, w->at);
+        while (n_slots <= 2 * m) n_slots <<= 1;
+        int64_t most = ngram_repeats(w->grams, m, w->ngram_slots, n_slots, w->counts, w->repeat, w->at);
+        for (int64_t k = 0; k < m; k++) w->keep[k] = w->repeat[k] || w->counts[k] >= 2;
+        double top = c->top_share[n], dup = c->dup_share[n];
         if (most < 2) continue;
         if (top > 0) {
-            int64_t bytes = n - 1;
-            for (int64_t t = 0; t < n; t++) bytes += w->wlen[*w->at + t];
+            int64_t bytes = n - 1, at = w->pos[*w->at];
+            for (int64_t t = 0; t < n; t++) bytes += w->wlen[at + t];
             if ((double)(bytes * most) > top * (double)L) return QUALITY_TOP_NGRAM + (int)n;
         }
         if (dup > 0) {
             memset(w->covered, 0, (size_t)W);
-            for (int64_t i = 0; i < G; i++)
-                if (w->repeat[i]) memset(w->covered + i, 1, (size_t)n);
+            for (int64_t k = 0; k < m; k++)
+                if (w->repeat[k]) memset(w->covered + w->pos[k], 1, (size_t)n);
             int64_t covered = 0;
             for (int64_t i = 0; i < W; i++) covered += w->covered[i] ? w->wlen[i] : 0;
             if ((double)covered > dup * (double)total) return QUALITY_DUP_NGRAM + (int)n;
@@ -215,16 +229,70 @@ int quality_reasons(const uint8_t *text, const int64_t *ends, int64_t n_docs, co
     w.slots = malloc((size_t)slots * sizeof(int64_t)), w.ngram_slots = malloc((size_t)slots * sizeof(int64_t));
     w.words = malloc((size_t)most * sizeof(uint64_t)), w.grams = malloc((size_t)most * sizeof(uint64_t));
     w.wlen = malloc((size_t)most * sizeof(int64_t)), w.counts = malloc((size_t)most * sizeof(int32_t));
-    w.repeat = malloc((size_t)most), w.covered = malloc((size_t)most);
+    w.repeat = malloc((size_t)most), w.covered = malloc((size_t)most), w.keep = malloc((size_t)most);
+    w.pos = malloc((size_t)most * sizeof(int64_t));
     int64_t at;
     w.at = &at;
     int ok = w.starts && w.lens && w.slots && w.ngram_slots && w.words && w.grams && w.wlen &&
-             w.counts && w.repeat && w.covered;
+             w.counts && w.repeat && w.covered && w.keep && w.pos;
     for (int64_t d = 0; ok && d < n_docs; d++) {
         int64_t a = d ? ends[d - 1] : 0;
         reasons[d] = quality_one(text + a, ends[d] - a, ctype, limits, &w);
     }
     free(w.starts), free(w.lens), free(w.slots), free(w.ngram_slots), free(w.words);
-    free(w.grams), free(w.wlen), free(w.counts), free(w.repeat), free(w.covered);
+    free(w.grams), free(w.wlen), free(w.counts), free(w.repeat), free(w.covered), free(w.keep);
+    free(w.pos);
     return ok ? 0 : -1;
+}
+
+/* clean.normalize's _CONTROL: C0 but tab, LF and CR; DEL and C1; U+200B; U+FEFF. */
+static int is_control(uint32_t c) {
+    return (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || (c >= 0x7F && c <= 0x9F) ||
+           c == 0x200B || c == 0xFEFF;
+}
+
+/* s[0:L] normalized into o (at most L bytes: every step only shrinks); returns its length. */
+static int64_t normalize_one(const uint8_t *s, int64_t L, const uint8_t *ctype, uint8_t *o) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < L;) {                    /* CR LF and CR -> LF; controls out */
+        int64_t at = i;
+        uint32_t c = next_cp(s, &i);
+        if (c == '\r') {
+            o[n++] = '\n';
+            if (i < L && s[i] == '\n') i++;
+        } else if (!is_control(c)) {
+            while (at < i) o[n++] = s[at++];
+        }
+    }
+    int64_t m = 0, run = -1;                          /* [ \t]+ before a LF or the end: out */
+    for (int64_t i = 0; i < n; i++) {
+        uint8_t b = o[i];
+        if (b == ' ' || b == '\t') {
+            if (run < 0) run = m;
+        } else {
+            if (b == '\n' && run >= 0) m = run;
+            run = -1;
+        }
+        o[m++] = b;
+    }
+    if (run >= 0) m = run;
+    n = 0;                                            /* 3+ LF -> 2 */
+    for (int64_t i = 0, lf = 0; i < m; i++) {
+        lf = o[i] == '\n' ? lf + 1 : 0;
+        if (lf <= 2) o[n++] = o[i];
+    }
+    int64_t a = 0, b = n;
+    strip(o, ctype, &a, &b);
+    memmove(o, o + a, (size_t)(b - a));
+    return b - a;
+}
+
+void normalize_texts(const uint8_t *text, const int64_t *ends, int64_t n_docs, const uint8_t *ctype,
+                     uint8_t *out, int64_t *out_ends) {
+    int64_t n = 0;
+    for (int64_t d = 0; d < n_docs; d++) {
+        int64_t a = d ? ends[d - 1] : 0;
+        n += normalize_one(text + a, ends[d] - a, ctype, out + n);
+        out_ends[d] = n;
+    }
 }
