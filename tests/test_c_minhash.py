@@ -1,7 +1,7 @@
-"""MinHash signatures in C (csrc/minhash.c) against the NumPy definition (MinHasher.signatures
-with use_c=False).
+"""MinHash signatures and shingles in C (csrc/minhash.c) against the NumPy definitions
+(MinHasher.signatures and shingle_values with use_c=False).
 
-Integer arithmetic only, so the signatures must be equal bit for bit: on random documents
+Integer arithmetic only, so the outputs must be equal bit for bit: on random documents
 of every length around the shingle size (no words, fewer words than one shingle, exactly
 one), with Unicode (upper case that lower() changes, multi-byte letters, lone surrogates),
 every ASCII whitespace byte and other whitespace that is not a word boundary (U+00A0,
@@ -42,6 +42,16 @@ def test_c_equals_numpy_on_random_documents(num_perm, ngram):
     assert sig.dtype == want_sig.dtype and sig.shape == want_sig.shape == (len(docs), num_perm)
     assert np.array_equal(sig, want_sig) and np.array_equal(empty, want_empty)
     assert empty.any() and not empty.all()
+
+
+@pytest.mark.parametrize("ngram, bits", [(5, 64), (5, 32), (1, 64), (3, 17)])
+def test_shingle_values_c_equals_numpy(ngram, bits):
+    rng = np.random.default_rng(ngram * bits)
+    docs = random_docs(rng, 200, 3 * ngram) + ["", "a", "a " * ngram]
+    values, owners = minhash.shingle_values(docs, ngram, bits)
+    want_values, want_owners = minhash.shingle_values(docs, ngram, bits, use_c=False)
+    assert values.dtype == want_values.dtype and owners.dtype == want_owners.dtype
+    assert np.array_equal(values, want_values) and np.array_equal(owners, want_owners)
 
 
 def test_c_equals_numpy_on_a_corpus_across_numpy_blocks():

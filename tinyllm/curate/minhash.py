@@ -32,7 +32,7 @@ from tinyllm.errors import DataError
 from tinyllm.curate.hashing import mix64, ngram_hashes, span_hashes, word_spans
 from tinyllm.curate.native import c_library
 
-_C = c_library(("minhash_signatures",))   # (ffi, lib), or None: signatures in NumPy
+_C = c_library(("minhash_signatures", "minhash_shingles"))   # (ffi, lib), or None: NumPy
 
 EMPTY = np.uint32(0xFFFFFFFF)     # signature value of a document without shingles
 _BLOCK = 1 << 13                  # shingles hashed at once: (P, _BLOCK) uint64, 8 MB at P = 128
@@ -67,7 +67,7 @@ class MinHasher:
             while hi < N and (hi == lo or chars < _BATCH_CHARS):
                 chars += len(docs[hi])
                 hi += 1
-            shingles, doc_of = shingle_values(docs[lo:hi], self.ngram)  # (S,) uint64, (S,) sorted
+            shingles, doc_of = shingle_values(docs[lo:hi], self.ngram, use_c=False)  # (S,), (S,)
             doc_of += lo
             empty[doc_of] = False
             for start in range(0, len(shingles), _BLOCK):
@@ -89,25 +89,44 @@ class MinHasher:
 
     def _signatures_c(self, docs):
         ffi, lib = _C
-        parts = [d.lower().encode("utf-8", "surrogatepass") for d in docs]
-        ends = np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))   # (N,)
+        blob, ends = _lowered(docs)
         sig = np.empty((len(docs), self.num_perm), dtype=np.uint32)             # (N, P)
         empty = np.empty(len(docs), dtype=np.uint8)                             # (N,)
         buffer = ffi.from_buffer
-        if lib.minhash_signatures(buffer("uint8_t[]", b"".join(parts) or b"\0"),
-                                  buffer("int64_t[]", ends), len(docs), self.ngram,
-                                  buffer("uint64_t[]", self.a), buffer("uint64_t[]", self.b),
-                                  self.num_perm, buffer("uint32_t[]", sig),
-                                  buffer("uint8_t[]", empty)) < 0:
+        if lib.minhash_signatures(buffer("uint8_t[]", blob), buffer("int64_t[]", ends), len(docs),
+                                  self.ngram, buffer("uint64_t[]", self.a),
+                                  buffer("uint64_t[]", self.b), self.num_perm,
+                                  buffer("uint32_t[]", sig), buffer("uint8_t[]", empty)) < 0:
             raise MemoryError(f"minhash_signatures: out of memory on {int(ends[-1]):,} bytes")
         return sig, empty.view(bool)
 
 
-def shingle_values(docs, ngram, bits=32):
+def _lowered(docs):
+    """The lower-cased UTF-8 of docs (a non-empty list) as one buffer, and each one's end (N,)."""
+    parts = [d.lower().encode("utf-8", "surrogatepass") for d in docs]
+    return b"".join(parts) or b"\0", np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))
+
+
+def _shingles_c(docs, ngram, bits):
+    ffi, lib = _C
+    blob, ends = _lowered(docs)
+    values = np.empty(int(ends[-1]) // 2 + len(docs), dtype=np.uint64)       # >= every shingle
+    counts = np.empty(len(docs), dtype=np.int64)                               # (N,)
+    buffer = ffi.from_buffer
+    if lib.minhash_shingles(buffer("uint8_t[]", blob), buffer("int64_t[]", ends), len(docs),
+                            ngram, buffer("uint64_t[]", values), buffer("int64_t[]", counts)) < 0:
+        raise MemoryError(f"minhash_shingles: out of memory on {int(ends[-1]):,} bytes")
+    return (values[:int(counts.sum())] >> np.uint64(64 - bits),
+            np.repeat(np.arange(len(docs), dtype=np.int64), counts))
+
+
+def shingle_values(docs, ngram, bits=32, use_c=None):
     """Every document's shingle values (the top `bits` bits of the shingle hashes, uint64)
-    and the owning document's index (non-decreasing)."""
+    and the owning document's index (non-decreasing); in C (csrc/minhash.c) when built."""
     if not docs:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+    if _C is not None and use_c is not False:
+        return _shingles_c(docs, ngram, bits)
     parts = [d.lower().encode("utf-8", "surrogatepass") for d in docs]
     data = np.frombuffer(b"\n".join(parts), dtype=np.uint8)               # "\n" never joins two words
     doc_starts = np.cumsum([0] + [len(p) + 1 for p in parts[:-1]])        # (N,)

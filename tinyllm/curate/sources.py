@@ -138,7 +138,7 @@ def _json_document(line):
     text = record.get("text") if isinstance(record, dict) else None
     if not isinstance(text, str):
         return RawDocument(None, "no_text", len(line))
-    if _SURROGATE.search(text):
+    if b"\\u" in line and _SURROGATE.search(text):   # only a JSON \\u escape makes a surrogate
         return RawDocument(None, "lone_surrogate", len(line))
     return RawDocument(text, None, len(line))
 
