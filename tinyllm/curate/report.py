@@ -87,7 +87,9 @@ class Report:
         lines.append(f"tokens: {self.tokens['train']:,} train in {self.shards['train']} shard(s) "
                      f"({self.split_documents['train']:,} docs), {self.tokens['val']:,} val in "
                      f"{self.shards['val']} shard(s) ({self.split_documents['val']:,} docs)")
-        lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
+        rates = {k: f" ({b['read'] / 1e6 / v:.1f} MB/s of input)" if v > 0 else ""
+                 for k, v in self.seconds.items()}
+        lines.append("time: " + ", ".join(f"{k} {v:.1f}s{rates[k]}" for k, v in self.seconds.items()))
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
