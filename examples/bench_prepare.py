@@ -11,7 +11,8 @@ Each row is one `prepare` run in a fresh OUT: wall seconds, MB/s by the wall
 clock, CPU seconds (user + system of prepare and its workers) and MB/s per
 stage from its report.json. --compare runs the same commands on another source
 tree (e.g. `git archive` of an older commit, built with `make lib`), side by side.
---ranks N adds a run of this tree under `mpirun -np N` (1 worker per rank). On a shared
+--ranks N adds a run of this tree under `mpirun -np N` (1 worker per rank);
+--stages times each per-document stage alone, NumPy/Python definition against C. On a shared
 machine the wall clock measures the load; the CPU seconds do not.
 """
 import argparse
@@ -81,6 +82,41 @@ def run(tree, corpus, out, tok, workers, ranks=0):
     return wall, cpu, json.loads((out / "report.json").read_text())["seconds"]
 
 
+def stage_table(corpus, tok_path, mb):
+    """CPU seconds of each per-document stage in this process: the definition vs C, side by side."""
+    from tinyllm.curate.clean import CleanConfig, normalize, quality_reason
+    from tinyllm.curate.clean_c import char_classes, normalize_all, quality_reasons
+    from tinyllm.curate.dedup import exact_hash
+    from tinyllm.curate.minhash import MinHasher
+    from tinyllm.curate.sources import SourceStats, read_documents
+    from tinyllm.tokenizer import load_file
+
+    def cpu(fn):
+        t = time.process_time()
+        out = fn()
+        return time.process_time() - t, out
+
+    char_classes()
+    hasher, config, tok = MinHasher(128, 5), CleanConfig(), load_file(tok_path)
+    seconds, raw = cpu(lambda: [d.text for d in read_documents([corpus], SourceStats())])
+    rows = [("read + JSON", None, seconds)]
+    py, texts = cpu(lambda: [normalize(t) for t in raw])
+    rows.append(("normalize", py, cpu(lambda: normalize_all(raw))[0]))
+    py, reasons = cpu(lambda: [quality_reason(t, config) for t in texts])
+    rows.append(("quality rules", py, cpu(lambda: quality_reasons(texts, config))[0]))
+    kept = [t for t, r in zip(texts, reasons) if r is None]
+    rows.append(("exact hash", None, cpu(lambda: [exact_hash(t) for t in kept])[0]))
+    rows.append(("MinHash", cpu(lambda: hasher.signatures(kept, use_c=False))[0],
+                 cpu(lambda: hasher.signatures(kept))[0]))
+    rows.append(("BPE encode", None, cpu(lambda: [tok.encode_array(t) for t in kept])[0]))
+    print(f"\nper stage, one process, {mb:.1f} MB ({len(kept):,} documents kept): CPU s and MB/CPU s")
+    print(f"{'stage':<14} {'definition':>10} {'MB/s':>7} {'C':>7} {'MB/s':>7} {'ratio':>6}")
+    for name, py, c in rows:
+        left = f"{py:10.3f} {mb / py:7.1f}" if py else f"{'':>10} {'':>7}"
+        ratio = f"{py / c:5.1f}x" if py else ""
+        print(f"{name:<14} {left} {c:7.3f} {mb / c:7.1f} {ratio:>6}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mb", type=float, default=50, help="corpus size in MB (default %(default)s)")
@@ -89,6 +125,8 @@ def main():
     p.add_argument("--compare", type=pathlib.Path, default=None, help="another source tree")
     p.add_argument("--text", type=pathlib.Path, default=SHAKESPEARE)
     p.add_argument("--work", type=pathlib.Path, default=pathlib.Path("/tmp/tinyllm-bench-prepare"))
+    p.add_argument("--stages", action="store_true", help="also time each stage alone, in Python "
+                   "(the definition) and in C")
     args = p.parse_args()
     if not args.text.is_file():
         sys.exit(f"--text {args.text}: no such file (tinyshakespeare.txt, or any text file)")
@@ -111,6 +149,8 @@ def main():
             label = f"{ranks} ranks x 1 worker" if ranks else f"{workers} worker(s)"
             print(f"{name:<14} {label:<18} {wall:7.2f} {mb / wall:6.1f} {cpu:6.2f} {mb / cpu:8.1f}   "
                   f"{stages}", flush=True)
+    if args.stages:
+        stage_table(corpus, tok, mb)
 
 
 if __name__ == "__main__":
