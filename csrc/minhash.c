@@ -4,7 +4,8 @@
  *     (wordhash.h's hashes, the top 32 bits x of each mixed n-gram hash; a document of fewer
  *     than n words is one shingle of all its words), then for each of the P hash functions
  *     min over the shingles of (a_j * x + b_j mod 2**64) >> 32.
- *   minhash_shingles: the shingles themselves (full 64-bit hashes), for the exact Jaccard.
+ *   minhash_shingles: the shingles themselves (full 64-bit hashes), in text order or as
+ *     sorted sets, for the exact Jaccard.
  *
  * The definition is minhash.py's MinHasher.signatures with shingle_values (NumPy);
  * tests/test_c_minhash.py holds the two equal. Integer arithmetic only, so "equal" is exact.
@@ -39,8 +40,13 @@ static int64_t longest(const int64_t *ends, int64_t n_docs) {
     return most;
 }
 
+static int by_value(const void *x, const void *y) {
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
 int minhash_shingles(const uint8_t *text, const int64_t *ends, int64_t n_docs, int32_t ngram,
-                     uint64_t *values, int64_t *counts) {
+                     int32_t sets, uint64_t *values, int64_t *counts) {
     uint64_t *words = malloc((size_t)longest(ends, n_docs) * sizeof(uint64_t));
     if (!words) return -1;
     int64_t n = 0;
@@ -49,6 +55,13 @@ int minhash_shingles(const uint8_t *text, const int64_t *ends, int64_t n_docs, i
         int64_t W = text_words(text + lo, ends[d] - lo, words, NULL);
         if (W > 0 && W < ngram) values[n++] = shingle(words, W);
         for (int64_t i = 0; i + ngram <= W; i++) values[n++] = shingle(words + i, ngram);
+        if (sets && n > before) {            /* each distinct value once, ascending */
+            qsort(values + before, (size_t)(n - before), sizeof(uint64_t), by_value);
+            int64_t m = before + 1;
+            for (int64_t k = before + 1; k < n; k++)
+                if (values[k] != values[m - 1]) values[m++] = values[k];
+            n = m;
+        }
         counts[d] = n - before;
     }
     free(words);

@@ -239,10 +239,11 @@ int quality_reasons(const uint8_t *text, const int64_t *ends, int64_t n_docs, co
 int minhash_signatures(const uint8_t *text, const int64_t *ends, int64_t n_docs, int32_t ngram,
                        const uint64_t *a, const uint64_t *b, int32_t P, uint32_t *sig,
                        uint8_t *empty);
-/* minhash.c: the shingles themselves (minhash.shingle_values with bits=64), document by document
- * in text order: counts[d] of them for document d, values needing ends[n_docs - 1] / 2 + n_docs
- * entries at most. Returns 0, or -1 when out of memory. */
+/* minhash.c: the shingles themselves (minhash.shingle_values with bits=64), document by document:
+ * in text order, or with sets = 1 each document's distinct values ascending (shingle_sets);
+ * counts[d] of them for document d, values needing ends[n_docs - 1] / 2 + n_docs entries at
+ * most. Returns 0, or -1 when out of memory. */
 int minhash_shingles(const uint8_t *text, const int64_t *ends, int64_t n_docs, int32_t ngram,
-                     uint64_t *values, int64_t *counts);
+                     int32_t sets, uint64_t *values, int64_t *counts);
 
 #endif

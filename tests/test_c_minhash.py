@@ -54,6 +54,17 @@ def test_shingle_values_c_equals_numpy(ngram, bits):
     assert np.array_equal(values, want_values) and np.array_equal(owners, want_owners)
 
 
+def test_shingle_sets_c_equals_numpy():
+    rng = np.random.default_rng(11)
+    docs = random_docs(rng, 200, 15) + ["", "a a a a a a a a", "x"]
+    values, bounds = minhash.shingle_sets(docs, 2)
+    want_values, want_bounds = minhash.shingle_sets(docs, 2, use_c=False)
+    assert np.array_equal(values, want_values) and np.array_equal(bounds, want_bounds)
+    for k in range(len(docs)):                        # each one a sorted set of that document
+        part = values[bounds[k]:bounds[k + 1]]
+        assert np.array_equal(part, np.unique(minhash.shingle_values([docs[k]], 2, 64)[0]))
+
+
 def test_c_equals_numpy_on_a_corpus_across_numpy_blocks():
     docs, _ = near_duplicate_corpus(n_docs=300, dup_clusters=20, related_pairs=10,
                                     words=(10, 3000), seed=3)              # > 8K shingles per block

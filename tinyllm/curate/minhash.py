@@ -107,14 +107,15 @@ def _lowered(docs):
     return b"".join(parts) or b"\0", np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))
 
 
-def _shingles_c(docs, ngram, bits):
+def _shingles_c(docs, ngram, bits, sets=False):
     ffi, lib = _C
     blob, ends = _lowered(docs)
     values = np.empty(int(ends[-1]) // 2 + len(docs), dtype=np.uint64)       # >= every shingle
     counts = np.empty(len(docs), dtype=np.int64)                               # (N,)
     buffer = ffi.from_buffer
     if lib.minhash_shingles(buffer("uint8_t[]", blob), buffer("int64_t[]", ends), len(docs),
-                            ngram, buffer("uint64_t[]", values), buffer("int64_t[]", counts)) < 0:
+                            ngram, int(sets), buffer("uint64_t[]", values),
+                            buffer("int64_t[]", counts)) < 0:
         raise MemoryError(f"minhash_shingles: out of memory on {int(ends[-1]):,} bytes")
     return (values[:int(counts.sum())] >> np.uint64(64 - bits),
             np.repeat(np.arange(len(docs), dtype=np.int64), counts))
@@ -147,6 +148,21 @@ def shingle_values(docs, ngram, bits=32, use_c=None):
     return values[order] >> np.uint64(64 - bits), owners[order]
 
 
+def shingle_sets(docs, ngram, use_c=None):
+    """(values, bounds (N + 1,)): values[bounds[k]:bounds[k + 1]] are the distinct 64-bit
+    shingle hashes of docs[k], ascending; in C (csrc/minhash.c) when built."""
+    if docs and _C is not None and use_c is not False:
+        values, owners = _shingles_c(docs, ngram, 64, sets=True)
+    else:
+        values, owners = shingle_values(docs, ngram, bits=64, use_c=False)
+        order = np.lexsort((values, owners))                               # by document, then value
+        values, owners = values[order], owners[order]
+        first = np.ones(len(values), dtype=bool)
+        first[1:] = (values[1:] != values[:-1]) | (owners[1:] != owners[:-1])
+        values, owners = values[first], owners[first]
+    return values, np.searchsorted(owners, np.arange(len(docs) + 1))
+
+
 def exact_jaccard(docs, i, j, ngram):
     """(K,) Jaccard similarity of the shingle sets of docs[i[k]] and docs[j[k]].
 
@@ -154,9 +170,8 @@ def exact_jaccard(docs, i, j, ngram):
     collision between two documents' shingles (about n**2 / 2**64 for n shingles).
     """
     need = np.unique(np.concatenate([i, j]).astype(np.int64))              # (D,)
-    values, owners = shingle_values([docs[d] for d in need.tolist()], ngram, bits=64)
-    bounds = np.searchsorted(owners, np.arange(len(need) + 1))             # (D + 1,)
-    sets = {d: np.unique(values[bounds[k]:bounds[k + 1]]) for k, d in enumerate(need.tolist())}
+    values, bounds = shingle_sets([docs[d] for d in need.tolist()], ngram)
+    sets = {d: values[bounds[k]:bounds[k + 1]] for k, d in enumerate(need.tolist())}
     out = np.zeros(len(i), dtype=np.float64)                                # (K,)
     for k, (a, b) in enumerate(zip(np.asarray(i).tolist(), np.asarray(j).tolist())):
         shared = len(np.intersect1d(sets[a], sets[b], assume_unique=True))
