@@ -34,6 +34,15 @@ if rank == int(sys.argv[1]):
 sys.exit(main(sys.argv[3:]))   # after the rank and the command name
 """
 
+# rank 1 runs with another --seed than rank 0
+ODD_RANK = """
+import sys
+from mpi4py import MPI
+from tinyllm.cli.prepare import main
+argv = sys.argv[2:] + (["--seed", "1"] if MPI.COMM_WORLD.Get_rank() == 1 else [])
+sys.exit(main(argv))
+"""
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -127,3 +136,11 @@ def test_a_failed_rank_stops_the_job_and_a_rerun_resumes(corpus, tmp_path, rank)
     assert_same_output(tmp_path / "one", out)
     done, _ = launch(2, ["tinyllm", *flags(corpus, out)], script="-m", timeout=180)
     assert done.returncode == 0 and "nothing to do" in done.stderr, done.stderr[-3000:]
+
+
+@needs_mpi
+def test_ranks_with_different_options_stop_before_any_work(corpus, tmp_path):
+    done, seconds = launch(2, [ODD_RANK, *flags(corpus, tmp_path)], script="-c", timeout=120)
+    assert done.returncode != 0
+    assert "rank 1 of 2 sees a different run key" in done.stderr, done.stderr[-2000:]
+    assert not list(tmp_path.glob("*.bin")) and not (tmp_path / "manifest.json").exists()

@@ -23,7 +23,13 @@ stage in its work folder and a re-run with the same N resumes each where it
 stopped; rank 0 owns OUT, its shards, report and manifest.
 
 With comm=None every request is answered in-process: the 1-rank run is the
-same code. Not here: the stages themselves (prepare.py). Read prepare.py next.
+same code. Every rank must see the same input files and options (the run
+key is checked first). An error on one rank leaves the others waiting for
+it: the command (cli/prepare.py) prints it and aborts the job (MPI_Abort),
+as a caller of prepare(comm=...) must. Messages are pickled, so one rank's
+answer stays under MPI's 2 GB: about 16M documents per rank for the plan's
+hashes and band keys. Not here: the stages themselves (prepare.py). Read
+prepare.py next.
 """
 import collections
 import time
