@@ -14,6 +14,7 @@ import pytest
 
 from tinyllm.curate.prepare import PrepareConfig, prepare
 from tinyllm.curate.ranks import Ranks, split_files
+from tinyllm.curate.sources import SourceStats, read_documents
 from tinyllm.curate.report import Report
 from tinyllm.curate.synthetic import near_duplicate_corpus
 from tests.test_distributed import MPI_MISSING, launch
@@ -83,15 +84,33 @@ def test_files_split_contiguously_by_bytes(tmp_path):
     for k, size in enumerate([50, 10, 10, 30, 0, 100]):
         files.append(tmp_path / f"{k}.txt")
         files[-1].write_bytes(b"x" * size)
-
-    class Fake:
-        def __init__(self, rank, size):
-            self.rank, self.size = rank, size
     for n in (1, 2, 3, 7):
-        shares = [split_files(files, Fake(r, n)) for r in range(n)]
+        shares = [split_files(files, FakeRanks(r, n)) for r in range(n)]
         assert sum(shares, []) == files                                  # in order, each once
-    assert [len(split_files(files, Fake(r, 2))) for r in range(2)] == [4, 2]   # cut at 100 bytes
+    assert [len(split_files(files, FakeRanks(r, 2))) for r in range(2)] == [4, 2]   # cut at 100
     assert split_files(files, Ranks()) == files
+
+
+class FakeRanks:
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+
+def test_a_jsonl_file_is_cut_at_line_starts(tmp_path):
+    """Every line once, in order, whichever bytes the cuts fall on (a line start, a newline,
+    inside a line, inside a long line); the file counts as read once."""
+    lines = [json.dumps({"text": "x" * n}) + "\n" for n in [0, 5, 1, 300, 2, 2, 40, 0, 7]]
+    lines.insert(3, "\n")                                                # a blank line
+    path = tmp_path / "one.jsonl"
+    path.write_text("".join(lines))
+    other = tmp_path / "two.txt"
+    other.write_text("a text file")
+    whole = [d.text for d in read_documents([path, other], SourceStats())]
+    for n in range(1, 12):
+        stats, texts = SourceStats(), []
+        for r in range(n):
+            texts += [d.text for d in read_documents(split_files([path, other], FakeRanks(r, n)), stats)]
+        assert texts == whole and stats.files_read == 2, n
 
 
 def test_merged_report_sums_the_ranks():
@@ -136,6 +155,17 @@ def test_a_failed_rank_stops_the_job_and_a_rerun_resumes(corpus, tmp_path, rank)
     assert_same_output(tmp_path / "one", out)
     done, _ = launch(2, ["tinyllm", *flags(corpus, out)], script="-m", timeout=180)
     assert done.returncode == 0 and "nothing to do" in done.stderr, done.stderr[-3000:]
+
+
+@needs_mpi
+def test_one_big_file_is_shared_by_the_ranks(corpus, tmp_path):
+    single = tmp_path / "all.jsonl"
+    single.write_text("".join((corpus / name).read_text() for name in ("a.jsonl", "b.jsonl")))
+    one_process(single, tmp_path / "one")
+    assert len(split_files([single], FakeRanks(1, 2))) == 1               # rank 1 reads a piece
+    done, _ = launch(2, ["tinyllm", *flags(single, tmp_path / "two")], script="-m", timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_output(tmp_path / "one", tmp_path / "two")
 
 
 @needs_mpi

@@ -3,9 +3,9 @@
     ranks = Ranks(comm)          # an mpi4py communicator, or None: one rank, no MPI
     mine = split_files(files, ranks)
 
-The split: rank r reads a contiguous run of the sorted input files (cut by
-bytes), so rank 0's documents, then rank 1's, ... are the documents of a
-1-rank run in its order, and a document's global index is its rank's offset
+The split: rank r reads a contiguous run of the sorted input files, cut at
+total bytes * r / N (a big .jsonl is cut there too, at line starts), so rank
+0's documents, then rank 1's, ... are the documents of a 1-rank run in its order, and a document's global index is its rank's offset
 plus its place there. Each rank filters its own files into its own work
 folder (OUT/.prepare-work on rank 0, OUT/.prepare-work/rank-R on the others,
 so OUT may be shared or not), then:
@@ -38,6 +38,7 @@ import numpy as np
 
 from tinyllm.atomic import commit
 from tinyllm.errors import DataError
+from tinyllm.curate.sources import Piece
 from tinyllm.curate.spool import kept_chunks, read_spool
 from tinyllm.curate.steps import tokenize_chunk
 
@@ -102,12 +103,23 @@ def _poll(done):
 
 
 def split_files(files, ranks):
-    """Rank r's contiguous share of the sorted files, cut near total bytes * r / N."""
-    sizes = np.array([_size(f) for f in files], dtype=np.float64)         # (F,)
-    starts = np.cumsum(sizes) - sizes                                      # (F,) bytes before each
-    total = max(float(sizes.sum()), 1.0)
-    owner = np.minimum((starts * ranks.size // total).astype(np.int64), ranks.size - 1)
-    return [f for f, r in zip(files, owner.tolist()) if r == ranks.rank]
+    """Rank r's contiguous share of the sorted files, cut at total bytes * r / N: whole files
+    (by where they start), except that an uncompressed .jsonl is cut at those points too, into
+    sources.Piece byte ranges (each line goes to the rank where its first byte lies)."""
+    sizes = [_size(f) for f in files]
+    total = max(sum(sizes), 1)
+    cut = [total * r // ranks.size for r in range(ranks.size + 1)]     # rank r: [cut[r], cut[r + 1])
+    mine, start = [], 0
+    lo, hi = cut[ranks.rank], cut[ranks.rank + 1]
+    for f, size in zip(files, sizes):
+        if f.suffix == ".jsonl" and size:                                # splittable: a byte range
+            a, b = max(lo, start), min(hi, start + size)
+            if a < b:
+                mine.append(f if (a, b) == (start, start + size) else Piece(f, a - start, b - start))
+        elif lo <= start < hi or (ranks.rank == ranks.size - 1 and start >= hi):
+            mine.append(f)
+        start += size
+    return mine
 
 
 def _size(path):
