@@ -11,10 +11,13 @@ that repeat after stripping, paragraph breaks of whitespace runs with several ne
 runs of repeated words for the n-gram rules. They go through both raw and normalized,
 under the default limits and under random ones that make every rule fire somewhere.
 """
+import json
+
 import numpy as np
 import pytest
 
-from tinyllm.curate import clean_c
+from tinyllm.curate import clean_c, minhash
+from tinyllm.curate.prepare import PrepareConfig, prepare
 from tinyllm.curate.clean import CleanConfig, normalize, quality_reason
 from tinyllm.curate.synthetic import near_duplicate_corpus
 
@@ -149,3 +152,22 @@ def test_char_classes_are_pythons():
         ch = chr(c)
         assert bool(table[c] & 1) == ch.isspace()
         assert bool(table[c] & 2) == (ch.isalnum() and not ch.isdecimal()), hex(c)
+
+
+def test_prepare_without_the_c_kernels_writes_the_same_shards(tmp_path, monkeypatch):
+    """The whole filter stage on the definitions (normalize, quality, MinHash, shingles)."""
+    docs, _ = near_duplicate_corpus(n_docs=200, dup_clusters=20, related_pairs=10, seed=9)
+    rng = np.random.default_rng(9)
+    docs += [random_text(rng, 120) for _ in range(60)] + docs[:10]
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    config = PrepareConfig(workers=1, shard_tokens=30000, clean=CleanConfig(min_words=20))
+    with_c = prepare([corpus], tmp_path / "c", config=config, progress=False)
+    monkeypatch.setattr(clean_c, "_C", None)
+    monkeypatch.setattr(minhash, "_C", None)
+    without = prepare([corpus], tmp_path / "numpy", config=config, progress=False)
+    assert with_c["documents"] == without["documents"] and with_c["documents"]["dropped"]
+    names = sorted(p.name for p in (tmp_path / "c").glob("*.bin"))
+    assert len(names) > 1 and names == sorted(p.name for p in (tmp_path / "numpy").glob("*.bin"))
+    for name in names:
+        assert (tmp_path / "c" / name).read_bytes() == (tmp_path / "numpy" / name).read_bytes()
