@@ -206,4 +206,44 @@ int langid_predict(const langid_model *m, const uint8_t *text, const int64_t *en
 int64_t ngram_repeats(const uint64_t *grams, int64_t G, int64_t *slots, int64_t n_slots,
                       int32_t *counts, uint8_t *repeat, int64_t *at);
 
+/* clean.c: clean.normalize after its NFC and Unicode-space steps, for n_docs documents
+ * text[ends[d - 1] : ends[d]] (UTF-8, ends[-1] = 0; ctype as below): document d's result goes
+ * to out[out_ends[d - 1] : out_ends[d]]; out needs ends[n_docs - 1] bytes (results only shrink). */
+void normalize_texts(const uint8_t *text, const int64_t *ends, int64_t n_docs, const uint8_t *ctype,
+                     uint8_t *out, int64_t *out_ends);
+/* clean.c: clean.quality_reason for n_docs normalized documents, document d being
+ * text[ends[d - 1] : ends[d]] (UTF-8; ends[-1] = 0). ctype (0x110000,) classes each code point:
+ * bit 1 str.isspace, bit 2 a letter (re [^\W\d_]). Writes reasons (n_docs,): 0 when a document
+ * passes, else the QUALITY_ code of the first rule it fails (+ n for the n-gram rules). Limits
+ * of 0 turn a rule off; top_share and dup_share (max_n + 1,) hold each n's share, 0 for none.
+ * Returns 0, or -1 when out of memory. */
+enum { QUALITY_EMPTY = 1, QUALITY_TOO_FEW_WORDS = 2, QUALITY_TOO_MANY_WORDS = 3,
+       QUALITY_MEAN_WORD_LENGTH = 4, QUALITY_ALPHA_FRACTION = 5, QUALITY_DUP_LINES = 6,
+       QUALITY_DUP_LINE_CHARS = 7, QUALITY_DUP_PARAGRAPHS = 8, QUALITY_DUP_PARAGRAPH_CHARS = 9,
+       QUALITY_TOP_NGRAM = 1000, QUALITY_DUP_NGRAM = 2000 };
+typedef struct {
+    double min_words, max_words, min_mean_word_length, max_mean_word_length, min_alpha_fraction;
+    double max_dup_line_fraction, max_dup_line_char_fraction;
+    double max_dup_paragraph_fraction, max_dup_paragraph_char_fraction;
+    int64_t max_n;
+    const double *top_share, *dup_share;
+} quality_limits;
+int quality_reasons(const uint8_t *text, const int64_t *ends, int64_t n_docs, const uint8_t *ctype,
+                    const quality_limits *limits, int32_t *reasons);
+
+/* minhash.c: MinHash signatures (the definition: MinHasher.signatures in
+ * tinyllm/curate/minhash.py) of n_docs lower-cased documents, document d being
+ * text[ends[d - 1] : ends[d]] (UTF-8, ends[-1] = 0), with word ngram-gram shingles and the P
+ * hash functions (a_j x + b_j mod 2**64) >> 32. Writes sig (n_docs, P), all 0xFFFFFFFF for a
+ * document without words, and empty (n_docs,): 1 for those. Returns 0, or -1 when out of memory. */
+int minhash_signatures(const uint8_t *text, const int64_t *ends, int64_t n_docs, int32_t ngram,
+                       const uint64_t *a, const uint64_t *b, int32_t P, uint32_t *sig,
+                       uint8_t *empty);
+/* minhash.c: the shingles themselves (minhash.shingle_values with bits=64), document by document:
+ * in text order, or with sets = 1 each document's distinct values ascending (shingle_sets);
+ * counts[d] of them for document d, values needing ends[n_docs - 1] / 2 + n_docs entries at
+ * most. Returns 0, or -1 when out of memory. */
+int minhash_shingles(const uint8_t *text, const int64_t *ends, int64_t n_docs, int32_t ngram,
+                     int32_t sets, uint64_t *values, int64_t *counts);
+
 #endif

@@ -25,6 +25,7 @@ measured on characters (not words) so that it works for every script.
 Character shares of n-grams are measured on UTF-8 bytes. Any limit set to 0
 turns its check off. The n-gram counts (repeat_stats, the definition) run in
 C (csrc/ngrams.c, one hash-table pass per n) when the library has it.
+clean_c.py runs both functions on many documents per call in C (csrc/clean.c).
 
 This is not deduplication across documents (dedup.py) or language
 identification (langid.py). Read hashing.py next.
@@ -46,7 +47,8 @@ _TRAILING_SPACE = re.compile("[ \t]+$", re.MULTILINE)
 _BLANK_LINES = re.compile("\n{3,}")
 _PARAGRAPH_BREAK = re.compile("\n\\s*\n")
 _C = c_library(("ngram_repeats",))     # (ffi, lib), or None: the n-gram counts in NumPy
-_LETTER_RUN = re.compile(r"[^\W\d_]+")  # letters of any script: word characters minus digits and _
+LETTER_RUN = re.compile(r"[^\W\d_]+")   # letters of any script: word characters minus digits and _
+SPACE_RUN = re.compile(r"\s+")        # what str.split() and str.strip() take for whitespace
 
 
 def _limit(default, help):
@@ -90,13 +92,18 @@ class CleanConfig:
 
 def normalize(text):
     """NFC, LF line ends, no control characters, plain spaces, no trailing or extra blank lines."""
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
-        text = _UNICODE_SPACE.sub(" ", text)
+    text = normalize_unicode(text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     text = _TRAILING_SPACE.sub("", text)
     return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def normalize_unicode(text):
+    """normalize's first steps, the Unicode ones: NFC, then Unicode spaces to " "."""
+    if text.isascii():
+        return text
+    return _UNICODE_SPACE.sub(" ", unicodedata.normalize("NFC", text))
 
 
 def quality_reason(text, config):
@@ -115,7 +122,7 @@ def quality_reason(text, config):
     if (c.min_mean_word_length and mean < c.min_mean_word_length) or \
             (c.max_mean_word_length and mean > c.max_mean_word_length):
         return "mean_word_length"
-    if c.min_alpha_fraction and sum(map(len, _LETTER_RUN.findall(text))) < c.min_alpha_fraction * chars:
+    if c.min_alpha_fraction and sum(map(len, LETTER_RUN.findall(text))) < c.min_alpha_fraction * chars:
         return "alpha_fraction"
     lines = [line for line in (s.strip() for s in text.split("\n")) if line]
     paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text) if p.strip()]

@@ -14,7 +14,9 @@ arrays at once:
 
 Hashes are stable across processes and machines (unlike Python's salted
 `hash()`), so parallel workers and re-runs agree. They are not
-cryptographic. This file is not MinHash itself: read minhash.py next.
+cryptographic. csrc/wordhash.h computes the same hashes in C, bit for bit,
+for the C quality rules and MinHash. This file is not MinHash itself: read
+minhash.py next.
 """
 import numpy as np
 

@@ -19,7 +19,9 @@ bands * rows <= num_perm. `recall_bands` instead favours recall (every
 candidate is verified anyway): pairs just above the threshold become
 candidates with probability 0.995.
 
-Documents too short for one n-gram use all their words as one shingle;
+MinHasher.signatures runs in C (csrc/minhash.c) when the library has it;
+the NumPy code here is the definition. Documents too short for one n-gram
+use all their words as one shingle;
 documents with no words at all get no shingles and an all-0xFFFFFFFF
 signature (`MinHasher.signatures` reports them as empty).
 This is not the clustering (dedup.py uses these): read dedup.py next.
@@ -28,6 +30,9 @@ import numpy as np
 
 from tinyllm.errors import DataError
 from tinyllm.curate.hashing import mix64, ngram_hashes, span_hashes, word_spans
+from tinyllm.curate.native import c_library
+
+_C = c_library(("minhash_signatures", "minhash_shingles"))   # (ffi, lib), or None: NumPy
 
 EMPTY = np.uint32(0xFFFFFFFF)     # signature value of a document without shingles
 _BLOCK = 1 << 13                  # shingles hashed at once: (P, _BLOCK) uint64, 8 MB at P = 128
@@ -47,8 +52,11 @@ class MinHasher:
         self.a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64) | np.uint64(1)  # (P,) odd
         self.b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64)                 # (P,)
 
-    def signatures(self, docs):
-        """(signatures (N, P) uint32, empty (N,) bool) for a list of strings."""
+    def signatures(self, docs, use_c=None):
+        """(signatures (N, P) uint32, empty (N,) bool) for a list of strings: in C
+        (csrc/minhash.c, one call) when built and use_c is not False, else in NumPy."""
+        if _C is not None and use_c is not False and docs:
+            return self._signatures_c(docs)
         N, P = len(docs), self.num_perm
         sig = np.full((N, P), EMPTY, dtype=np.uint32)             # (N, P)
         empty = np.ones(N, dtype=bool)
@@ -59,7 +67,7 @@ class MinHasher:
             while hi < N and (hi == lo or chars < _BATCH_CHARS):
                 chars += len(docs[hi])
                 hi += 1
-            shingles, doc_of = shingle_values(docs[lo:hi], self.ngram)  # (S,) uint64, (S,) sorted
+            shingles, doc_of = shingle_values(docs[lo:hi], self.ngram, use_c=False)  # (S,), (S,)
             doc_of += lo
             empty[doc_of] = False
             for start in range(0, len(shingles), _BLOCK):
@@ -79,11 +87,47 @@ class MinHasher:
         return sig, empty
 
 
-def shingle_values(docs, ngram, bits=32):
+    def _signatures_c(self, docs):
+        ffi, lib = _C
+        blob, ends = _lowered(docs)
+        sig = np.empty((len(docs), self.num_perm), dtype=np.uint32)             # (N, P)
+        empty = np.empty(len(docs), dtype=np.uint8)                             # (N,)
+        buffer = ffi.from_buffer
+        if lib.minhash_signatures(buffer("uint8_t[]", blob), buffer("int64_t[]", ends), len(docs),
+                                  self.ngram, buffer("uint64_t[]", self.a),
+                                  buffer("uint64_t[]", self.b), self.num_perm,
+                                  buffer("uint32_t[]", sig), buffer("uint8_t[]", empty)) < 0:
+            raise MemoryError(f"minhash_signatures: out of memory on {int(ends[-1]):,} bytes")
+        return sig, empty.view(bool)
+
+
+def _lowered(docs):
+    """The lower-cased UTF-8 of docs (a non-empty list) as one buffer, and each one's end (N,)."""
+    parts = [d.lower().encode("utf-8", "surrogatepass") for d in docs]
+    return b"".join(parts) or b"\0", np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)))
+
+
+def _shingles_c(docs, ngram, bits, sets=False):
+    ffi, lib = _C
+    blob, ends = _lowered(docs)
+    values = np.empty(int(ends[-1]) // 2 + len(docs), dtype=np.uint64)       # >= every shingle
+    counts = np.empty(len(docs), dtype=np.int64)                               # (N,)
+    buffer = ffi.from_buffer
+    if lib.minhash_shingles(buffer("uint8_t[]", blob), buffer("int64_t[]", ends), len(docs),
+                            ngram, int(sets), buffer("uint64_t[]", values),
+                            buffer("int64_t[]", counts)) < 0:
+        raise MemoryError(f"minhash_shingles: out of memory on {int(ends[-1]):,} bytes")
+    return (values[:int(counts.sum())] >> np.uint64(64 - bits),
+            np.repeat(np.arange(len(docs), dtype=np.int64), counts))
+
+
+def shingle_values(docs, ngram, bits=32, use_c=None):
     """Every document's shingle values (the top `bits` bits of the shingle hashes, uint64)
-    and the owning document's index (non-decreasing)."""
+    and the owning document's index (non-decreasing); in C (csrc/minhash.c) when built."""
     if not docs:
         return np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+    if _C is not None and use_c is not False:
+        return _shingles_c(docs, ngram, bits)
     parts = [d.lower().encode("utf-8", "surrogatepass") for d in docs]
     data = np.frombuffer(b"\n".join(parts), dtype=np.uint8)               # "\n" never joins two words
     doc_starts = np.cumsum([0] + [len(p) + 1 for p in parts[:-1]])        # (N,)
@@ -104,6 +148,21 @@ def shingle_values(docs, ngram, bits=32):
     return values[order] >> np.uint64(64 - bits), owners[order]
 
 
+def shingle_sets(docs, ngram, use_c=None):
+    """(values, bounds (N + 1,)): values[bounds[k]:bounds[k + 1]] are the distinct 64-bit
+    shingle hashes of docs[k], ascending; in C (csrc/minhash.c) when built."""
+    if docs and _C is not None and use_c is not False:
+        values, owners = _shingles_c(docs, ngram, 64, sets=True)
+    else:
+        values, owners = shingle_values(docs, ngram, bits=64, use_c=False)
+        order = np.lexsort((values, owners))                               # by document, then value
+        values, owners = values[order], owners[order]
+        first = np.ones(len(values), dtype=bool)
+        first[1:] = (values[1:] != values[:-1]) | (owners[1:] != owners[:-1])
+        values, owners = values[first], owners[first]
+    return values, np.searchsorted(owners, np.arange(len(docs) + 1))
+
+
 def exact_jaccard(docs, i, j, ngram):
     """(K,) Jaccard similarity of the shingle sets of docs[i[k]] and docs[j[k]].
 
@@ -111,9 +170,8 @@ def exact_jaccard(docs, i, j, ngram):
     collision between two documents' shingles (about n**2 / 2**64 for n shingles).
     """
     need = np.unique(np.concatenate([i, j]).astype(np.int64))              # (D,)
-    values, owners = shingle_values([docs[d] for d in need.tolist()], ngram, bits=64)
-    bounds = np.searchsorted(owners, np.arange(len(need) + 1))             # (D + 1,)
-    sets = {d: np.unique(values[bounds[k]:bounds[k + 1]]) for k, d in enumerate(need.tolist())}
+    values, bounds = shingle_sets([docs[d] for d in need.tolist()], ngram)
+    sets = {d: values[bounds[k]:bounds[k + 1]] for k, d in enumerate(need.tolist())}
     out = np.zeros(len(i), dtype=np.float64)                                # (K,)
     for k, (a, b) in enumerate(zip(np.asarray(i).tolist(), np.asarray(j).tolist())):
         shared = len(np.intersect1d(sets[a], sets[b], assume_unique=True))

@@ -1,12 +1,14 @@
 """`python -m tinyllm prepare`: a folder of raw text in, clean deduplicated token shards out.
 
     python -m tinyllm prepare --input data/ more.jsonl.gz --out prepared/ [--languages en ...]
+    mpirun -np 4 python -m tinyllm prepare ...   # the same shards; files split across ranks
 
 The pipeline, over the documents of sources.py:
   1. filter    (parallel) normalize and apply the quality heuristics (clean.py)
                and the language filter (langid.py); for each survivor, a hash of
                its text and its MinHash signature and LSH band keys. Survivors'
-               texts go to a spool file in OUT/.prepare-work/, signatures beside it.
+               texts go to a spool file in OUT/.prepare-work/ (spool.py),
+               signatures beside it.
   2. plan      exact duplicates (the same hash) and near-duplicates (LSH + a
                check of the estimated Jaccard, or of the exact one, read from the
                spool, when the estimate is near the threshold: dedup.py) are dropped, keeping the
@@ -20,7 +22,8 @@ tokenizer: shards.prepared_tokenizer) and OUT/manifest.json, written last.
 Memory stays flat in the corpus size except for the plan step, which holds
 about 100 bytes per surviving document (hashes and LSH keys; signatures are
 memory-mapped), and the texts of at most 32K documents at a time while it
-settles the near-duplicate pairs the estimate leaves unsure. The output does not depend on --workers.
+settles the near-duplicate pairs the estimate leaves unsure. The output does not depend
+on --workers, nor on the number of MPI ranks (ranks.py says how they split the work).
 
 Interruption: every stage writes temp files and renames them when complete;
 OUT/.prepare-work/state.json records the finished stages and shards. A re-run
@@ -33,6 +36,7 @@ tinyllm/cli/prepare.py. Read steps.py next for the per-document work.
 import collections
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import pathlib
@@ -48,7 +52,10 @@ from tinyllm.curate.clean import CleanConfig
 from tinyllm.errors import DataError
 from tinyllm.folder_lock import lock_folder
 from tinyllm.curate.dedup import duplicates_to_drop, near_duplicate_clusters
+from tinyllm.curate import spool
 from tinyllm.curate.minhash import exact_jaccard
+from tinyllm.curate.ranks import (Ranks, RankWork, RemoteRows, RowServer, pulled_tokens,
+                                  split_files, tokenize_local)
 from tinyllm.curate.report import Report
 from tinyllm.curate.state import (WORK, config_dict, finished, load_state, remove_stale_shards,
                                         reset, run_key, save_state, write_json)
@@ -56,9 +63,11 @@ from tinyllm.curate.steps import Workers, filter_chunk, step_settings, tokenize_
 from tinyllm.progress import Progress
 from tinyllm.data.shards import FORMAT, MANIFEST, SPLITS, TOKENIZER, VERSION, ShardWriter
 from tinyllm.curate.sources import SourceStats, list_inputs, read_documents
+from tinyllm.curate.spool import kept_chunks
 
 _CHUNK_BYTES, _CHUNK_DOCS = 1 << 20, 256   # a worker task: about 1 MB of text
-_SPOOL_LEN = np.dtype("<u4")               # spool record: uint32 byte length, then UTF-8 text
+_LOOSEN = ("loosen the filters (e.g. --no-quality, --min-words 10, --dedup-threshold 0) "
+           "or check --input")
 
 
 def _option(default, help, **kw):
@@ -98,41 +107,88 @@ class PrepareConfig:
                                 "it must be at least 1")
 
 
-def prepare(inputs, out, tokenizer=None, config=None, progress=True):
-    """Run (or resume) the pipeline; returns the report as a dict (also in OUT/report.json)."""
+def prepare(inputs, out, tokenizer=None, config=None, progress=True, comm=None):
+    """Run (or resume) the pipeline; returns the report as a dict (also in OUT/report.json).
+
+    comm: an mpi4py communicator when started by mpirun (every rank calls this with the
+    same arguments; rank 0 writes OUT: ranks.py), None for one process.
+    """
     config = config or PrepareConfig()
     tokenizer = tokenizer or ByteTokenizer()
-    out = pathlib.Path(out).expanduser()
-    lock_folder(out, "prepare")   # makes it; one run per folder
+    out, ranks = pathlib.Path(out).expanduser(), Ranks(comm)
+    progress = progress and ranks.main
+    if ranks.main:
+        lock_folder(out, "prepare")   # makes it; one run per folder
     stats = SourceStats()
-    files = list_inputs(inputs, stats)
+    files = list_inputs(inputs, stats if ranks.main else SourceStats())   # rank 0 counts skips
     settings, notes = step_settings(config, tokenizer)
     key = run_key(files, config, tokenizer)
-    if finished(out, key):
+    ranks.same(key, "run key (input files, options and tokenizer)")
+    if ranks.bcast(ranks.main and finished(out, key)):
         _say(progress, f"{out}: already prepared from these inputs and options; nothing to do")
-        return json.loads((out / "report.json").read_text())
-    work = out / WORK
-    state = load_state(work)
-    if state.get("key") != key:
-        reset(out, work)
-        state = {"key": key, "stage": "start", "shards": {}}
-    else:
-        _say(progress, f"{out}: resuming an interrupted run after its '{state['stage']}' stage")
+        return ranks.bcast(json.loads((out / "report.json").read_text()) if ranks.main else None)
+    work, state = _start(out, ranks, key, progress)
     started = time.monotonic()
     with Workers(config.workers, settings) as workers:
         if state["stage"] == "start":
-            state["report"] = _filter(files, stats, workers, work, settings, progress).as_dict()
+            state["report"] = _filter(split_files(files, ranks), stats, workers, work, settings,
+                                      progress).as_dict()
             state["report"]["notes"] = notes
-            save_state(work, dict(state, stage="filtered"))
-        report = Report(state["report"])
-        if state["stage"] in ("start", "filtered"):
-            _plan(work, report, config, settings)
+            state["stage"] = "filtered"
+            save_state(work, state)
+        counts = ranks.bcast(ranks.gather(int((work / "hashes").stat().st_size // 8)))
+        server = RowServer(ranks, counts, RankWork(work, settings, ranks.rank))
+        reports = ranks.gather(state["report"])
+        if not ranks.main:
+            _other_rank(server, work, state, workers)
+            report = ranks.bcast(None)               # rank 0 has written the manifest
+            shutil.rmtree(work, ignore_errors=True)
+            return report
+        report = Report(state["report"]) if state["stage"] == "planned" else Report.merged(reports)
+        if state["stage"] == "filtered":
+            _plan(server, work, report, config, settings)
             state = dict(state, stage="planned", report=report.as_dict())
             save_state(work, state)
-        shards = _tokenize(out, work, report, state, tokenizer, config, workers, progress)
+        server.stop()
+        plan = ranks.bcast(np.load(work / "plan.npy"))
+        shards = _tokenize(out, work, report, state, tokenizer, config, workers, progress, plan,
+                           server)
     report.seconds["total (this run)"] = round(time.monotonic() - started, 3)
     _finish(out, work, key, report, shards, tokenizer, config, inputs, len(files))
-    return report.as_dict()
+    return ranks.bcast(report.as_dict())
+
+
+def _start(out, ranks, key, progress):
+    """This rank's work folder and saved state: resumed when its key matches, else reset
+    (rank 0 first: its reset clears the whole work folder, then the others start)."""
+    work = out / WORK if ranks.main else out / WORK / f"rank-{ranks.rank}"
+    key = key if ranks.size == 1 else f"{key}-{ranks.rank}of{ranks.size}"
+    state = load_state(work) if ranks.main else None
+    if ranks.main and state.get("key") != key:
+        reset(out, work)
+    ranks.bcast(None)
+    if not ranks.main:
+        state = load_state(work)
+        if state.get("key") != key:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+    if state.get("key") == key:
+        _say(progress, f"{out}: resuming an interrupted run after its '{state['stage']}' stage")
+        return work, state
+    return work, {"key": key, "stage": "start", "shards": {}}
+
+
+def _other_rank(server, work, state, workers):
+    """Ranks 1..N-1 after filtering: answer the plan's requests, tokenize, answer token requests."""
+    server.serve()
+    plan = server.ranks.bcast(None)
+    if not plan.any():
+        raise DataError(f"every document was dropped (rank 0 prints the report): {_LOOSEN}")
+    if state["stage"] != "tokenized":
+        tokenize_local(work, plan, int(server.offsets[server.ranks.rank]), workers,
+                       _CHUNK_BYTES, _CHUNK_DOCS)
+        save_state(work, dict(state, stage="tokenized"))
+    server.serve()
 
 
 def _filter(files, stats, workers, work, settings, progress):
@@ -170,8 +226,7 @@ def _filter(files, stats, workers, work, settings, progress):
                     report.keep(nbytes)
                     kept_sizes.append(nbytes)
             for text in kept:
-                data = text.encode("utf-8", "surrogatepass")
-                outputs["spool"].write(np.array(len(data), dtype=_SPOOL_LEN).tobytes() + data)
+                spool.append(outputs["spool"], text)
             for name, array in (("hashes", hashes), ("nbytes", np.array(kept_sizes, dtype=np.uint64)),
                                 ("sigs", sigs), ("keys", keys)):
                 outputs[name].write(np.ascontiguousarray(array).tobytes())
@@ -193,27 +248,28 @@ def _filter(files, stats, workers, work, settings, progress):
     return report
 
 
-def _plan(work, report, config, settings):
-    """Stage 2: drop exact and near-duplicates, split train/val; saves plan.npy."""
+def _plan(server, work, report, config, settings):
+    """Stage 2: drop exact and near-duplicates, split train/val; saves plan.npy.
+
+    Every rank's hashes, sizes and band keys come through the server (ranks.py),
+    then the signatures and texts of just the pairs that need them."""
     t0 = time.monotonic()
-    hashes = np.fromfile(work / "hashes", dtype=np.uint64)                    # (N,)
-    nbytes = np.fromfile(work / "nbytes", dtype=np.uint64)                    # (N,)
-    N = len(hashes)
+    hashes, nbytes, keys = (np.concatenate(parts) for parts in zip(*server.ask("arrays")))
+    N = len(hashes)                                                          # hashes, nbytes (N,)
     keep = np.zeros(N, dtype=bool)
     keep[np.unique(hashes, return_index=True)[1]] = True                     # first of each text
     _count_drop(report, "exact_duplicate", nbytes[~keep])
     if settings.bands and N > 1:
-        sigs = np.memmap(work / "sigs", dtype=np.uint32, mode="r", shape=(N, settings.num_perm))
-        keys = np.fromfile(work / "keys", dtype=np.uint64).reshape(N, settings.bands)
+        sigs = RemoteRows(server, "sigs", settings.num_perm, np.uint32)      # (N, P) on the ranks
         def exact(i, j):  # the pairs the estimate leaves unsure: their spooled texts decide
-            texts = dict(_read_spool(work / "spool", 0, set(np.union1d(i, j).tolist())))
-            return exact_jaccard(texts, i, j, settings.ngram)
+            wanted = np.union1d(i, j)
+            texts = [t for part in server.rows("texts", wanted) for t in part]
+            return exact_jaccard(dict(zip(wanted.tolist(), texts)), i, j, settings.ngram)
         clusters = near_duplicate_clusters(sigs, keys, config.dedup_threshold, active=keep,
-                                           exact=exact)
+                                           exact=exact)                      # keys (N, bands)
         near = np.array(duplicates_to_drop(clusters), dtype=np.int64)
         keep[near] = False
         _count_drop(report, "near_duplicate", nbytes[near])
-        del sigs
     score = (hashes >> np.uint64(11)).astype(np.float64) / 2.0**53           # stable, in [0, 1)
     val = keep & (score < config.val_fraction)
     if keep.sum() >= 2 and not val.any():                                    # both splits non-empty
@@ -233,14 +289,13 @@ def _count_drop(report, reason, sizes):
         report.undo_keep(len(sizes), int(sizes.sum()))
 
 
-def _tokenize(out, work, report, state, tokenizer, config, workers, progress):
-    """Stage 3: tokenize the kept documents into shards, resuming after the last finished shard."""
+def _tokenize(out, work, report, state, tokenizer, config, workers, progress, plan, server):
+    """Stage 3: tokenize the kept documents into shards, resuming after the last finished shard:
+    rank 0's own documents here, then each other rank's, pulled from it in order."""
     t0, bar = time.monotonic(), Progress("tokenize", progress)
-    plan = np.load(work / "plan.npy")
     if not plan.any():
         write_json(out / "report.json", report.as_dict())
-        raise DataError(f"every document was dropped:\n{report.format()}\nloosen the filters "
-                        "(e.g. --no-quality, --min-words 10, --dedup-threshold 0) or check --input")
+        raise DataError(f"every document was dropped:\n{report.format()}\n{_LOOSEN}")
 
     def save(split, shard_state):
         state["shards"][split] = shard_state
@@ -251,31 +306,19 @@ def _tokenize(out, work, report, state, tokenizer, config, workers, progress):
                for split in SPLITS}
     remove_stale_shards(out, {s: {x["file"] for x in w.shards} for s, w in writers.items()})
     start = min(w.next_doc for w in writers.values())
-    order = collections.deque()  # (document index, split) of each document sent, in order
+    order = collections.deque()  # (document index, plan value) of each document sent, in order
+    wanted = lambda i: plan[i] and i >= writers[SPLITS[plan[i] - 1]].next_doc
+    chunks = kept_chunks(work / "spool", plan, 0, start, wanted, order, _CHUNK_BYTES, _CHUNK_DOCS)
+    own = ((order.popleft()[0], tokens) for token_lists in workers.map(tokenize_chunk, chunks)
+           for tokens in token_lists)
+    pulled = (doc for rank in range(1, server.ranks.size) for doc in pulled_tokens(server, rank, start))
     written = 0
-
-    def chunks():
-        texts, size = [], 0
-        for index, text in _read_spool(work / "spool", start):
-            split = SPLITS[plan[index] - 1] if plan[index] else None
-            if split is None or index < writers[split].next_doc:
-                continue
-            texts.append(text)
-            order.append((index, split))
-            size += len(text)
-            if size >= _CHUNK_BYTES or len(texts) >= _CHUNK_DOCS:
-                yield texts
-                texts, size = [], 0
-        if texts:
-            yield texts
-
     try:
-        for token_lists in workers.map(tokenize_chunk, chunks()):
-            for tokens in token_lists:
-                index, split = order.popleft()
-                writers[split].write(index, tokens)
-                written += len(tokens)
+        for index, tokens in itertools.chain(own, pulled):
+            writers[SPLITS[plan[index] - 1]].write(index, tokens)
+            written += len(tokens)
             bar.update(f"{written:,} tokens", index / len(plan))
+        server.stop()
         shards = {split: w.close() for split, w in writers.items()}
     except BaseException:
         for w in writers.values():
@@ -301,24 +344,6 @@ def _finish(out, work, key, report, shards, tokenizer, config, inputs, n_files):
                 "files": n_files, "config": config_dict(config)}
     write_json(out / MANIFEST, manifest)
     shutil.rmtree(work, ignore_errors=True)
-
-
-def _read_spool(path, start, wanted=None):
-    """(index, text) of every spooled document from number `start` on (only those in the
-    set `wanted`, when given; the others are skipped unread)."""
-    last = max(wanted, default=-1) if wanted is not None else None
-    with open(path, "rb") as f:
-        index = 0
-        while last is None or index <= last:
-            head = f.read(_SPOOL_LEN.itemsize)
-            if len(head) < _SPOOL_LEN.itemsize:
-                return
-            n = int(np.frombuffer(head, dtype=_SPOOL_LEN)[0])
-            if index < start or (wanted is not None and index not in wanted):
-                f.seek(n, os.SEEK_CUR)
-            else:
-                yield index, f.read(n).decode("utf-8", "surrogatepass")
-            index += 1
 
 
 def _as_list(inputs):

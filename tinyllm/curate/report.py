@@ -24,6 +24,26 @@ class Report:
         self.seconds = d.get("seconds", {})
         self.notes = d.get("notes", [])
 
+    @classmethod
+    def merged(cls, dicts):
+        """One report of the filter stages of several ranks (their counts summed, in rank order)."""
+        out = cls(dicts[0])
+        for d in dicts[1:]:
+            for mine, theirs in ((out.documents, d["documents"]), (out.bytes, d["bytes"])):
+                mine["read"] += theirs["read"]
+                mine["kept"] += theirs["kept"]
+                for reason, n in theirs["dropped"].items():
+                    mine["dropped"][reason] = mine["dropped"].get(reason, 0) + n
+            files = d["files"]
+            out.files["read"] += files["read"]
+            for kind, n in files["problems"].items():
+                out.files["problems"][kind] = out.files["problems"].get(kind, 0) + n
+                shown = out.files["examples"].setdefault(kind, [])
+                shown.extend(files["examples"][kind][:5 - len(shown)])
+            for stage, seconds in d["seconds"].items():     # the ranks ran side by side
+                out.seconds[stage] = max(out.seconds.get(stage, 0), seconds)
+        return out
+
     def read(self, nbytes):
         self.documents["read"] += 1
         self.bytes["read"] += nbytes
@@ -67,7 +87,9 @@ class Report:
         lines.append(f"tokens: {self.tokens['train']:,} train in {self.shards['train']} shard(s) "
                      f"({self.split_documents['train']:,} docs), {self.tokens['val']:,} val in "
                      f"{self.shards['val']} shard(s) ({self.split_documents['val']:,} docs)")
-        lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
+        rates = {k: f" ({b['read'] / 1e6 / v:.1f} MB/s of input)" if v > 0 else ""
+                 for k, v in self.seconds.items()}
+        lines.append("time: " + ", ".join(f"{k} {v:.1f}s{rates[k]}" for k, v in self.seconds.items()))
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 

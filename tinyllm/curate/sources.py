@@ -18,6 +18,7 @@ Bad input never stops the run; it is counted and the rest goes on:
 This is not cleaning (clean.py): text comes out as stored. prepare.py reads it.
 Read clean.py next.
 """
+import collections
 import dataclasses
 import gzip
 import json
@@ -91,34 +92,61 @@ def list_inputs(paths, stats):
 
 
 def read_documents(files, stats):
-    """Yield a RawDocument for every record of every file, counting file problems in stats."""
-    for path in files:
-        size = _size(path)
+    """Yield a RawDocument for every record of every file, counting file problems in stats.
+
+    An item of files may also be a Piece: the lines of a plain .jsonl file that start in
+    its byte range (ranks.split_files cuts big files so). A file is counted as read, or
+    as a problem, by its first piece only."""
+    for item in files:
+        path, start, stop = item if isinstance(item, Piece) else (item, 0, None)
+        size = _size(path) if stop is None else stop - start
         done_before = stats.bytes_done
         try:
             raw = open(path, "rb")
         except OSError:
-            stats.problem("unreadable", path)
+            if start == 0:
+                stats.problem("unreadable", path)
             stats.bytes_done = done_before + size
             continue
         try:
             compressed = path.suffix == ".gz"
             stream = gzip.GzipFile(fileobj=raw) if compressed else raw
             if _kind(path) == ".jsonl":
-                for line in stream:
-                    stats.bytes_done = done_before + raw.tell()
+                for line in _lines(stream, raw, start, stop):
+                    stats.bytes_done = done_before + raw.tell() - start
                     if line.strip():
                         yield _json_document(line)
             else:
                 yield _text_document(stream.read())
-            stats.files_read += 1
+            stats.files_read += start == 0
         except (gzip.BadGzipFile, EOFError, zlib.error):
             stats.problem("corrupt_gzip", path)
         except OSError:
-            stats.problem("unreadable", path)
+            if start == 0:
+                stats.problem("unreadable", path)
         finally:
             raw.close()
         stats.bytes_done = done_before + size
+
+
+class Piece(collections.namedtuple("Piece", "path start stop")):
+    """The lines of an uncompressed .jsonl file whose first byte lies in [start, stop)."""
+
+
+def _lines(stream, raw, start, stop):
+    """The lines of stream, or for a byte range of a plain file those starting inside it."""
+    if start == 0 and stop is None:
+        yield from stream
+        return
+    if start > 0:
+        raw.seek(start - 1)
+        if raw.read(1) != b"\n":
+            raw.readline()                    # the end of a line that started before `start`
+    while raw.tell() < stop:
+        line = raw.readline()
+        if not line:
+            return
+        yield line
 
 
 def _text_document(data):
@@ -138,7 +166,7 @@ def _json_document(line):
     text = record.get("text") if isinstance(record, dict) else None
     if not isinstance(text, str):
         return RawDocument(None, "no_text", len(line))
-    if _SURROGATE.search(text):
+    if b"\\u" in line and _SURROGATE.search(text):   # only a JSON \\u escape makes a surrogate
         return RawDocument(None, "lone_surrogate", len(line))
     return RawDocument(text, None, len(line))
 

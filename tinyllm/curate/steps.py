@@ -25,10 +25,11 @@ import signal
 
 import numpy as np
 
-from tinyllm.curate.clean import CleanConfig, normalize, quality_reason
+from tinyllm.curate.clean import CleanConfig
 from tinyllm.errors import DataError
 from tinyllm.curate.dedup import exact_hash
 from tinyllm.curate.minhash import MinHasher, band_keys, recall_bands
+from tinyllm.curate.clean_c import char_classes, normalize_all, quality_reasons
 
 _loaded = None  # this process's _Loaded, set by init_worker
 GET_A_MODEL = ("get a fastText language-id model, e.g. lid.176.ftz (917 kB) from the fastText "
@@ -102,8 +103,8 @@ def filter_chunk(texts):
     reasons[i] is None for a kept document, else why it was dropped.
     """
     s, model, hasher = _loaded.settings, _loaded.model, _loaded.hasher
-    texts = [normalize(raw) for raw in texts]
-    reasons = [quality_reason(text, s.clean) for text in texts]
+    texts = normalize_all(texts)                       # one C call for the chunk
+    reasons = quality_reasons(texts, s.clean)          # one C call for the chunk
     if model is not None:                      # one batched call for the chunk's survivors
         todo = [i for i, reason in enumerate(reasons) if reason is None]
         ids, probs, counts = model.predict_arrays(
@@ -140,6 +141,7 @@ class Workers:
 
     def __init__(self, workers, settings):
         self.pool = None
+        char_classes()   # built once here: forked workers inherit it
         if workers > 1:
             self.pool = multiprocessing.get_context().Pool(workers, init_worker, (settings, True))
         else:
