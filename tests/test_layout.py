@@ -38,7 +38,7 @@ LAYERS = {
     "tinyllm.finetune": 55, "tinyllm.quant": 55, "tinyllm.model": 50,
     "tinyllm.chat": 46, "tinyllm.generate": 45, "tinyllm.sampling": 44,
     "tinyllm.nn": 40, "tinyllm.optim": 40, "tinyllm.gradcheck": 40,
-    "tinyllm.tensor": 30, "tinyllm.ops": 30,
+    "tinyllm.lm_loss": 35, "tinyllm.tensor": 30, "tinyllm.ops": 30,
     "tinyllm.curate": 24, "tinyllm.data": 22, "tinyllm.tokenizer": 20,
     "tinyllm.backends": 10,
     "tinyllm.errors": 0, "tinyllm.atomic": 0, "tinyllm.terminal": 0, "tinyllm.progress": 0, "tinyllm.malloc": 0,
