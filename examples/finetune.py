@@ -11,7 +11,8 @@ standard library itself, and runs each fully fine-tuned and with LoRA:
   classification      a line of stdlib source, or the same line with its words
                       shuffled: held-out accuracy against a majority-class and a
                       bag-of-words (naive Bayes) baseline, which cannot beat chance
-                      here because both classes have the same bags of words.
+                      here because both classes have the same bags of words, and
+                      a word-pair naive Bayes, which sees local word order.
 
 Each run is a child process (its own peak memory), and prints its trainable
 parameters, peak memory and time. The fine-tuning itself is
@@ -116,18 +117,24 @@ def make_data(folder, n_lines):
     return files, val, rows[:cut], rows[cut:]
 
 
-def bag_of_words_accuracy(train, val):
-    """Multinomial naive Bayes over whitespace words, add-one smoothing: held-out accuracy."""
+def words(text, n):
+    """The whitespace words of text (n 1), or its word pairs with the line's ends marked (n 2)."""
+    w = text.split()
+    return w if n == 1 else [f"{a} {b}" for a, b in zip(["<s>"] + w, w + ["</s>"])]
+
+
+def naive_bayes_accuracy(train, val, n=1):
+    """Multinomial naive Bayes over words(text, n), add-one smoothing: held-out accuracy."""
     counts = {label: collections.Counter() for label in {r["label"] for r in train}}
     priors = collections.Counter(r["label"] for r in train)
     for r in train:
-        counts[r["label"]].update(r["text"].split())
+        counts[r["label"]].update(words(r["text"], n))
     vocab = set().union(*counts.values())
 
     def score(text, label):
         total = sum(counts[label].values()) + len(vocab)
         return math.log(priors[label]) + sum(math.log((counts[label][w] + 1) / total)
-                                             for w in text.split())
+                                             for w in words(text, n))
     right = sum(max(counts, key=lambda label: score(r["text"], label)) == r["label"] for r in val)
     return right / len(val)
 
@@ -183,7 +190,8 @@ def report(results, questions, baselines):
               f"{r['loss_before']:.3f} -> {r['loss_after']:.3f} | {acc} | "
               f"{r['peak_mb']:,.0f} ({r['peak_delta_mb']:+,.0f}) | {r['seconds']:.0f} s |")
     print(f"\nclassification baselines on the held-out lines: majority class "
-          f"{100 * baselines[0]:.1f} %, bag of words (naive Bayes) {100 * baselines[1]:.1f} %")
+          f"{100 * baselines[0]:.1f} %, bag of words (naive Bayes) {100 * baselines[1]:.1f} %, "
+          f"word pairs (naive Bayes, which sees word order) {100 * baselines[2]:.1f} %")
     for r in (r for r in results if "after" in r):
         print(f"\n--- held-out questions, {r['run']} ---")
         for (q, truth), before, after in zip(questions, r["before"], r["after"]):
@@ -205,7 +213,7 @@ def main():
     questions = val_pairs[:: max(1, len(val_pairs) // 4)][:4]
     majority = collections.Counter(r["label"] for r in cls_train).most_common(1)[0][0]
     baselines = (sum(r["label"] == majority for r in cls_val) / len(cls_val),
-                 bag_of_words_accuracy(cls_train, cls_val))
+                 naive_bayes_accuracy(cls_train, cls_val), naive_bayes_accuracy(cls_train, cls_val, 2))
     results = []
     # one process per run: each run's peak memory is its own
     context = multiprocessing.get_context("spawn")

@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 
 from tests.finetune_helpers import instructions, labelled, tiny_base, write_jsonl
-from tinyllm import ops
+from tinyllm import backends, ops
 from tinyllm.checkpoint import load_model
 from tinyllm.cli.finetune import main
 from tinyllm.data.examples import ExampleLoader
 from tinyllm.errors import DataError
 from tinyllm.finetune import sft
 from tinyllm.finetune.classify import GPTClassifier, read_labelled
+from tinyllm.finetune.lora import named_modules
 from tinyllm.finetune.run import FinetuneConfig, build_finetune_trainer, finish
 from tinyllm.tensor import Tensor
 
@@ -205,3 +206,42 @@ def test_cli_resume_takes_the_saved_flags(tmp_path, base, capsys):
     assert "resumed from" in capsys.readouterr().err
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4] and (out / "adapter_model.safetensors").exists()
+
+
+def _bf16_backends():
+    try:
+        return ["numpy"] + (["c"] if hasattr(backends.get_backend("c"), "matmul_bf16") else [])
+    except backends.BackendUnavailable:
+        return ["numpy"]
+
+
+@pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
+@pytest.mark.parametrize("backend", _bf16_backends())
+def test_bf16_fine_tuning_learns_and_tracks_fp32(tmp_path, base, backend, use_lora):
+    """--dtype bf16 reaches every Linear, LoRA's fused op included, and the loss falls as fp32's
+    does. Tolerance 2 % at each of 20 steps: bf16 operands keep 8 bits of mantissa (2^-9 relative
+    rounding each), whose errors average out in the float32 sums; measured here the curves
+    differ by at most 0.16 % (loss 5.7 -> 3.1)."""
+    data = write_jsonl(tmp_path / "sft.jsonl", instructions(64))
+    curves = {}
+    for dtype in ("fp32", "bf16"):
+        trainer = build_finetune_trainer("sft", config(
+            base[0], data, tmp_path / dtype, max_steps=20, eval_interval=20, lora=use_lora,
+            lr=1e-2, dtype=dtype, backend=backend))
+        assert all(m.matmul_dtype == dtype for _, m in named_modules(trainer.model))
+        trainer.train()
+        curves[dtype] = np.array([json.loads(line)["loss"] for line in
+                                  (tmp_path / dtype / "log.jsonl").read_text().splitlines()])
+    fp32, bf16 = curves["fp32"], curves["bf16"]
+    assert bf16[-5:].mean() < 0.7 * bf16[:3].mean(), f"bf16 did not learn: {bf16}"
+    assert not np.array_equal(fp32, bf16)                        # the bf16 products did run
+    gap = np.abs(bf16 - fp32) / fp32
+    assert gap.max() < 0.02, f"bf16 {bf16} vs fp32 {fp32}: up to {gap.max():.2%} apart"
+
+
+def test_an_unknown_dtype_is_a_clear_error(tmp_path, base, capsys):
+    data = write_jsonl(tmp_path / "sft.jsonl", instructions())
+    assert main(["sft", "--base", str(base[0]), "--data", str(data), "--out", str(tmp_path / "o"),
+                 "--dtype", "fp16"]) == 1
+    assert "--dtype 'fp16': choose one of fp32, bf16" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

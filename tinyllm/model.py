@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from tinyllm import generate, nn, ops
+from tinyllm import generate, lm_loss, nn, ops
 
 
 @dataclass
@@ -171,7 +171,12 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, cache=None):
         """idx (B, T) token ids -> logits (B, T, V) and the mean loss against targets (or None)."""
-        logits = self.lm_head(self.hidden(idx, cache))                     # (B, T, V)
+        h = self.hidden(idx, cache)                                        # (B, T, C)
+        if targets is not None and type(self.lm_head) is nn.Linear:        # LoRA's is not
+            # one op: a frozen lm_head's loss backward then goes a few rows at a time (lm_loss.py)
+            return lm_loss.linear_cross_entropy(h, self.lm_head.weight, targets,
+                                                self.lm_head.matmul_dtype)
+        logits = self.lm_head(h)                                           # (B, T, V)
         loss = ops.cross_entropy(logits, targets) if targets is not None else None
         return logits, loss
 

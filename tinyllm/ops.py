@@ -290,6 +290,18 @@ def cross_entropy(logits, targets):
 
     The mean is over the kept positions; with none kept the loss is 0.
     """
+    targets = check_targets(logits, targets)
+    kernels = get_backend()
+    x = logits.data.reshape(-1, logits.shape[-1])                # (N, V)
+    t = targets.reshape(-1)                                      # (N,)
+    loss, lse = kernels.cross_entropy_forward(x, t)
+    return Tensor.from_op(loss, (logits,),
+                          lambda g: (kernels.cross_entropy_backward(g, x, t, lse).reshape(logits.shape),),
+                          "cross_entropy")
+
+
+def check_targets(logits, targets):
+    """targets as an integer array shaped as logits (..., V) without V, each in [-1, V)."""
     targets = np.asarray(targets)
     V = logits.shape[-1]
     if targets.shape != logits.shape[:-1]:
@@ -301,13 +313,7 @@ def cross_entropy(logits, targets):
         bad = targets[(targets < -1) | (targets >= V)][0]
         raise ValueError(f"cross_entropy: target {bad} is outside [0, {V}) "
                          f"(use -1 for positions to ignore)")
-    kernels = get_backend()
-    x = logits.data.reshape(-1, V)                               # (N, V)
-    t = targets.reshape(-1)                                      # (N,)
-    loss, lse = kernels.cross_entropy_forward(x, t)
-    return Tensor.from_op(loss, (logits,),
-                          lambda g: (kernels.cross_entropy_backward(g, x, t, lse).reshape(logits.shape),),
-                          "cross_entropy")
+    return targets
 
 
 # ----------------------------------------------------------------------------
@@ -367,12 +373,17 @@ def causal_self_attention(qkv, n_head, kv_cache=None):
         out = kv_cache(q, k, v)                                 # (B, nh, T, hs)
         return Tensor(kernels.merge_heads([out]), dtype=out.dtype)
     out, lse = kernels.attention_forward(q, k, v)               # (B, nh, T, hs), (B, nh, T)
+    merged = kernels.merge_heads([out])                         # (B, T, C)
+    # the backward splits qkv and merged again rather than keep q, k, v and out: the graph
+    # holds qkv and merged anyway (c_proj reads merged), so keeping copies would double them
 
     def backward(g):
         (dout,) = kernels.split_heads(g, 1, n_head)             # (B, nh, T, hs)
+        q, k, v = kernels.split_heads(qkv.data, 3, n_head)      # (B, nh, T, hs) each
+        (out,) = kernels.split_heads(merged, 1, n_head)         # (B, nh, T, hs)
         dq, dk, dv = kernels.attention_backward(dout, q, k, v, out, lse)
         return (kernels.merge_heads([dq, dk, dv]),)             # (B, T, 3C)
-    return Tensor.from_op(kernels.merge_heads([out]), (qkv,), backward, "causal_self_attention")
+    return Tensor.from_op(merged, (qkv,), backward, "causal_self_attention")
 
 
 def dropout(a, p, rng, training=True):

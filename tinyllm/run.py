@@ -40,6 +40,8 @@ from tinyllm.safetensors import read_metadata
 from tinyllm.train import LoopConfig, Trainer, option
 
 MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
+DTYPE_HELP = ("matmul precision of the Linear layers: fp32, or bf16 (bfloat16 operands, float32 "
+              "sums and weights; fastest on CPUs with AVX512-BF16 or AMX, numpy and c backends)")
 
 
 @dataclasses.dataclass
@@ -59,9 +61,7 @@ class TrainConfig(LoopConfig):
     tokenizer: str = option("bpe", f"{tokenizers.SPECS}; bpe is trained on the data once, then cached")
     vocab_size: int = option(8192, "vocabulary size of the trained BPE tokenizer")
     backend: str = option(None, "numpy, c or cuda (default: the fastest one built here)")
-    dtype: str = option("fp32", "matmul precision of the Linear layers: fp32, or bf16 (bfloat16 "
-                                "operands, float32 sums and weights; fastest on CPUs with "
-                                "AVX512-BF16 or AMX, numpy and c backends)")
+    dtype: str = option("fp32", DTYPE_HELP)
     sample_tokens: int = option(300, "length of the sample printed at the end; 0 = none")
     prompt: str = option("\n", "text the final sample continues")
     zero: int = option(0, "under mpirun: 1 = ZeRO stage 1, the AdamW moments split across the "
@@ -84,8 +84,7 @@ class TrainConfig(LoopConfig):
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.zero not in (0, 1):
             raise ValueError(f"--zero must be 0 or 1 (ZeRO stage 1), got {self.zero}")
-        if self.dtype not in MATMUL_DTYPES:
-            raise ValueError(f"--dtype {self.dtype!r}: choose one of {', '.join(MATMUL_DTYPES)}")
+        check_dtype(self.dtype)
 
     def model_config(self, vocab_size):
         if self.preset not in PRESETS:
@@ -160,6 +159,11 @@ def build_trainer(config, printer=None):
         trainer.resume()
     dist.own_dropout_stream(model)   # after the resume, which restores rank 0's generator
     return trainer
+
+
+def check_dtype(dtype):
+    if dtype not in MATMUL_DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: choose one of {', '.join(MATMUL_DTYPES)}")
 
 
 def matmul_precision(backend, dtype):

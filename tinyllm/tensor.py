@@ -127,7 +127,9 @@ class Tensor:
         if not is_device_array(grad):
             grad = np.asarray(grad, dtype=self.dtype).reshape(self.shape)
         grads = {id(self): grad}
-        for node in reversed(self._topological_order()):
+        order = self._topological_order()
+        while order:   # popped: a node done is dropped, and its data with it, as the walk goes
+            node = order.pop()
             g = grads.pop(id(node), None)
             if g is None:
                 continue

@@ -390,11 +390,11 @@ def asarray(a):
     return np.asarray(a)
 
 
-def sum_of_squares(arrays):
-    """The sum of x*x over every array, in float64 (millions of float32 squares lose digits)."""
-    # np.square, not np.dot: a BLAS call here would wake OpenBLAS's thread pool, whose
-    # spinning threads then fight the C kernels' OpenMP threads for the cores
-    return float(sum(np.sum(np.square(a, dtype=np.float64)) for a in arrays))
+def sum_of_squares(arrays, step=1 << 18):
+    """Sum of x*x over the arrays in float64, `step` elements at a time (a whole float64 square
+    of the embedding's grad was a step's peak); np.square, as np.dot would wake OpenBLAS's threads."""
+    return float(sum(np.square(a.reshape(-1)[i:i + step], dtype=np.float64).sum()
+                     for a in arrays for i in range(0, a.size, step)))
 
 
 empty = np.empty   # empty(shape, dtype): an uninitialized array (the KV cache's buffers)

@@ -61,21 +61,25 @@ class LoRAConfig:
         return dataclasses.asdict(self)
 
 
-def lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout=None):
+def lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout=None, dtype="fp32"):
     """x W^T (+ b) + scale * dropout(x) A^T B^T -> (..., out), one op: x (..., in), W (out, in),
     A (r, in), B (out, r). It keeps only h = dropout(x) A^T (N, r) beside its inputs, and a
-    frozen W (or an input that needs no gradient) costs no matmul in the backward."""
+    frozen W (or an input that needs no gradient) costs no matmul in the backward.
+    dtype "bf16": every product by matmul_bf16, as ops.linear; weights and grads stay float32."""
     if x.shape[-1] != weight.shape[1] or lora_a.shape != (lora_b.shape[1], weight.shape[1]) \
             or lora_b.shape[0] != weight.shape[0]:
         raise ValueError(f"lora_linear: x {x.shape}, W {weight.shape}, A {lora_a.shape} and "
                          f"B {lora_b.shape} do not fit: need W (out, in), A (r, in), B (out, r)")
+    if dtype not in ops.MATMUL_DTYPES:
+        raise ValueError(f"lora_linear: matmul dtype {dtype!r}; choose one of {ops.MATMUL_DTYPES}")
     kernels = get_backend()
+    mm = kernels.matmul_bf16 if dtype == "bf16" else kernels.matmul
     xd = dropout(x) if dropout is not None else x                        # (..., in)
     x2 = x.data.reshape(-1, x.shape[-1])                                 # (N, in)
     xd2 = xd.data.reshape(-1, x.shape[-1])                               # (N, in)
-    y = kernels.matmul(x2, weight.data, transpose_b=True)                # (N, out)  x W^T
-    h = kernels.matmul(xd2, lora_a.data, transpose_b=True)               # (N, r)    xd A^T
-    update = kernels.matmul(h, lora_b.data, transpose_b=True)            # (N, out)  h B^T
+    y = mm(x2, weight.data, transpose_b=True)                            # (N, out)  x W^T
+    h = mm(xd2, lora_a.data, transpose_b=True)                           # (N, r)    xd A^T
+    update = mm(h, lora_b.data, transpose_b=True)                        # (N, out)  h B^T
     update *= scale                                                      # in place: GPU arrays too
     y += update                                                          # x W^T + s h B^T
     if bias is not None:
@@ -85,14 +89,14 @@ def lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout=None):
     def backward(g):
         g2 = g.reshape(-1, weight.shape[0])                              # (N, out)
         # forward: y = x W^T + s h B^T (+ b), h = xd A^T; so with dh = s g B (N, r):
-        dh = kernels.matmul(g2, lora_b.data)                             # (N, r)
+        dh = mm(g2, lora_b.data)                                         # (N, r)
         dh *= scale
-        d_lora_b = kernels.matmul(g2, h, transpose_a=True)               # (out, r)
+        d_lora_b = mm(g2, h, transpose_a=True)                           # (out, r)
         d_lora_b *= scale                                                # dB = s g^T h
-        grads = (kernels.matmul(g2, weight.data).reshape(x.shape) if x.requires_grad else None,  # g W
-                 kernels.matmul(dh, lora_a.data).reshape(x.shape) if xd.requires_grad else None,  # dh A
-                 kernels.matmul(g2, x2, transpose_a=True) if weight.requires_grad else None,     # g^T x
-                 kernels.matmul(dh, xd2, transpose_a=True), d_lora_b)                           # dh^T xd
+        grads = (mm(g2, weight.data).reshape(x.shape) if x.requires_grad else None,  # g W
+                 mm(dh, lora_a.data).reshape(x.shape) if xd.requires_grad else None,  # dh A
+                 mm(g2, x2, transpose_a=True) if weight.requires_grad else None,  # g^T x
+                 mm(dh, xd2, transpose_a=True), d_lora_b)  # dh^T xd
         return grads + ((g2.sum(axis=0),) if bias is not None else ())
     return Tensor.from_op(y.reshape(*x.shape[:-1], weight.shape[0]), parents, backward, "lora_linear")
 
@@ -114,9 +118,9 @@ class LoRALinear(nn.Module):
 
     def forward(self, x):
         if self.merged:
-            return ops.linear(x, self.weight, self.bias)
+            return ops.linear(x, self.weight, self.bias, self.matmul_dtype)
         return lora_linear(x, self.weight, self.lora_A.weight, self.lora_B.weight, self.scale,
-                           self.bias, self.dropout)
+                           self.bias, self.dropout, self.matmul_dtype)
 
     def delta(self):
         """(alpha / r) B A as a NumPy array (out, in)."""

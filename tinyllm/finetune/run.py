@@ -32,6 +32,7 @@ from tinyllm.finetune import model as finetuned
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.tokenizer import from_dict as tokenizer_from_dict
 from tinyllm.optim import AdamW, param_groups
+from tinyllm.run import DTYPE_HELP, check_dtype, matmul_precision
 from tinyllm.train import LoopConfig, Trainer, option
 
 KINDS = ("sft", "classify")
@@ -64,9 +65,11 @@ class FinetuneConfig(LoopConfig):
     merge: bool = option(False, "with --lora: also write OUT/merged.safetensors, the adapters folded in")
     seed: int = option(1337, "seed of the example order")
     backend: str = option(None, "numpy, c or cuda (default: the fastest one built here)")
+    dtype: str = option("fp32", DTYPE_HELP)
 
     def __post_init__(self):
         super().__post_init__()
+        check_dtype(self.dtype)
         if self.data is None:
             raise ValueError("--data is required: a JSONL file of training examples")
         for name in ("epochs", "batch_size"):
@@ -139,7 +142,8 @@ def build_finetune_trainer(kind, config, printer=None):
         lora.apply_lora(model, config.lora_config(saved))
     elif kind == "classify" and config.train_blocks is not None:
         classify.freeze_blocks(model, config.train_blocks)
-    model.to(backend)
+    model.to(backend).set_matmul_dtype(config.dtype)
+    precision = matmul_precision(backend, config.dtype)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = param_groups(trainable, config.weight_decay)
     optimizer = AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
@@ -152,7 +156,7 @@ def build_finetune_trainer(kind, config, printer=None):
     trainer = Trainer(
         model, optimizer, loader, lambda: val_batches, tokenizer, config,
         names=[n for g in groups for n in g["names"]], metrics=metrics, printer=printer,
-        description=f"{kind} on backend {backend.NAME}: {len(train):,} train / {len(val):,} val "
+        description=f"{kind} on backend {backend.NAME}, matmuls {precision}: {len(train):,} train / {len(val):,} val "
                     f"examples, {cut} truncated to the context of {model.config.block_size}; "
                     f"training {n_trained:,} of {model.num_parameters():,} parameters "
                     f"({100 * n_trained / model.num_parameters():.2f}%)")
