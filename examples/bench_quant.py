@@ -33,12 +33,7 @@ from bench_generate import CONFIGS, read_bandwidth, run_tinyllm  # noqa: E402
 from tinyllm import backends, nn  # noqa: E402
 from tinyllm.backends import c_kernels, c_quant  # noqa: E402
 from tinyllm.model import GPT, GPTConfig  # noqa: E402
-from tinyllm.quant.layers import RECIPES, QuantLinear, quantize_model, quantized_tensors  # noqa: E402
-
-
-def weight_bytes(model):
-    return sum(a.nbytes for a in model.state_dict().values()) + \
-        sum(a.nbytes for a in quantized_tensors(model).values())
+from tinyllm.quant.layers import RECIPES, QuantLinear, quantize_model  # noqa: E402
 
 
 def rows(name, config, prompt_tokens, decode_tokens, repeats, gbps):
@@ -54,7 +49,7 @@ def rows(name, config, prompt_tokens, decode_tokens, repeats, gbps):
             with backends.using("c"):
                 pp, tg = run_tinyllm(model, prompt, decode_tokens)
             old = results.get(recipe, (0, 0, 0))
-            results[recipe] = (weight_bytes(model), max(old[1], pp), max(old[2], tg))
+            results[recipe] = (model.weight_bytes(), max(old[1], pp), max(old[2], tg))
     mem0, pp0, tg0 = results["fp32"]
     for recipe, (mem, pp, tg) in results.items():
         ceiling = f"{gbps * 1e9 / mem:>12,.1f}" if gbps else f"{'-':>12}"

@@ -49,7 +49,18 @@ class Module:
         return [p for _, p in self.named_parameters()]
 
     def num_parameters(self):
-        return int(sum(p.size for p in self.parameters()))
+        """Every weight value: the Parameters and those held outside them (held_weights)."""
+        return int(sum(p.size for p in self.parameters())) + self.held_weights()[0]
+
+    def weight_bytes(self):
+        """Bytes of every weight: the Parameters' arrays and held_weights' bytes."""
+        return int(sum(p.size * p.dtype.itemsize for p in self.parameters())) + self.held_weights()[1]
+
+    def held_weights(self):
+        """(values, bytes) of the weights below that are no Parameter: 0 here; a quantized
+        layer (tinyllm/quant/layers.py) counts its blocks and scales."""
+        held = [child.held_weights() for _, child in self.children()]
+        return sum(v for v, _ in held), sum(b for _, b in held)
 
     def zero_grad(self):
         for p in self.parameters():

@@ -50,6 +50,11 @@ class _Quantized(nn.Module):
     def shape(self):
         return self.blocks.shape
 
+    def held_weights(self):
+        """(values, bytes): the weight's N * K values, in its blocks' and scales' bytes."""
+        N, K = self.blocks.shape
+        return N * K, self.blocks.nbytes
+
 
 class QuantLinear(_Quantized):
     """y = x dequant(W)^T, W (out, in) held as Blocks; no bias (the GPT's Linears have none)."""
