@@ -45,6 +45,7 @@ class _Quantized(nn.Module):
 
     def __init__(self, blocks):
         self.blocks = blocks
+        self._device = None   # the blocks on the GPU, copied there at the first CUDA forward
 
     @property
     def shape(self):
@@ -66,6 +67,8 @@ class QuantLinear(_Quantized):
             raise ValueError(f"QuantLinear: input has {x.shape[-1]} features, the weight "
                              f"{(N, K)} expects {K}")
         kernels = get_backend()
+        if kernels.NAME == "cuda":
+            return self._forward_cuda(kernels, x)
         fast = _c_quant() if kernels.NAME == "c" else None
         x2 = np.ascontiguousarray(x.data.reshape(-1, K), np.float32)              # (M, in)
         if x2.shape[0] <= FUSED_MAX_ROWS:
@@ -79,6 +82,18 @@ class QuantLinear(_Quantized):
                 w = (widen(self.blocks.q[rows], self.blocks.scale[rows]) if widen is not None
                      else dequantize(self.blocks, rows))                        # (rows, in)
                 y[:, rows] = kernels.matmul(x2, w, transpose_b=True)
+        return Tensor(y.reshape(x.shape[:-1] + (N,)))
+
+    def _forward_cuda(self, kernels, x):
+        """The same on the GPU: the blocks copied there once; a prefill widens the whole weight
+        (GPU memory is not the constraint there: its float32 copy is freed after the GEMM)."""
+        from tinyllm.backends import cuda_quant
+        if self._device is None:
+            self._device = cuda_quant.DeviceBlocks(self.blocks)
+        N, K = self.blocks.shape
+        x2 = kernels.asarray(x.data).reshape(-1, K)                              # (M, in)
+        y = (cuda_quant.matmul_q(x2, self._device) if x2.shape[0] <= FUSED_MAX_ROWS
+             else kernels.matmul(x2, cuda_quant.dequantize(self._device), transpose_b=True))
         return Tensor(y.reshape(x.shape[:-1] + (N,)))
 
 
@@ -95,7 +110,8 @@ class QuantEmbedding(_Quantized):
         _no_graph("the token embedding")
         ids = np.asarray(ids)
         flat = ids.reshape(-1)
-        return Tensor(dequantize(self.blocks, flat).reshape(ids.shape + (self.shape[1],)))
+        rows = dequantize(self.blocks, flat).reshape(ids.shape + (self.shape[1],))
+        return Tensor(get_backend().asarray(rows))   # on the GPU when the model runs there
 
 
 def recipe(name, recipe_name):
