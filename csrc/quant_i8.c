@@ -36,7 +36,8 @@
 #include "tinyllm.h"
 
 #define QBLOCK 32
-#define MT 4   /* rows of x that share one pass over a row of W */
+#define MT 4   /* rows of x that share one pass over a row of W (DISPATCH lists 1..4) */
+_Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
 /* below this many weights one thread does it: on the 2-core test machine a fork/join costs
  * more than streaming ~1 MB of blocks (a decoding step runs ~50 of these products) */
 #define QUANT_PARALLEL_MIN (1 << 21)
@@ -114,6 +115,23 @@ static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+/* NAME(..., mt, ..., q4) calls NAME_t with a constant row count and format, so that its
+ * accumulators stay in registers and no format test runs inside its loops (mt <= MT) */
+#define DISPATCH(NAME, TARGET)                                                                 \
+    __attribute__((target(TARGET))) static void NAME(const acts *a, const uint8_t *q,          \
+        const uint16_t *scale, float *out, int64_t n, int64_t m0, int mt, int64_t N, int q4) { \
+        switch (q4 * MT + mt) {                                                                \
+        case 1: NAME##_t(a, q, scale, out, n, m0, 1, N, 0); break;                             \
+        case 2: NAME##_t(a, q, scale, out, n, m0, 2, N, 0); break;                             \
+        case 3: NAME##_t(a, q, scale, out, n, m0, 3, N, 0); break;                             \
+        case 4: NAME##_t(a, q, scale, out, n, m0, 4, N, 0); break;                             \
+        case MT + 1: NAME##_t(a, q, scale, out, n, m0, 1, N, 1); break;                        \
+        case MT + 2: NAME##_t(a, q, scale, out, n, m0, 2, N, 1); break;                        \
+        case MT + 3: NAME##_t(a, q, scale, out, n, m0, 3, N, 1); break;                        \
+        default: NAME##_t(a, q, scale, out, n, m0, 4, N, 1);                                   \
+        }                                                                                      \
+    }
+
 /* ---------------------------------------------------------------- AVX2 */
 #define AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
@@ -157,28 +175,7 @@ AVX2 void rows_avx2_t(const acts *a, const uint8_t *q, const uint16_t *scale, fl
     }
 }
 
-__attribute__((target("avx2,fma,f16c"))) static void rows_avx2(
-    const acts *a, const uint8_t *q, const uint16_t *scale, float *out, int64_t n, int64_t m0,
-    int mt, int64_t N, int q4) {
-    /* constant row counts and formats: the accumulators stay in registers, no format branch */
-#define ROWS(MT_, Q4_) rows_avx2_t(a, q, scale, out, n, m0, MT_, N, Q4_)
-    if (q4) {
-        switch (mt) {
-        case 1: ROWS(1, 1); break;
-        case 2: ROWS(2, 1); break;
-        case 3: ROWS(3, 1); break;
-        default: ROWS(MT, 1);
-        }
-    } else {
-        switch (mt) {
-        case 1: ROWS(1, 0); break;
-        case 2: ROWS(2, 0); break;
-        case 3: ROWS(3, 0); break;
-        default: ROWS(MT, 0);
-        }
-    }
-#undef ROWS
-}
+DISPATCH(rows_avx2, "avx2,fma,f16c")
 
 /* ---------------------------------------------------------------- AVX-512 VNNI */
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"), always_inline)) \
@@ -249,28 +246,7 @@ VNNI void rows_vnni_t(const acts *a, const uint8_t *q, const uint16_t *scale, fl
         out[(m0 + i) * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[i], acc1[i]));
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"))) static void rows_vnni(
-    const acts *a, const uint8_t *q, const uint16_t *scale, float *out, int64_t n, int64_t m0,
-    int mt, int64_t N, int q4) {
-    /* constant row counts and formats: the accumulators stay in registers, no format branch */
-#define ROWS(MT_, Q4_) rows_vnni_t(a, q, scale, out, n, m0, MT_, N, Q4_)
-    if (q4) {
-        switch (mt) {
-        case 1: ROWS(1, 1); break;
-        case 2: ROWS(2, 1); break;
-        case 3: ROWS(3, 1); break;
-        default: ROWS(MT, 1);
-        }
-    } else {
-        switch (mt) {
-        case 1: ROWS(1, 0); break;
-        case 2: ROWS(2, 0); break;
-        case 3: ROWS(3, 0); break;
-        default: ROWS(MT, 0);
-        }
-    }
-#undef ROWS
-}
+DISPATCH(rows_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")
 #endif
 
 /* ---------------------------------------------------------------- dispatch */
