@@ -5,8 +5,9 @@ A decoding step (at most FUSED_MAX_ROWS rows of x) quantizes x to int8 per block
 integer dot products (formats.matmul_q_i8; in C backends/c_quant.matmul_q8_0 / _q4_0, the
 weight read as blocks, never widened). A prefill dequantizes CHUNK_ROWS rows of W at a time
 (in C, c_quant.dequantize_q8_0 / _q4_0) into the backend's float32 GEMM, x unquantized (the
-GEMM's cache tiling wins once x has many rows; bench_quant.py). QuantEmbedding looks up rows
-and dequantizes only those. Both are inference only: they hold no Parameter, and a forward
+GEMM's cache tiling wins once x has many rows; bench_quant.py). On the CUDA backend the same
+runs on the GPU (backends/cuda_quant.py; the blocks are copied there at the first forward).
+QuantEmbedding looks up rows and dequantizes only those. Both are inference only: they hold no Parameter, and a forward
 that would record a graph raises (run under tinyllm.tensor.no_grad(), as generate does).
 
 Recipes (RECIPES): which format each layer gets.
