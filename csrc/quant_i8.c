@@ -41,6 +41,7 @@ _Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
 /* below this many weights one thread does it: on the 2-core test machine a fork/join costs
  * more than streaming ~1 MB of blocks (a decoding step runs ~50 of these products) */
 #define QUANT_PARALLEL_MIN (1 << 21)
+#define ROW_CHUNK 64   /* rows of W a thread takes at a time, for every row of x */
 
 typedef struct {                 /* x, quantized: what every path reads */
     const int8_t *qx;            /* (M, K) */
@@ -90,8 +91,8 @@ static void vnni_layout(int8_t *qx, int32_t *nc, int64_t M, int64_t nb, int q4) 
 
 /* ---------------------------------------------------------------- portable */
 
-static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
-                          int64_t n, int64_t m0, int mt, int64_t N, int q4) {
+static void row_portable(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
+                         int64_t n, int64_t m0, int mt, int64_t N, int q4) {
     int64_t K = a->K, nb = a->nb, bb = q4 ? QBLOCK / 2 : QBLOCK;
     float acc[MT] = {0};
     int8_t w[QBLOCK];
@@ -112,24 +113,33 @@ static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale
     for (int i = 0; i < mt; i++) out[(m0 + i) * N + n] = acc[i];
 }
 
+static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
+                          int64_t n0, int64_t n1, int64_t m0, int mt, int64_t N, int q4) {
+    for (int64_t n = n0; n < n1; n++) row_portable(a, q, scale, out, n, m0, mt, N, q4);
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* NAME(..., mt, ..., q4) calls NAME_t with a constant row count and format, so that its
- * accumulators stay in registers and no format test runs inside its loops (mt <= MT) */
-#define DISPATCH(NAME, TARGET)                                                                 \
-    __attribute__((target(TARGET))) static void NAME(const acts *a, const uint8_t *q,          \
-        const uint16_t *scale, float *out, int64_t n, int64_t m0, int mt, int64_t N, int q4) { \
-        switch (q4 * MT + mt) {                                                                \
-        case 1: NAME##_t(a, q, scale, out, n, m0, 1, N, 0); break;                             \
-        case 2: NAME##_t(a, q, scale, out, n, m0, 2, N, 0); break;                             \
-        case 3: NAME##_t(a, q, scale, out, n, m0, 3, N, 0); break;                             \
-        case 4: NAME##_t(a, q, scale, out, n, m0, 4, N, 0); break;                             \
-        case MT + 1: NAME##_t(a, q, scale, out, n, m0, 1, N, 1); break;                        \
-        case MT + 2: NAME##_t(a, q, scale, out, n, m0, 2, N, 1); break;                        \
-        case MT + 3: NAME##_t(a, q, scale, out, n, m0, 3, N, 1); break;                        \
-        default: NAME##_t(a, q, scale, out, n, m0, 4, N, 1);                                   \
-        }                                                                                      \
+/* NAME(..., n0, n1, m0, mt, ..., q4): rows [n0, n1) of W against rows [m0, m0 + mt) of x, by
+ * NAME_t (inlined) with a constant row count and format, so that its accumulators stay in
+ * registers, no format test runs inside its loops and no call is made per row of W */
+#define ROWS_LOOP(NAME, MT_, Q4_)                                                                  \
+    for (int64_t n = n0; n < n1; n++) NAME##_t(a, q, scale, out, n, m0, MT_, N, Q4_)
+#define DISPATCH(NAME, TARGET)                                                                     \
+    __attribute__((target(TARGET))) static void NAME(const acts *a, const uint8_t *q,              \
+        const uint16_t *scale, float *out, int64_t n0, int64_t n1, int64_t m0, int mt,             \
+        int64_t N, int q4) {                                                                       \
+        switch (q4 * MT + mt) {                                                                    \
+        case 1: ROWS_LOOP(NAME, 1, 0); break;                                                      \
+        case 2: ROWS_LOOP(NAME, 2, 0); break;                                                      \
+        case 3: ROWS_LOOP(NAME, 3, 0); break;                                                      \
+        case 4: ROWS_LOOP(NAME, 4, 0); break;                                                      \
+        case MT + 1: ROWS_LOOP(NAME, 1, 1); break;                                                 \
+        case MT + 2: ROWS_LOOP(NAME, 2, 1); break;                                                 \
+        case MT + 3: ROWS_LOOP(NAME, 3, 1); break;                                                 \
+        default: ROWS_LOOP(NAME, 4, 1);                                                            \
+        }                                                                                          \
     }
 
 /* ---------------------------------------------------------------- AVX2 */
@@ -264,7 +274,7 @@ int quant_path(int wanted) {
 }
 
 typedef void (*rows_fn)(const acts *, const uint8_t *, const uint16_t *, float *, int64_t,
-                        int64_t, int, int64_t, int);
+                        int64_t, int64_t, int, int64_t, int);
 
 int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
                 int64_t N, int64_t K, int q4, int path) {
@@ -287,10 +297,13 @@ int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out
     }
     else if (chosen == QPATH_AVX2) rows = rows_avx2;
 #endif
+    int64_t chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
 #pragma omp parallel for schedule(static) if (N * K >= QUANT_PARALLEL_MIN)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t m0 = 0; m0 < M; m0 += MT)
-            rows(&a, q, scale, out, n, m0, M - m0 < MT ? (int)(M - m0) : MT, N, q4);
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t n0 = c * ROW_CHUNK, n1 = n0 + ROW_CHUNK < N ? n0 + ROW_CHUNK : N;
+        for (int64_t m0 = 0; m0 < M; m0 += MT)   /* the chunk's rows of W stay in cache */
+            rows(&a, q, scale, out, n0, n1, m0, M - m0 < MT ? (int)(M - m0) : MT, N, q4);
+    }
     free(qx); free(dx); free(nc);
     return 0;
 }
