@@ -38,9 +38,11 @@
 #define QBLOCK 32
 #define MT 4   /* rows of x that share one pass over a row of W (DISPATCH lists 1..4) */
 _Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
-/* below this many weights one thread does it: on the 2-core test machine a fork/join costs
- * more than streaming ~1 MB of blocks (a decoding step runs ~50 of these products) */
-#define QUANT_PARALLEL_MIN (1 << 21)
+/* below this many weights one thread does it: a fork/join costs a few microseconds on a quiet
+ * machine; 2^18 (256 KiB of q8_0) threads every gpt2-preset product, which on 2 quiet cores
+ * took a decoding step's products from 5.3 / 3.2 ms (one thread) to 3.3 / 2.2 ms (q8_0 / q4_0;
+ * 2^21 kept the smaller ones on one thread and gained less: BENCHMARKS.md) */
+#define QUANT_PARALLEL_MIN (1 << 18)
 #define ROW_CHUNK 64   /* rows of W a thread takes at a time, for every row of x */
 
 typedef struct {                 /* x, quantized: what every path reads */
