@@ -45,7 +45,7 @@ HAVE_NVCC := $(shell command -v $(NVCC) 2>/dev/null)
 endif
 CUDA_ARCHS ?= 80 90
 CUDA_SRCS := $(wildcard csrc/cuda/*.cu)
-CUDA_DEPS := $(wildcard csrc/cuda/*.cuh) csrc/cuda/tinyllm_cuda.h
+CUDA_DEPS := $(wildcard csrc/cuda/*.cuh) csrc/cuda/tinyllm_cuda.h csrc/half.h
 CUDA_LIB := tinyllm/backends/libtinyllm_cuda.so
 CUDA_HEADER := tinyllm/backends/tinyllm_cuda.h
 # --threads 0: the architectures of one file compile in parallel (31 s -> 23 s on 2 cores)

@@ -46,6 +46,14 @@ int cpu_features(void) {
     int features = 0;
     if (zmm_ok && (b & bit_AVX512F) && (b & bit_AVX512BW) && (b & bit_AVX512VL))
         features |= CPU_AVX512;
+    /* for the quantized kernels (quant_i8.c): AVX2 with FMA and F16C, and AVX512-VNNI */
+    int ymm_ok = (x & 0x6) == 0x6;   /* SSE and AVX state */
+    unsigned c1, d1, a1, b1;
+    if (ymm_ok && (b & bit_AVX2) && __get_cpuid(1, &a1, &b1, &c1, &d1) && (c1 & bit_FMA) &&
+        (c1 & bit_F16C))
+        features |= CPU_AVX2;
+    if ((features & CPU_AVX512) && (features & CPU_AVX2) && (c & bit_AVX512VNNI))
+        features |= CPU_AVX512_VNNI;
     int amx = tiles_ok && (d & (1u << 22)) && (d & (1u << 24));   /* AMX-BF16, AMX-TILE */
     if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (features & CPU_AVX512) && (a & (1u << 5)))
         features |= CPU_AVX512_BF16;

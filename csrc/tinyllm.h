@@ -45,7 +45,8 @@ void f32_to_bf16(const float *x, uint16_t *y, int64_t n);
  * tiles, which cpu_features requests); peak_flops times `iters` iterations of an independent
  * multiply-add loop of `kind` on every OpenMP thread and returns FLOP/s, 0 when the CPU lacks
  * the instructions. */
-enum { CPU_AVX512 = 1, CPU_AVX512_BF16 = 2, CPU_AMX_BF16 = 4 };
+enum { CPU_AVX512 = 1, CPU_AVX512_BF16 = 2, CPU_AMX_BF16 = 4, CPU_AVX2 = 8,
+       CPU_AVX512_VNNI = 16 };
 enum { PEAK_FP32 = 0, PEAK_BF16 = 1, PEAK_AMX_BF16 = 2 };
 int cpu_features(void);
 double peak_flops(int kind, int64_t iters);
@@ -70,15 +71,22 @@ void attention_decode(const float *q, const float *k_cache, const float *v_cache
  * w, a Linear layer's weight, is streamed once for all M rows, its rows split over threads. */
 void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K);
 
-/* quant.c: out (M, N) = x (M, K) @ dequant(W)^T, W (N, K) as blocks of 32 along K (K % 32 == 0):
- * q8_0: q the int8 values (N, K); q4_0: q uint8 (N, K / 2), two 4-bit values a byte
- * (tinyllm/quant/formats.py); scale: the fp16 bits (N, K / 32). Any M: decoding and prefill. */
-void matmul_q8_0(const float *x, const void *q, const uint16_t *scale, float *out,
-                 int64_t M, int64_t N, int64_t K);
-void matmul_q4_0(const float *x, const void *q, const uint16_t *scale, float *out,
-                 int64_t M, int64_t N, int64_t K);
-/* out (N, K) = dequant(W), float32: the q8_0 (q4 = 0) or q4_0 (q4 = 1) blocks above, widened. */
+/* quant.c: out (N, K) = dequant(W), float32, for a weight W (N, K) held as blocks of 32 along
+ * K (K % 32 == 0): q8_0 (q4 = 0): q the int8 values (N, K); q4_0 (q4 = 1): q uint8 (N, K / 2),
+ * two 4-bit values a byte (tinyllm/quant/formats.py); scale: the fp16 bits (N, K / 32). */
 void dequantize_q(const void *q, const uint16_t *scale, float *out, int64_t N, int64_t K, int q4);
+
+/* quant_i8.c: out (M, N) = x (M, K) @ dequant(W)^T, W as above, for decoding: x quantized to
+ * int8 per block of 32 first (tinyllm/quant/formats.py matmul_q_i8 is the definition); q4 = 0
+ * for q8_0, 1 for q4_0; path one of QPATH_* (quant_path(path) is what runs: the best the CPU
+ * has at or below it). Returns 0, or -1 when the few bytes for quantized x could not be
+ * allocated. quantize_rows_q8 is that quantization: qx (M, K), dx (M, K / 32), and
+ * nc (M, K / 4) = -8 * the sum of each 4 bytes of qx. */
+enum { QPATH_PORTABLE = 0, QPATH_AVX2 = 1, QPATH_AVX512_VNNI = 2 };
+int quant_path(int wanted);
+int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
+                int64_t N, int64_t K, int q4, int path);
+void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K);
 
 /* softmax.c: row-wise over the last axis. x, y, dy, dx: (N, C). */
 void softmax_forward(const float *x, float *y, int64_t N, int64_t C);

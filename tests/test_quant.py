@@ -137,6 +137,18 @@ def test_quantize_command_and_load(ckpt, tmp_path, capsys, recipe):
     idx = np.array([[3, 1, 4, 1, 5]])
     with no_grad():
         assert np.array_equal(model(idx)[0].data, reference(idx)[0].data)
+    # the quantized weights still count: every value, in the bytes the file holds
+    assert model.num_parameters() == small_gpt().num_parameters()
+    assert model.weight_bytes() == sum(a.nbytes for a in tensors.values())
+    assert f"{model.weight_bytes() / 2 ** 20:.1f} MiB" in model.summary()
+    assert "inference only" in model.summary()
+
+
+def test_summary_counts_float_models_as_before():
+    model = small_gpt()
+    assert model.num_parameters() == sum(p.size for p in model.parameters())
+    assert model.weight_bytes() == 4 * model.num_parameters()
+    assert "MFLOP per training token" in model.summary()
 
 
 def test_float_checkpoint_still_loads(ckpt):

@@ -29,6 +29,7 @@ newest one; load still refuses a pair whose run_ids differ.
 Not here: the file format itself (safetensors.py) or the training loop (train.py).
 Read safetensors.py next.
 """
+import contextlib
 import json
 import os
 import uuid
@@ -38,7 +39,8 @@ from tinyllm.errors import CheckpointError
 from tinyllm.finetune import model as finetuned
 from tinyllm.model import GPTConfig
 from tinyllm.quant.layers import RECIPES, load_quantized, quantized_tensors
-from tinyllm.safetensors import load_safetensors, read_metadata, save_safetensors
+from tinyllm.nn import placeholder_weights
+from tinyllm.safetensors import load_safetensors, map_safetensors, read_metadata, save_safetensors
 from tinyllm.tokenizer import from_dict as tokenizer_from_dict
 
 FORMAT = "tinyllm.gpt"
@@ -141,12 +143,18 @@ def _check_quant(path, quant):
 
 
 def load_model(path):
-    """(model, tokenizer, metadata) from a model checkpoint."""
+    """(model, tokenizer, metadata) from a model checkpoint.
+
+    A quantized one is memory-mapped (map_safetensors) and its model built with placeholder
+    weights (nn.placeholder_weights), so loading it never holds the float32 model: the peak
+    is about the file's size (test_quant_load.py measures it).
+    """
     meta = read_model_metadata(path)
-    tensors, _ = load_safetensors(path)
+    tensors, _ = (map_safetensors if meta["quant"] else load_safetensors)(path)
     layers = meta["quant"]["layers"] if meta["quant"] else {}
     _check_shapes(path, meta["config"], _shapes(tensors, layers))   # before a model is built
-    model = finetuned.build(meta["config"], meta["finetune"])
+    with placeholder_weights() if meta["quant"] else contextlib.nullcontext():
+        model = finetuned.build(meta["config"], meta["finetune"])
     try:
         load_quantized(path, model, tensors, layers)   # takes its tensors out of `tensors`
         model.load_state_dict(tensors)

@@ -224,11 +224,15 @@ class GPT(nn.Module):
         return 6 * n_matmul + 12 * c.n_layer * c.n_embd * T
 
     def summary(self):
+        """One line: the shape, parameters and weight bytes, and the training FLOPs, or, for a
+        model whose weights are held outside Parameters (quantized), that it is inference only."""
         c = self.config
+        training = (f"{self.flops_per_token() / 1e6:.1f} MFLOP per training token"
+                    if not self.held_weights()[0] else "quantized: inference only")
         return (f"GPT: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} channels, "
                 f"context {c.block_size}, vocab {c.vocab_size}; "
                 f"{self.num_parameters() / 1e6:.2f}M parameters, "
-                f"{self.flops_per_token() / 1e6:.1f} MFLOP per training token")
+                f"{self.weight_bytes() / 2 ** 20:.1f} MiB of weights, {training}")
 
     # -- generation (generate.py) -----------------------------------------
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,

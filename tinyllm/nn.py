@@ -8,6 +8,8 @@ two. Layers hold parameters and call ops.py; they hold no maths of their own.
 Not here: the GPT itself (model.py) and the optimizer (optim.py).
 Read optim.py next.
 """
+import contextlib
+
 import numpy as np
 
 from tinyllm import ops
@@ -47,7 +49,18 @@ class Module:
         return [p for _, p in self.named_parameters()]
 
     def num_parameters(self):
-        return int(sum(p.size for p in self.parameters()))
+        """Every weight value: the Parameters and those held outside them (held_weights)."""
+        return int(sum(p.size for p in self.parameters())) + self.held_weights()[0]
+
+    def weight_bytes(self):
+        """Bytes of every weight: the Parameters' arrays and held_weights' bytes."""
+        return int(sum(p.size * p.dtype.itemsize for p in self.parameters())) + self.held_weights()[1]
+
+    def held_weights(self):
+        """(values, bytes) of the weights below that are no Parameter: 0 here; a quantized
+        layer (tinyllm/quant/layers.py) counts its blocks and scales."""
+        held = [child.held_weights() for _, child in self.children()]
+        return sum(v for v, _ in held), sum(b for _, b in held)
 
     def zero_grad(self):
         for p in self.parameters():
@@ -132,11 +145,34 @@ class ModuleList(Module):
         return getattr(self, str(i))
 
 
+_placeholders = False   # set by placeholder_weights()
+
+
+@contextlib.contextmanager
+def placeholder_weights():
+    """Linear and Embedding layers built inside hold read-only zeros of their weight's shape
+    that take no memory (np.broadcast_to) and draw nothing from rng: for a model whose weights
+    a checkpoint replaces at once (checkpoint.load_model does, for a quantized one, so its
+    float32 weights never exist). Such a model is only good for having its weights replaced."""
+    global _placeholders
+    before, _placeholders = _placeholders, True
+    try:
+        yield
+    finally:
+        _placeholders = before
+
+
+def _normal(rng, std, shape):
+    if _placeholders:
+        return np.broadcast_to(np.float32(0), shape)
+    return rng.normal(0.0, std, size=shape).astype(np.float32)
+
+
 class Linear(Module):
     """y = x W^T (+ b), W stored (out, in) as in PyTorch; init normal(0, std)."""
 
     def __init__(self, n_in, n_out, rng, bias=False, std=0.02):
-        self.weight = Parameter(rng.normal(0.0, std, size=(n_out, n_in)).astype(np.float32))
+        self.weight = Parameter(_normal(rng, std, (n_out, n_in)))
         self.bias = Parameter(np.zeros(n_out, np.float32)) if bias else None
 
     def forward(self, x):
@@ -147,7 +183,7 @@ class Embedding(Module):
     """A table of vectors, one row per id."""
 
     def __init__(self, n_rows, dim, rng, std=0.02):
-        self.weight = Parameter(rng.normal(0.0, std, size=(n_rows, dim)).astype(np.float32))
+        self.weight = Parameter(_normal(rng, std, (n_rows, dim)))
         self.weight.is_embedding = True
 
     def forward(self, ids):

@@ -27,6 +27,10 @@ What this file does:
   not memmaps: simpler and safe to keep after the file is overwritten.
   NumPy has no bfloat16, so BF16 tensors load as float32 (exact: a bfloat16 is
   the high half of a float32). Files with other dtypes (F8_*, complex) are refused.
+- `map_safetensors` checks the same and returns read-only arrays that view the file through
+  a memory map instead (a quantized model's weights: pages are read when used, so resident
+  memory grows to the file's size, never a second copy). Replacing the file with
+  save_safetensors is safe (a rename: the mapped inode stays); overwriting it in place is not.
 - `read_metadata` reads and checks only the header.
 
 What it is not: it does not know about models. Which tensor names and metadata
@@ -34,6 +38,7 @@ keys a checkpoint carries is checkpoint.py's business (and the model contract
 in DESIGN.md). Read atomic.py next for the temp-file-then-rename rule.
 """
 import json
+import mmap
 import os
 import struct
 from collections import Counter
@@ -148,6 +153,26 @@ def load_safetensors(path):
             if code == "BF16":  # bfloat16 = top 16 bits of a float32
                 raw = (raw.astype(np.uint32) << 16).view(np.float32)
             tensors[name] = raw.astype(raw.dtype.newbyteorder("="), copy=False)
+    return tensors, metadata
+
+
+def map_safetensors(path):
+    """As load_safetensors, but each tensor a read-only view of the file, memory-mapped (a
+    BF16 tensor, or one whose offset is not a multiple of its itemsize, is copied instead)."""
+    path = os.fspath(path)
+    with _open(path) as f:
+        entries, metadata, data_start = _read_header(f, path)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)   # outlives the file object
+    tensors = {}
+    for name, code, shape, begin, end in entries:
+        dtype = np.dtype(_BF16 if code == "BF16" else _DTYPES[code])
+        view = np.frombuffer(mapped, dtype, (end - begin) // dtype.itemsize,
+                             data_start + begin).reshape(shape)
+        if code == "BF16":   # bfloat16 = top 16 bits of a float32
+            view = (view.astype(np.uint32) << 16).view(np.float32)
+        elif (data_start + begin) % dtype.itemsize:
+            view = view.copy()   # the C kernels need aligned arrays
+        tensors[name] = view.astype(view.dtype.newbyteorder("="), copy=False)
     return tensors, metadata
 
 

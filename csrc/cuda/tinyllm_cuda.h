@@ -64,6 +64,15 @@ int attention_backward(const float *dout, const float *q, const float *k, const 
                        const float *out, const float *lse, float *dq, float *dk, float *dv,
                        int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs);
 
+/* quant.cu: the quantized products, as quant_i8.c and quant.c in tinyllm.h. quantize_rows_q8:
+ * x (M, K) -> qx int8 (M, K) and dx (M, K / 32); matmul_q_i8: out (M, N) from that qx and dx
+ * and a weight W (N, K) as q8_0 (q4 = 0: q int8 (N, K)) or q4_0 (q4 = 1: q uint8 (N, K / 2))
+ * blocks with fp16 scale bits (N, K / 32), M <= 16; dequantize_q: out (N, K) = dequant(W). */
+int quantize_rows_q8(const float *x, int8_t *qx, float *dx, int64_t M, int64_t K);
+int matmul_q_i8(const int8_t *qx, const float *dx, const void *q, const uint16_t *scale,
+                float *out, int64_t M, int64_t N, int64_t K, int q4);
+int dequantize_q(const void *q, const uint16_t *scale, float *out, int64_t N, int64_t K, int q4);
+
 /* decode.cu: the decode kernels, as in tinyllm.h: gemv for M = 1..16 rows; attention_decode
  * of the newest Tq queries against a KV cache (B, nh, Tmax, hs) read in place, hs <= 256. */
 int gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K);

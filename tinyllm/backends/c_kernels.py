@@ -130,48 +130,6 @@ def gemv(x, w):
 
 
 # ----------------------------------------------------------------------------
-# quantized weights (tinyllm/quant): q8_0 / q4_0 blocks, read as blocks, never widened
-
-def matmul_q8_0(x, q, scale):
-    """As tinyllm.quant.formats.matmul_q: x (M, K) float32 @ dequant(W)^T -> (M, N), W (N, K)
-    as q int8 (N, K) (q4_0: uint8 (N, K / 2)) and fp16 scales (N, K / 32)."""
-    return _blocks("matmul", q, scale, 0, x)
-
-
-def matmul_q4_0(x, q, scale):
-    return _blocks("matmul", q, scale, 1, x)
-
-
-def dequantize_q8_0(q, scale):
-    """As tinyllm.quant.formats.dequantize: W as float32 (N, K)."""
-    return _blocks("dequantize", q, scale, 0)
-
-
-def dequantize_q4_0(q, scale):
-    return _blocks("dequantize", q, scale, 1)
-
-
-def _blocks(kind, q, scale, q4, x=None):
-    name, N, nb, K = f"{kind}_q{4 if q4 else 8}_0", q.shape[0], scale.shape[-1], 32 * scale.shape[-1]
-    if x is not None:
-        x = _f32(f"{name} x", x)
-        if x.ndim != 2 or x.shape[1] != K:
-            raise ValueError(f"{name}: x {x.shape} must be (M, {K}), a multiple of 32: the scale's {nb} x 32")
-    for part, a, dtype, want in (("q", q, np.uint8 if q4 else np.int8, (N, K // 2 if q4 else K)),
-                                 ("scale", scale, np.float16, (N, nb))):
-        if a.dtype != dtype or a.shape != want:
-            raise ValueError(f"{name}: {part} must be {np.dtype(dtype)} {want}, got {a.dtype} {a.shape}")
-        _contiguous(f"{name} {part}", a)
-    qp, sp = ffi.from_buffer(q), ffi.from_buffer("uint16_t[]", scale)
-    out = np.empty((N, K) if x is None else (x.shape[0], N), np.float32)
-    if x is None:
-        lib.dequantize_q(qp, sp, _p(out), N, K, q4)
-    else:
-        getattr(lib, name)(_p(x), qp, sp, _p(out), x.shape[0], N, K)
-    return out
-
-
-# ----------------------------------------------------------------------------
 # bfloat16 matmul: the instructions are chosen here, once, from what this CPU has
 
 try:   # a library (and its header) built from older sources lacks it: say so, once

@@ -15,6 +15,13 @@ Error bounds: |w - q d| <= |d| / 2 for q8_0; for q4_0 the same, except a value o
 opposite sign to m and of about m's size, which clips at +7 and errs by at most |d|.
 K not a multiple of 32 is refused (no padding): the error names the tensor.
 
+Decoding multiplies by x quantized too (llama.cpp's q8_0 x q8_0 dot): quantize_activations
+cuts each row of x into blocks of 32 with a float32 scale dx = absmax / 127 and int8
+qx = rint(x / dx) (float32 division, half to even); matmul_q_i8 is then, per block, the exact
+integer dot product S of qx with the weight's integers, and out = sum of (dw * dx) * S in
+float32. Its error against matmul_q is x's rounding alone: |x - qx dx| <= dx / 2 per value, so
+|matmul_q_i8 - matmul_q| <= sum over blocks of dx / 2 * sum |q dw| (activation_error_bound).
+
 Not here: the layers that hold blocks (layers.py) or the fast kernels (csrc/quant.c).
 Read layers.py next.
 """
@@ -96,15 +103,46 @@ def dequantize(blocks, rows=slice(None)):
     return values.reshape(N, K)
 
 
+def _check_width(x, blocks):
+    if x.shape[1] != blocks.shape[1]:
+        raise ValueError(f"matmul_q: x has {x.shape[1]} features but the weight {blocks.shape} "
+                         f"expects {blocks.shape[1]}")
+
+
 def matmul_q(x, blocks):
     """x (M, K) @ dequantize(blocks)^T -> (M, N), block by block: the definition the kernels
     follow. Per block b, the float32 dot product of x's 32 values with the integers, times
     d_b, summed over the blocks; the weight never exists in float32."""
+    _check_width(x, blocks)
     M, K = x.shape
-    if K != blocks.shape[1]:
-        raise ValueError(f"matmul_q: x has {K} features but the weight {blocks.shape} expects "
-                         f"{blocks.shape[1]}")
     xb = x.astype(np.float32).reshape(M, K // BLOCK, BLOCK)        # (M, nb, 32)
     q = integers(blocks).astype(np.float32)                        # (N, nb, 32)
     partial = np.einsum("mbk,nbk->mnb", xb, q)                     # (M, N, nb)
     return (partial * blocks.scale.astype(np.float32)[None]).sum(axis=2, dtype=np.float32)
+
+
+def quantize_activations(x):
+    """x (M, K) float32 -> (qx int8 (M, K / 32, 32), dx float32 (M, K / 32)), as the module
+    docstring says; an all-zero block gets dx = 0 and qx = 0."""
+    M, K = x.shape
+    xb = np.asarray(x, np.float32).reshape(M, K // BLOCK, BLOCK)
+    dx = np.abs(xb).max(axis=2) / np.float32(127)                  # (M, nb) float32
+    ratio = np.divide(xb, dx[..., None], out=np.zeros_like(xb), where=dx[..., None] != 0)
+    return np.rint(ratio).astype(np.int8), dx
+
+
+def matmul_q_i8(x, blocks):
+    """x (M, K) @ dequantize(blocks)^T -> (M, N) with x quantized per block (the decoding
+    product; csrc/quant_i8.c follows it): sum over blocks of (dw * dx) * S, S exact."""
+    _check_width(x, blocks)
+    qx, dx = quantize_activations(x)                               # (M, nb, 32), (M, nb)
+    S = np.einsum("mbk,nbk->mnb", qx.astype(np.int32), integers(blocks).astype(np.int32))
+    scale = blocks.scale.astype(np.float32)[None] * dx[:, None]    # (M, N, nb)
+    return (scale * S.astype(np.float32)).sum(axis=2, dtype=np.float32)
+
+
+def activation_error_bound(x, blocks):
+    """(M, N): the most matmul_q_i8 may differ from matmul_q by x's rounding (module docstring)."""
+    _, dx = quantize_activations(x)
+    w = np.abs(integers(blocks).astype(np.float64)).sum(axis=2) * blocks.scale.astype(np.float64)
+    return (dx.astype(np.float64) / 2) @ np.abs(w).T

@@ -1,12 +1,14 @@
 """QuantLinear and QuantEmbedding, and the recipes that put them in a GPT in place.
 
 QuantLinear is a Linear whose weight is held as formats.Blocks: forward is x @ dequant(W)^T.
-A decoding step (at most FUSED_MAX_ROWS rows of x) runs the backend's fused kernel where it
-has one (c_kernels.matmul_q8_0, matmul_q4_0: the weight read as blocks, never widened);
-a prefill, and a backend without one, dequantize CHUNK_ROWS rows of W at a time (in C,
-c_kernels.dequantize_q8_0 / _q4_0, where there is C) into the backend's float32 GEMM (whose cache tiling wins once x has many rows; bench_quant.py). QuantEmbedding looks up rows and dequantizes only those. Both are inference only:
-they hold no Parameter, and a forward that would record a graph raises (run under
-tinyllm.tensor.no_grad(), as generate does).
+A decoding step (at most FUSED_MAX_ROWS rows of x) quantizes x to int8 per block and takes
+integer dot products (formats.matmul_q_i8; in C backends/c_quant.matmul_q8_0 / _q4_0, the
+weight read as blocks, never widened). A prefill dequantizes CHUNK_ROWS rows of W at a time
+(in C, c_quant.dequantize_q8_0 / _q4_0) into the backend's float32 GEMM, x unquantized (the
+GEMM's cache tiling wins once x has many rows; bench_quant.py). On the CUDA backend the same
+runs on the GPU (backends/cuda_quant.py; the blocks are copied there at the first forward).
+QuantEmbedding looks up rows and dequantizes only those. Both are inference only: they hold no Parameter, and a forward
+that would record a graph raises (run under tinyllm.tensor.no_grad(), as generate does).
 
 Recipes (RECIPES): which format each layer gets.
   q8_0      every Linear and the token embedding in q8_0
@@ -23,7 +25,7 @@ import numpy as np
 from tinyllm import nn
 from tinyllm.backends import get_backend
 from tinyllm.errors import CheckpointError
-from tinyllm.quant.formats import Blocks, dequantize, quantize
+from tinyllm.quant.formats import Blocks, dequantize, matmul_q_i8, quantize
 from tinyllm.tensor import Tensor, is_grad_enabled
 
 RECIPES = ("q8_0", "q4_0", "q4_mixed")
@@ -44,10 +46,16 @@ class _Quantized(nn.Module):
 
     def __init__(self, blocks):
         self.blocks = blocks
+        self._device = None   # the blocks on the GPU, copied there at the first CUDA forward
 
     @property
     def shape(self):
         return self.blocks.shape
+
+    def held_weights(self):
+        """(values, bytes): the weight's N * K values, in its blocks' and scales' bytes."""
+        N, K = self.blocks.shape
+        return N * K, self.blocks.nbytes
 
 
 class QuantLinear(_Quantized):
@@ -60,12 +68,15 @@ class QuantLinear(_Quantized):
             raise ValueError(f"QuantLinear: input has {x.shape[-1]} features, the weight "
                              f"{(N, K)} expects {K}")
         kernels = get_backend()
+        if kernels.NAME == "cuda":
+            return self._forward_cuda(kernels, x)
+        fast = _c_quant() if kernels.NAME == "c" else None
         x2 = np.ascontiguousarray(x.data.reshape(-1, K), np.float32)              # (M, in)
-        fused = getattr(kernels, f"matmul_{self.blocks.fmt}", None)
-        if fused is not None and x2.shape[0] <= FUSED_MAX_ROWS:
-            y = fused(x2, self.blocks.q, self.blocks.scale)                       # (M, out)
+        if x2.shape[0] <= FUSED_MAX_ROWS:
+            y = (getattr(fast, f"matmul_{self.blocks.fmt}")(x2, self.blocks.q, self.blocks.scale)
+                 if fast is not None else matmul_q_i8(x2, self.blocks))         # (M, out)
         else:
-            widen = getattr(kernels, f"dequantize_{self.blocks.fmt}", None)
+            widen = getattr(fast, f"dequantize_{self.blocks.fmt}", None)
             y = np.empty((x2.shape[0], N), np.float32)
             for r in range(0, N, CHUNK_ROWS):
                 rows = slice(r, min(r + CHUNK_ROWS, N))
@@ -73,6 +84,24 @@ class QuantLinear(_Quantized):
                      else dequantize(self.blocks, rows))                        # (rows, in)
                 y[:, rows] = kernels.matmul(x2, w, transpose_b=True)
         return Tensor(y.reshape(x.shape[:-1] + (N,)))
+
+    def _forward_cuda(self, kernels, x):
+        """The same on the GPU: the blocks copied there once; a prefill widens the whole weight
+        (GPU memory is not the constraint there: its float32 copy is freed after the GEMM)."""
+        from tinyllm.backends import cuda_quant
+        if self._device is None:
+            self._device = cuda_quant.DeviceBlocks(self.blocks)
+        N, K = self.blocks.shape
+        x2 = kernels.asarray(x.data).reshape(-1, K)                              # (M, in)
+        y = (cuda_quant.matmul_q(x2, self._device) if x2.shape[0] <= FUSED_MAX_ROWS
+             else kernels.matmul(x2, cuda_quant.dequantize(self._device), transpose_b=True))
+        return Tensor(y.reshape(x.shape[:-1] + (N,)))
+
+
+def _c_quant():
+    """The C backend's quantized kernels (imported only when the C backend runs)."""
+    from tinyllm.backends import c_quant
+    return c_quant
 
 
 class QuantEmbedding(_Quantized):
@@ -82,7 +111,8 @@ class QuantEmbedding(_Quantized):
         _no_graph("the token embedding")
         ids = np.asarray(ids)
         flat = ids.reshape(-1)
-        return Tensor(dequantize(self.blocks, flat).reshape(ids.shape + (self.shape[1],)))
+        rows = dequantize(self.blocks, flat).reshape(ids.shape + (self.shape[1],))
+        return Tensor(get_backend().asarray(rows))   # on the GPU when the model runs there
 
 
 def recipe(name, recipe_name):

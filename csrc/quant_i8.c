@@ -1,0 +1,311 @@
+/* quant_i8.c: out (M, N) = x (M, K) @ W^T for a q8_0 / q4_0 weight W, with x quantized to int8.
+ *
+ * What it is: the decoding kernels of QuantLinear (tinyllm/quant/layers.py), llama.cpp's
+ * q8_0 x q8_0 idea: each row of x is cut into blocks of 32 like W and quantized to int8 with
+ * a float32 scale (quantize_rows_q8: dx = absmax / 127, qx = rint(x / dx), half to even), so
+ * a block's product is an exact integer dot product S (|S| <= 32 * 127 * 127 < 2^24), and
+ * out = sum over blocks of (dw * dx) * S in float32. The definition is
+ * tinyllm.quant.formats.matmul_q_i8; this is its sum in another order. W is read as its
+ * blocks, once per MT rows of x, and never widened to float32.
+ *
+ * Paths, chosen at RUN time (quant_path; the callers pass what cpu_features() allows, and a
+ * path the CPU lacks runs as the best one below it that it has):
+ *   QPATH_AVX512_VNNI  two blocks a zmm, vpdpbusd (unsigned x signed bytes into int32 lanes):
+ *                      q4_0 stores q + 8 unsigned, so S = dpbusd(q + 8, qx) - 8 sum(qx), the
+ *                      correction precomputed per 4 bytes of x (nc) as dpbusd's start value;
+ *                      q8_0's weights are signed, so x goes in offset by 128 and
+ *                      S = dpbusd(qx + 128, w) - dpbusd(128, w)
+ *   QPATH_AVX2         one block a ymm, vpmaddubsw + vpmaddwd (llama.cpp's AVX2 way: the
+ *                      sign of w moved onto x so the unsigned operand is |w| <= 127, and no
+ *                      16-bit sum saturates: 2 * 127 * 127 < 32767)
+ *   QPATH_PORTABLE     plain C integer loops
+ * All three give the same integer S; only the float32 sum over the blocks differs in order.
+ *
+ * What it is not: the prefill kernel (many rows of x: QuantLinear widens W into the float32
+ * GEMM, quant.c's dequantize_q) or the float32-activation kernels (quant.c's matmul_q8_0).
+ * K must be a multiple of 32 (c_kernels.py checks).
+ *
+ * Read next: tinyllm/quant/formats.py (quantize_activations, matmul_q_i8), tinyllm.h,
+ * tests/test_quant_i8.py (every path against the definition).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "half.h"
+#include "tinyllm.h"
+
+#define QBLOCK 32
+#define MT 4   /* rows of x that share one pass over a row of W (DISPATCH lists 1..4) */
+_Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
+/* below this many weights one thread does it: a fork/join costs a few microseconds on a quiet
+ * machine; 2^18 (256 KiB of q8_0) threads every gpt2-preset product, which on 2 quiet cores
+ * took a decoding step's products from 5.3 / 3.2 ms (one thread) to 3.3 / 2.2 ms (q8_0 / q4_0;
+ * 2^21 kept the smaller ones on one thread and gained less: BENCHMARKS.md) */
+#define QUANT_PARALLEL_MIN (1 << 18)
+#define ROW_CHUNK 64   /* rows of W a thread takes at a time, for every row of x */
+
+typedef struct {                 /* x, quantized: what every path reads */
+    const int8_t *qx;            /* (M, K) */
+    const float *dx;             /* (M, K / 32) */
+    const int32_t *nc;           /* (M, K / 4): -8 * the sum of each 4 bytes of qx (q4_0) */
+    int64_t K, nb;
+} acts;
+
+void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K) {
+    int64_t nb = K / QBLOCK;
+    for (int64_t r = 0; r < M * nb; r++) {
+        const float *xb = x + r * QBLOCK;
+        int8_t *q = qx + r * QBLOCK;
+        float amax = 0.0f;
+        for (int k = 0; k < QBLOCK; k++) amax = fmaxf(amax, fabsf(xb[k]));
+        float d = amax / 127.0f;
+        dx[r] = d;
+        for (int k = 0; k < QBLOCK; k++) q[k] = d != 0.0f ? (int8_t)rintf(xb[k] / d) : 0;
+        for (int g = 0; g < QBLOCK / 4; g++)
+            nc[r * 8 + g] = -8 * (q[4 * g] + q[4 * g + 1] + q[4 * g + 2] + q[4 * g + 3]);
+    }
+}
+
+/* x as the AVX-512 VNNI kernels read it, rewritten in place from quantize_rows_q8's: each
+ * row's blocks in quads (the last may be short, r blocks): the first 16 values of the r
+ * blocks, then their last 16, lined up with quad_weights' lo and hi. nc (M, nb, 4) then holds,
+ * for the 4 bytes j of each such half, -offset * (their sum in the first half + in the
+ * second): offset 8 for q4_0 (8 = 1 * quantize_rows_q8's factor), 128 for q8_0 (16 times). */
+static void vnni_layout(int8_t *qx, int32_t *nc, int64_t M, int64_t nb, int q4) {
+    int8_t tmp[4 * QBLOCK];
+    int32_t ntmp[4 * 8], times = q4 ? 1 : 16;
+    for (int64_t row = 0; row < M; row++)
+        for (int64_t g = 0; g < nb; g += 4) {
+            int r = nb - g < 4 ? (int)(nb - g) : 4;
+            int8_t *x = qx + (row * nb + g) * QBLOCK;
+            memcpy(tmp, x, (size_t)r * QBLOCK);
+            memcpy(ntmp, nc + (row * nb + g) * 8, (size_t)r * 8 * sizeof(int32_t));
+            for (int j = 0; j < r; j++) {
+                memcpy(x + 16 * j, tmp + QBLOCK * j, 16);
+                memcpy(x + 16 * (r + j), tmp + QBLOCK * j + 16, 16);
+            }
+            int32_t *cq = nc + (row * nb + g) * 4;   /* packs (nb, 4) below the (nb, 8) read */
+            for (int j = 0; j < 4 * r; j++)
+                cq[j] = times * (ntmp[(j / 4) * 8 + j % 4] + ntmp[(j / 4) * 8 + 4 + j % 4]);
+        }
+}
+
+/* ---------------------------------------------------------------- portable */
+
+static void row_portable(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
+                         int64_t n, int64_t m0, int mt, int64_t N, int q4) {
+    int64_t K = a->K, nb = a->nb, bb = q4 ? QBLOCK / 2 : QBLOCK;
+    float acc[MT] = {0};
+    int8_t w[QBLOCK];
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *qb = q + (n * nb + b) * bb;
+        for (int k = 0; k < QBLOCK / 2; k++) {
+            w[k] = q4 ? (int8_t)((qb[k] & 0x0F) - 8) : (int8_t)qb[k];
+            w[k + 16] = q4 ? (int8_t)((qb[k] >> 4) - 8) : (int8_t)qb[k + 16];
+        }
+        float dw = half_to_float(scale[n * nb + b]);
+        for (int i = 0; i < mt; i++) {
+            const int8_t *xb = a->qx + (m0 + i) * K + b * QBLOCK;
+            int32_t s = 0;
+            for (int k = 0; k < QBLOCK; k++) s += xb[k] * w[k];
+            acc[i] += dw * a->dx[(m0 + i) * nb + b] * (float)s;
+        }
+    }
+    for (int i = 0; i < mt; i++) out[(m0 + i) * N + n] = acc[i];
+}
+
+static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
+                          int64_t n0, int64_t n1, int64_t m0, int mt, int64_t N, int q4) {
+    for (int64_t n = n0; n < n1; n++) row_portable(a, q, scale, out, n, m0, mt, N, q4);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* NAME(..., n0, n1, m0, mt, ..., q4): rows [n0, n1) of W against rows [m0, m0 + mt) of x, by
+ * NAME_t (inlined) with a constant row count and format, so that its accumulators stay in
+ * registers, no format test runs inside its loops and no call is made per row of W */
+#define ROWS_LOOP(NAME, MT_, Q4_)                                                                  \
+    for (int64_t n = n0; n < n1; n++) NAME##_t(a, q, scale, out, n, m0, MT_, N, Q4_)
+#define DISPATCH(NAME, TARGET)                                                                     \
+    __attribute__((target(TARGET))) static void NAME(const acts *a, const uint8_t *q,              \
+        const uint16_t *scale, float *out, int64_t n0, int64_t n1, int64_t m0, int mt,             \
+        int64_t N, int q4) {                                                                       \
+        switch (q4 * MT + mt) {                                                                    \
+        case 1: ROWS_LOOP(NAME, 1, 0); break;                                                      \
+        case 2: ROWS_LOOP(NAME, 2, 0); break;                                                      \
+        case 3: ROWS_LOOP(NAME, 3, 0); break;                                                      \
+        case 4: ROWS_LOOP(NAME, 4, 0); break;                                                      \
+        case MT + 1: ROWS_LOOP(NAME, 1, 1); break;                                                 \
+        case MT + 2: ROWS_LOOP(NAME, 2, 1); break;                                                 \
+        case MT + 3: ROWS_LOOP(NAME, 3, 1); break;                                                 \
+        default: ROWS_LOOP(NAME, 4, 1);                                                            \
+        }                                                                                          \
+    }
+
+/* ---------------------------------------------------------------- AVX2 */
+#define AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
+
+/* block b of row n, as 32 bytes: q8_0 the signed values; q4_0 the unsigned q + 8, in order */
+AVX2 __m256i block_avx2(const uint8_t *q, int64_t at, int q4) {
+    if (!q4) return _mm256_loadu_si256((const __m256i *)(q + at * QBLOCK));
+    __m128i t = _mm_loadu_si128((const __m128i *)(q + at * QBLOCK / 2));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+}
+
+/* block b of row n against mt rows of x, into acc[mt] */
+AVX2 void block_step_avx2(const acts *a, const uint8_t *q, const uint16_t *scale, int64_t n,
+                          int64_t m0, const int mt, int q4, int64_t b, __m256 *acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i w = block_avx2(q, n * a->nb + b, q4), wa = q4 ? w : _mm256_sign_epi8(w, w);
+    float dw = _cvtsh_ss(scale[n * a->nb + b]);
+    for (int i = 0; i < mt; i++) {
+        int64_t r = (m0 + i) * a->nb + b;
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(a->qx + r * QBLOCK));
+        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, q4 ? xv : _mm256_sign_epi8(xv, w)), ones);
+        if (q4) s = _mm256_add_epi32(s, _mm256_loadu_si256((const __m256i *)(a->nc + r * 8)));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a->dx[r]), acc[i]);
+    }
+}
+
+AVX2 void rows_avx2_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
+                      int64_t n, int64_t m0, const int mt, int64_t N, const int q4) {
+    __m256 acc0[MT], acc1[MT];   /* even and odd blocks: two FMA chains in flight */
+    for (int i = 0; i < mt; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    int64_t b = 0;
+    for (; b + 1 < a->nb; b += 2) {
+        block_step_avx2(a, q, scale, n, m0, mt, q4, b, acc0);
+        block_step_avx2(a, q, scale, n, m0, mt, q4, b + 1, acc1);
+    }
+    if (b < a->nb) block_step_avx2(a, q, scale, n, m0, mt, q4, b, acc0);
+    for (int i = 0; i < mt; i++) {
+        __m256 v = _mm256_add_ps(acc0[i], acc1[i]);
+        __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        out[(m0 + i) * N + n] = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+    }
+}
+
+DISPATCH(rows_avx2, "avx2,fma,f16c")
+
+/* ---------------------------------------------------------------- AVX-512 VNNI */
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"), always_inline)) \
+    static inline
+
+/* The r <= 4 blocks from b0 + p of row n of W, as two vectors of unsigned bytes whose lane j
+ * (4 bytes) belongs to block j / 4: lo holds values 0-15 of each block, hi values 16-31.
+ * q4_0: one 64-byte load, low nibbles and high nibbles (q + 8, as stored). q8_0: two loads
+ * regrouped by 16-byte quarters, plus 128 (w ^ 0x80). x is stored to match (vnni_layout). */
+VNNI void quad_weights(const uint8_t *q, int64_t at, int r, const int q4, __m512i *lo, __m512i *hi) {
+    if (q4) {
+        const __m512i nib = _mm512_set1_epi8(0x0F);
+        __m512i t = _mm512_maskz_loadu_epi8(r == 4 ? ~(__mmask64)0 : ((__mmask64)1 << (16 * r)) - 1,
+                                            q + at * QBLOCK / 2);
+        *lo = _mm512_and_si512(t, nib);
+        *hi = _mm512_and_si512(_mm512_srli_epi16(t, 4), nib);
+        return;
+    }
+    const __m512i k80 = _mm512_set1_epi8((char)0x80);
+    const uint8_t *w = q + at * QBLOCK;
+    __m512i a = r >= 2 ? _mm512_loadu_si512(w) : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)w));
+    __m512i b = r == 4 ? _mm512_loadu_si512(w + 64)
+              : r == 3 ? _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(w + 64)))
+                       : _mm512_setzero_si512();
+    *lo = _mm512_xor_si512(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(2, 0, 2, 0)), k80);
+    *hi = _mm512_xor_si512(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 1, 3, 1)), k80);
+}
+
+/* those r blocks against mt rows of x, into acc[mt]; d[i]: row i's dw * dx for the 16 blocks
+ * from b0. The unsigned offset (8 for q4_0, 128 for q8_0) times x's sum is nc, dpbusd's start. */
+VNNI void quad_vnni(const acts *a, const uint8_t *q, int64_t n, int64_t m0, const int mt,
+                    int64_t b0, int p, int r, const int q4, const __m512 *d, __m512 *acc) {
+    const __m512i quarter = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    int64_t b = b0 + p, nb = a->nb;
+    __mmask64 mb = r == 4 ? ~(__mmask64)0 : ((__mmask64)1 << (16 * r)) - 1;
+    __mmask16 ml = (__mmask16)((1u << (4 * r)) - 1);
+    __m512i lo, hi;
+    quad_weights(q, n * nb + b, r, q4, &lo, &hi);
+    __m512i idx = _mm512_add_epi32(quarter, _mm512_set1_epi32(p));
+    for (int i = 0; i < mt; i++) {
+        const int8_t *x = a->qx + ((m0 + i) * nb + b) * QBLOCK;
+        __m512i s = _mm512_maskz_loadu_epi32(ml, a->nc + ((m0 + i) * nb + b) * 4);
+        s = _mm512_dpbusd_epi32(s, lo, _mm512_maskz_loadu_epi8(mb, x));
+        s = _mm512_dpbusd_epi32(s, hi, _mm512_maskz_loadu_epi8(mb, x + 16 * r));
+        acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(idx, d[i]), acc[i]);
+    }
+}
+
+VNNI void rows_vnni_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
+                      int64_t n, int64_t m0, const int mt, int64_t N, const int q4) {
+    int64_t nb = a->nb;
+    __m512 acc0[MT], acc1[MT], d[MT];   /* two FMA chains in flight a row */
+    for (int i = 0; i < mt; i++) acc0[i] = acc1[i] = _mm512_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += 16) {      /* 16 blocks: one vector of scales */
+        int r = nb - b0 < 16 ? (int)(nb - b0) : 16;
+        __mmask16 ms = (__mmask16)((1u << r) - 1);
+        __m512 dw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(ms, scale + n * nb + b0));
+        for (int i = 0; i < mt; i++)
+            d[i] = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(ms, a->dx + (m0 + i) * nb + b0));
+        int p = 0;
+        for (; p + 8 <= r; p += 8) {
+            quad_vnni(a, q, n, m0, mt, b0, p, 4, q4, d, acc0);
+            quad_vnni(a, q, n, m0, mt, b0, p + 4, 4, q4, d, acc1);
+        }
+        for (; p < r; p += 4) quad_vnni(a, q, n, m0, mt, b0, p, r - p < 4 ? r - p : 4, q4, d, acc0);
+    }
+    for (int i = 0; i < mt; i++)
+        out[(m0 + i) * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[i], acc1[i]));
+}
+
+DISPATCH(rows_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")
+#endif
+
+/* ---------------------------------------------------------------- dispatch */
+
+int quant_path(int wanted) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* asked once: cpuid traps to the hypervisor in a VM, tens of microseconds a call */
+    static int features = -1;
+    int f = __atomic_load_n(&features, __ATOMIC_RELAXED);
+    if (f < 0) __atomic_store_n(&features, f = cpu_features(), __ATOMIC_RELAXED);
+    if (wanted >= QPATH_AVX512_VNNI && (f & CPU_AVX512_VNNI)) return QPATH_AVX512_VNNI;
+    if (wanted >= QPATH_AVX2 && (f & CPU_AVX2)) return QPATH_AVX2;
+#endif
+    return QPATH_PORTABLE;
+}
+
+typedef void (*rows_fn)(const acts *, const uint8_t *, const uint16_t *, float *, int64_t,
+                        int64_t, int64_t, int, int64_t, int);
+
+int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
+                int64_t N, int64_t K, int q4, int path) {
+    int64_t nb = K / QBLOCK;
+    int8_t *qx = malloc((size_t)(M * K));
+    float *dx = malloc((size_t)(M * nb) * sizeof(float));
+    int32_t *nc = malloc((size_t)(M * K / 4) * sizeof(int32_t));
+    if (!qx || !dx || !nc) {
+        free(qx); free(dx); free(nc);
+        return -1;
+    }
+    quantize_rows_q8(x, qx, dx, nc, M, K);
+    acts a = {qx, dx, nc, K, nb};
+    rows_fn rows = rows_portable;
+#if defined(__x86_64__) && defined(__GNUC__)
+    int chosen = quant_path(path);
+    if (chosen == QPATH_AVX512_VNNI) {
+        vnni_layout(qx, nc, M, nb, q4);
+        rows = rows_vnni;
+    }
+    else if (chosen == QPATH_AVX2) rows = rows_avx2;
+#endif
+    int64_t chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
+#pragma omp parallel for schedule(static) if (N * K >= QUANT_PARALLEL_MIN)
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t n0 = c * ROW_CHUNK, n1 = n0 + ROW_CHUNK < N ? n0 + ROW_CHUNK : N;
+        for (int64_t m0 = 0; m0 < M; m0 += MT)   /* the chunk's rows of W stay in cache */
+            rows(&a, q, scale, out, n0, n1, m0, M - m0 < MT ? (int)(M - m0) : MT, N, q4);
+    }
+    free(qx); free(dx); free(nc);
+    return 0;
+}
