@@ -1,13 +1,15 @@
-"""The decode kernels of the C backend (csrc/gemv.c, attention_decode in csrc/attention.c) against
-their NumPy definitions at awkward sizes, in float64, by max|ours - ref| / max|ref|.
+"""The decode kernels of the C backend (csrc/decode.c: gemv, attention_decode) against their
+NumPy definitions at awkward sizes, in float64, by max|ours - ref| / max|ref|, on every
+instruction-set path this CPU has (PATHS: avx512, avx2, portable; each forced by name).
 The CUDA twins are tests/test_cuda_decode.py. Skipped when the C library is not built."""
 import numpy as np
 import pytest
 
-from tinyllm.backends import numpy_kernels as K
+from tinyllm.backends import cpu_paths, numpy_kernels as K
 from tests.c_helpers import c_kernels_or_skip
 
 C = c_kernels_or_skip()
+PATHS = cpu_paths.supported(C.DECODE_PATHS, C.FEATURES)
 
 # float32 rounding (6e-8) grown by dot products of up to a few thousand terms, summed in a
 # different order than float64's (vector lanes, then a tree)
@@ -23,13 +25,28 @@ def rel_err(ours, ref):
     return float(np.max(np.abs(np.asarray(ours, np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("M", list(range(1, 17)))
-def test_gemv_equals_numpy_for_every_row_count(M):
+def test_gemv_equals_numpy_for_every_row_count(M, path):
     rng = np.random.default_rng(M)
-    for N, Kd in ((1, 1), (3, 5), (7, 17), (33, 64), (130, 257), (65, 1000)):
+    # N: below, at and past the 8-row blocks and a pool chunk (32768 / K rows); K: below a
+    # vector, odd, past one vector by one
+    for N, Kd in ((1, 1), (3, 5), (7, 17), (9, 15), (33, 64), (130, 257), (65, 1000), (300, 129)):
         x, w = randn(rng, M, Kd), randn(rng, N, Kd)
-        err = rel_err(C.gemv(x, w), K.gemv(x.astype(np.float64), w.astype(np.float64)))
-        assert err <= TOL, f"gemv M={M} N={N} K={Kd}: relative error {err:.3g}"
+        err = rel_err(C.gemv(x, w, path), K.gemv(x.astype(np.float64), w.astype(np.float64)))
+        assert err <= TOL, f"gemv [{path}] M={M} N={N} K={Kd}: relative error {err:.3g}"
+
+
+def test_every_path_this_cpu_lacks_falls_back_and_a_bad_name_is_refused():
+    """A path is forced by name ($TINYLLM_DECODE_PATH or the argument); one this CPU lacks runs
+    as the fastest it has below it, so no setting executes a missing instruction."""
+    assert PATHS[-1] == "portable" and C.decode_path() == PATHS[0]
+    for name in C.DECODE_PATHS:
+        assert C.decode_path(name) in PATHS
+    assert cpu_paths.choose("decode", C.DECODE_PATHS, C.lib.CPU_AVX2, "avx512") == "avx2"
+    assert cpu_paths.choose("decode", C.DECODE_PATHS, 0, "avx512") == "portable"
+    with pytest.raises(ValueError, match="choose one of"):
+        C.decode_path("sse9")
 
 
 def test_matmul_sends_skinny_products_to_gemv_and_others_to_the_gemm():
@@ -39,17 +56,19 @@ def test_matmul_sends_skinny_products_to_gemv_and_others_to_the_gemm():
         assert rel_err(C.matmul(x, w, transpose_b=True), x.astype(np.float64) @ w.T) <= TOL
 
 
-@pytest.mark.parametrize("hs", [1, 3, 16, 33, 64, 128])
-def test_attention_decode_reads_the_cache_in_place(hs):
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("hs", [1, 3, 7, 8, 16, 17, 33, 64, 100, 128])
+def test_attention_decode_reads_the_cache_in_place(hs, path):
     rng = np.random.default_rng(hs)
     B, nh, Tmax = 2, 3, 300                 # past one 256-key chunk of the online softmax
     k_cache, v_cache = randn(rng, B, nh, Tmax, hs), randn(rng, B, nh, Tmax, hs)
-    for Tq, Tk in ((1, 1), (1, 2), (1, 257), (4, 9), (16, 16), (16, 300), (7, 100)):
+    for Tq, Tk in ((1, 1), (1, 2), (1, 255), (1, 256), (1, 257), (4, 9), (16, 16), (16, 300),
+                   (7, 100), (1, 300)):
         q = randn(rng, B, nh, Tq, hs)
-        ours = C.attention_decode(q, k_cache, v_cache, Tk)
+        ours = C.attention_decode(q, k_cache, v_cache, Tk, path)
         ref = K.attention_decode(*(a.astype(np.float64) for a in (q, k_cache, v_cache)), Tk)
         err = rel_err(ours, ref)
-        assert err <= TOL, f"attention_decode hs={hs} Tq={Tq} Tk={Tk}: relative error {err:.3g}"
+        assert err <= TOL, f"attention_decode [{path}] hs={hs} Tq={Tq} Tk={Tk}: relative error {err:.3g}"
 
 
 def test_attention_decode_equals_the_flash_kernel_on_the_prefix():
