@@ -3,7 +3,8 @@
  *
  * Before each inclusion decode.c defines the vector vocabulary of one path: SUFFIX (pasted onto
  * every name here: rows_of_w_avx512), TARGET (the function attribute, empty for the portable
- * path), vec, VLEN, vloadu, vstoreu, vfma, vzero, vset1, vsum, MB (rows of x per block), NB_WIDE
+ * path), vec, VLEN, vloadu, vloadn (the first n < VLEN lanes, zeros beyond), vstoreu, vfma, vzero,
+ * vset1, vsum, vsums (the sums of nb vectors, stored to nb floats), MB (rows of x per block), NB_WIDE
  * (rows of w per block when x has one or two rows) and NB (when it has more); this file undefines them. A block keeps MB x NB vector accumulators, NB w vectors and one x vector in registers:
  *   AVX-512 (32 zmm): MB 4 x NB 4 (4 x 4 + 4 + 1 = 21), or 1-2 x 8 when x has one or two rows
  *     (2 x 8 + 8 + 1 = 25): a pass then loads x once per eight FMAs (1.3x faster on cached
@@ -37,12 +38,16 @@ TARGET static inline __attribute__((always_inline)) void FN(block)(
             for (int j = 0; j < nb; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < mb; i++)
-        for (int j = 0; j < nb; j++) {
-            float s = vsum(acc[i][j]);
-            for (int64_t kk = k; kk < K; kk++) s += x[i * K + kk] * w[j * K + kk];  // K % VLEN
-            out[i * N + j] = s;
+    if (k < K) {                             /* the last K % VLEN: lanes past K load as zeros */
+        int r = (int)(K - k);
+        vec wv[NB_WIDE];
+        for (int j = 0; j < nb; j++) wv[j] = vloadn(w + j * K + k, r);
+        for (int i = 0; i < mb; i++) {
+            vec xv = vloadn(x + i * K + k, r);
+            for (int j = 0; j < nb; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
         }
+    }
+    for (int i = 0; i < mb; i++) vsums(acc[i], nb, out + i * N);
 }
 
 /* mb (<= MB) rows of x against nb rows of w: the (mb, nb) instantiation with constant sizes. */
@@ -164,3 +169,5 @@ TARGET static void FN(decode_chunk)(void *ctx, int64_t i) {
 #undef vzero
 #undef vset1
 #undef vsum
+#undef vsums
+#undef vloadn

@@ -104,3 +104,55 @@ def test_the_decode_kernels_equal_the_naive_definitions():
     np.testing.assert_allclose(K.attention_decode(q, kc, vc, 6), want, rtol=1e-12, atol=1e-12)
     f32 = [a.astype(np.float32) for a in (q, kc, vc)]
     assert rel_err(C.attention_decode(*f32, 6), want) <= 1e-5
+
+
+def test_two_threads_calling_at_once_and_a_forked_child_get_the_same_numbers():
+    """The pool (csrc/pool.c) runs one call at a time: a second caller (Python releases the GIL
+    in C calls) runs its chunks alone; a forked child starts its own helpers."""
+    import concurrent.futures
+    import multiprocessing
+    rng = np.random.default_rng(7)
+    x, w = randn(rng, 3, 300), randn(rng, 2000, 300)            # ~20 pool chunks
+    want = C.gemv(x, w)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for got in pool.map(lambda _: C.gemv(x, w), range(64)):
+            np.testing.assert_array_equal(got, want)
+    if "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(1) as child:
+            np.testing.assert_array_equal(child.apply(C.gemv, (x, w)), want)
+
+
+def test_a_build_without_march_native_runs_every_path(tmp_path):
+    """-O2 without -march=native: the AVX-512 and AVX2 code exists only as target-attribute
+    functions, the portable path has no vector instructions beyond the baseline; each forced
+    path agrees with NumPy (the kernels and the CPU detection are all it needs)."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    lib = tmp_path / "libtinyllm.so"
+    sources = [os.path.join(root, "csrc", f) for f in ("decode.c", "pool.c", "cpu.c", "threads.c")]
+    cc = os.environ.get("CC", "cc")
+    build = subprocess.run([cc, "-O2", "-std=c11", "-fopenmp", "-fPIC", "-shared", "-o", str(lib),
+                            *sources, "-lm"], capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.skip(f"{cc} could not build the portable decode kernels: {build.stderr[-300:]}")
+    rng = np.random.default_rng(9)
+    x, w = randn(rng, 5, 77), randn(rng, 203, 77)
+    q, kc = randn(rng, 1, 2, 3, 33), randn(rng, 1, 2, 40, 33)
+    np.savez(tmp_path / "in.npz", x=x, w=w, q=q, kc=kc)
+    script = ("import sys, numpy as np; from tinyllm.backends import c_kernels as c; "
+              "d = np.load(sys.argv[1]); "
+              "np.savez(sys.argv[2], **{p + s: f for p in c.DECODE_PATHS for s, f in "
+              "(('g', c.gemv(d['x'], d['w'], p)), ('a', c.attention_decode(d['q'], d['kc'], d['kc'], 29, p)))})")
+    env = dict(os.environ, TINYLLM_LIB=str(lib),
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True, env=env, cwd=root)
+    assert done.returncode == 0, f"the portable build failed:\n{done.stderr[-2000:]}"
+    out = np.load(tmp_path / "out.npz")
+    gemv_ref = K.gemv(x.astype(np.float64), w.astype(np.float64))
+    attn_ref = K.attention_decode(*(a.astype(np.float64) for a in (q, kc, kc)), 29)
+    for p in C.DECODE_PATHS:
+        assert rel_err(out[p + "g"], gemv_ref) <= TOL, f"portable build, gemv [{p}]"
+        assert rel_err(out[p + "a"], attn_ref) <= TOL, f"portable build, attention_decode [{p}]"
