@@ -15,7 +15,8 @@ many threads (compiled here with cc), and "% roof" is decode tokens/s against
     roofline = bandwidth * B / (weight bytes + B * KV-cache bytes read per row),
 the weight bytes being every matrix but the embeddings (one row each is read). Each
 number is the best of --repeats runs (the machine may be shared). Nothing asserts a
-time; record what it prints in BENCHMARKS.md. Read csrc/gemv.c for the kernel.
+time; record what it prints in BENCHMARKS.md. Read csrc/decode.c for the kernels
+(TINYLLM_DECODE_PATH=avx512|avx2|portable picks their instructions; the header says which ran).
 """
 import argparse
 import os
@@ -157,12 +158,16 @@ def run(configs=tuple(CONFIGS), batches=(1, 8), prompt_tokens=32, decode_tokens=
     print(f"{cpu}, {threads()} threads; read bandwidth "
           f"{'%.1f GB/s' % bandwidth if bandwidth else 'not measured (no cc -fopenmp)'} "
           f"({bandwidth_mb} MiB streamed)")
+    if "c" in names:
+        from tinyllm.backends import c_kernels
+        print(f"C decode kernels: {c_kernels.DECODE_PATH}; load average {os.getloadavg()[0]:.1f}")
     print(f"prompt {prompt_tokens} tokens per row, {decode_tokens} decoded, greedy; best of {repeats}")
     print(f"{'shape':<6} {'B':>2} {'runner':<6} {'prefill tok/s':>13} {'decode tok/s':>12} "
           f"{'% roof':>6} {'roofline':>8} {'C/NumPy':>7} {'C/torch':>7} {'pp/tg':>5}")
     for name in configs:
         table_rows(name, GPTConfig(**CONFIGS[name]), batches, names, bandwidth, prompt_tokens,
                    decode_tokens, repeats)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
 
 
 def main():

@@ -2,6 +2,10 @@
 NumPy definitions at awkward sizes, in float64, by max|ours - ref| / max|ref|, on every
 instruction-set path this CPU has (PATHS: avx512, avx2, portable; each forced by name).
 The CUDA twins are tests/test_cuda_decode.py. Skipped when the C library is not built."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -126,9 +130,6 @@ def test_a_build_without_march_native_runs_every_path(tmp_path):
     """-O2 without -march=native: the AVX-512 and AVX2 code exists only as target-attribute
     functions, the portable path has no vector instructions beyond the baseline; each forced
     path agrees with NumPy (the kernels and the CPU detection are all it needs)."""
-    import os
-    import subprocess
-    import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     lib = tmp_path / "libtinyllm.so"
     sources = [os.path.join(root, "csrc", f) for f in ("decode.c", "pool.c", "cpu.c", "threads.c")]
@@ -156,3 +157,15 @@ def test_a_build_without_march_native_runs_every_path(tmp_path):
     for p in C.DECODE_PATHS:
         assert rel_err(out[p + "g"], gemv_ref) <= TOL, f"portable build, gemv [{p}]"
         assert rel_err(out[p + "a"], attn_ref) <= TOL, f"portable build, attention_decode [{p}]"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="-z nodelete is a GNU/ELF linker flag")
+def test_a_process_exits_cleanly_while_worker_threads_spin():
+    """OpenMP's threads (OMP_WAIT_POLICY=active) and the decode pool's helpers spin after their
+    work; the library is linked -z nodelete (Makefile), so Python unloading it at exit cannot
+    pull their code from under them (that was a segfault at exit)."""
+    script = ("import numpy as np; from tinyllm.backends import c_kernels as c; "
+              "a = np.ones((256, 256), np.float32); c.matmul(a, a); c.gemv(a[:1].copy(), a)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, OMP_WAIT_POLICY="active"))
+    assert done.returncode == 0, f"exit status {done.returncode}: {done.stderr[-500:]}"

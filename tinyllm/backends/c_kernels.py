@@ -79,13 +79,17 @@ def _writable(name, a):
 
 # The pointers C receives. ffi.from_buffer keeps the array alive as long as the pointer and
 # costs a third of ffi.cast(a.ctypes.data): a decoding step makes ~100 kernel calls of
-# microseconds each, so the wrappers' overhead is a visible part of it.
+# microseconds each, so the wrappers' overhead is a visible part of it (the types are parsed
+# once, here: a string costs a lookup per call).
+_FLOATS, _INT64S = ffi.typeof("float[]"), ffi.typeof("int64_t[]")
+
+
 def _p(a):
-    return ffi.from_buffer("float[]", a)
+    return ffi.from_buffer(_FLOATS, a)
 
 
 def _pi(a):
-    return ffi.from_buffer("int64_t[]", a)
+    return ffi.from_buffer(_INT64S, a)
 
 
 # ----------------------------------------------------------------------------
