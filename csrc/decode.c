@@ -32,9 +32,6 @@
 #include "parallel.h"
 #include "tinyllm.h"
 
-#ifndef GEMV_PREFETCH
-#define GEMV_PREFETCH 1
-#endif
 #define CHUNK_FLOATS 32768   /* weights per pool chunk (128 KiB): ~4 us at 30 GB/s */
 #define DECODE_CHUNK 256     /* keys per chunk of the online softmax: the stack holds these scores */
 
