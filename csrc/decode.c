@@ -27,13 +27,14 @@
  */
 #include <math.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "fastmath.h"
 #include "parallel.h"
 #include "tinyllm.h"
 
 #define CHUNK_FLOATS 32768   /* weights per pool chunk (128 KiB): ~4 us at 30 GB/s */
-#define DECODE_CHUNK 256     /* keys per chunk of the online softmax: the stack holds these scores */
+#define DECODE_CHUNK 256     /* keys per chunk of the online softmax (their scores on the stack) */
 
 typedef struct {
     const float *x, *w;
@@ -84,7 +85,8 @@ TARGET static inline void sums16(const __m512 *a, int nb, float *out) {
     __m512 t = _mm512_add_ps(_mm512_unpacklo_ps(c[0], c[1]), _mm512_unpackhi_ps(c[0], c[1]));
     t = _mm512_add_ps(t, _mm512_shuffle_ps(t, t, _MM_SHUFFLE(1, 0, 3, 2)));
     /* lane 4L holds the sum of a[L], lane 4L + 1 that of a[L + 4] */
-    __m512 s = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), t);
+    __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512 s = _mm512_permutexvar_ps(order, t);
     _mm256_storeu_ps(out, _mm512_castps512_ps256(s));
 }
 #include "decode_kernels.h"
@@ -103,7 +105,8 @@ TARGET static inline void sums16(const __m512 *a, int nb, float *out) {
 #define vzero() _mm256_setzero_ps()
 #define vset1(a) _mm256_set1_ps(a)
 #define vsum(v) sum8(v)
-#define vloadn(p, n) _mm256_maskload_ps(p, _mm256_loadu_si256((const __m256i *)(first_lanes + 8 - (n))))
+#define vloadn(p, n) \
+    _mm256_maskload_ps(p, _mm256_loadu_si256((const __m256i *)(first_lanes + 8 - (n))))
 #define vsums(a, nb, out) for (int j_ = 0; j_ < (nb); j_++) (out)[j_] = sum8((a)[j_])
 static const int32_t first_lanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1};   /* then eight zeros */
 TARGET static inline float sum8(__m256 v) {
@@ -146,16 +149,25 @@ static int usable_path(int path) {
     return 0;
 }
 
+/* The pool task of kernel `name` for a path: name_avx512, name_avx2 or name_portable (the x86
+ * ones exist only on x86, where usable_path can answer them). */
+#ifdef HAVE_X86_PATHS
+#define X86_ONLY(f) f
+#else
+#define X86_ONLY(f) NULL
+#endif
+#define TASK_FOR(name, path) \
+    task_for(path, X86_ONLY(name##_avx512), X86_ONLY(name##_avx2), name##_portable)
+static pool_task task_for(int path, pool_task avx512, pool_task avx2, pool_task portable) {
+    path = usable_path(path);
+    return path == CPU_AVX512 ? avx512 : path == CPU_AVX2 ? avx2 : portable;
+}
+
 void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K, int path) {
-    // a chunk: about CHUNK_FLOATS weights, whole blocks of 8 rows of w (every path's NB_WIDE divides 8)
+    // a chunk: ~CHUNK_FLOATS weights, whole blocks of 8 rows of w (every path's NB_WIDE divides 8)
     int64_t rows = (CHUNK_FLOATS / (K > 0 ? K : 1) + 7) / 8 * 8;
     GemvWork g = {x, w, out, M, N, K, rows};
-    pool_task task = gemv_chunk_portable;
-    path = usable_path(path);
-#ifdef HAVE_X86_PATHS
-    task = path == CPU_AVX512 ? gemv_chunk_avx512 : path == CPU_AVX2 ? gemv_chunk_avx2 : task;
-#endif
-    pool_run(task, &g, (N + rows - 1) / rows);
+    pool_run(TASK_FOR(gemv_chunk, path), &g, (N + rows - 1) / rows);
 }
 
 void attention_decode(const float *q, const float *k_cache, const float *v_cache, float *out,
@@ -166,10 +178,5 @@ void attention_decode(const float *q, const float *k_cache, const float *v_cache
     int64_t rows = per_row >= CHUNK_FLOATS ? 1 : CHUNK_FLOATS / (per_row > 0 ? per_row : 1);
     DecodeWork a = {q, k_cache, v_cache, out, B, nh, Tq, Tk, Tmax, hs, rows,
                     1.0f / sqrtf((float)hs)};
-    pool_task task = decode_chunk_portable;
-    path = usable_path(path);
-#ifdef HAVE_X86_PATHS
-    task = path == CPU_AVX512 ? decode_chunk_avx512 : path == CPU_AVX2 ? decode_chunk_avx2 : task;
-#endif
-    pool_run(task, &a, (n_rows + rows - 1) / rows);
+    pool_run(TASK_FOR(decode_chunk, path), &a, (n_rows + rows - 1) / rows);
 }

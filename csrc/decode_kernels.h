@@ -3,9 +3,11 @@
  *
  * Before each inclusion decode.c defines the vector vocabulary of one path: SUFFIX (pasted onto
  * every name here: rows_of_w_avx512), TARGET (the function attribute, empty for the portable
- * path), vec, VLEN, vloadu, vloadn (the first n < VLEN lanes, zeros beyond), vstoreu, vfma, vzero,
- * vset1, vsum, vsums (the sums of nb vectors, stored to nb floats), MB (rows of x per block), NB_WIDE
- * (rows of w per block when x has one or two rows) and NB (when it has more); this file undefines them. A block keeps MB x NB vector accumulators, NB w vectors and one x vector in registers:
+ * path), vec, VLEN, vloadu, vloadn (the first n < VLEN lanes, zeros beyond), vstoreu, vfma,
+ * vzero, vset1, vsum, vsums (the sums of nb vectors, stored to nb floats), MB (rows of x per
+ * block), NB_WIDE (rows of w per block when x has one or two rows) and NB (when it has more);
+ * this file undefines them. A block keeps MB x NB vector accumulators, NB w vectors and one x
+ * vector in registers:
  *   AVX-512 (32 zmm): MB 4 x NB 4 (4 x 4 + 4 + 1 = 21), or 1-2 x 8 when x has one or two rows
  *     (2 x 8 + 8 + 1 = 25): a pass then loads x once per eight FMAs (1.3x faster on cached
  *     weights, measured, one thread);
@@ -125,7 +127,8 @@ TARGET static void FN(decode_row)(const float *restrict q, const float *restrict
             const float *vj = v + (j0 + j) * hs;
             vec p = vset1(s[j]);
             int64_t d = 0;
-            for (; d + VLEN <= hs; d += VLEN) vstoreu(out + d, vfma(p, vloadu(vj + d), vloadu(out + d)));
+            for (; d + VLEN <= hs; d += VLEN)
+                vstoreu(out + d, vfma(p, vloadu(vj + d), vloadu(out + d)));
             for (; d < hs; d++) out[d] = fmaf(s[j], vj[d], out[d]);
         }
     }
