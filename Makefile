@@ -34,9 +34,13 @@ ifneq ($(NO_OMP),1)
 OMP := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo -fopenmp)
 endif
 SIMD := $(if $(OMP),,-fopenmp-simd)
+# -z nodelete: the library (and libgomp with it) stays mapped until the process ends. Python
+# unloads it at exit while worker threads may still be spinning in it (OpenMP's with
+# OMP_WAIT_POLICY=active, the decode pool's for SPIN_US): unmapped, that was a segfault at exit
+NODELETE := $(shell echo 'int f(void){return 0;}' | $(CC) -shared -fPIC -Wl,-z,nodelete -x c - -o /dev/null 2>/dev/null && echo -Wl,-z,nodelete)
 # the library is rebuilt when the compiler or its flags change, not only the sources
 FLAGS_STAMP := build/cflags.txt
-BUILD_FLAGS := $(CC) $(CFLAGS) $(OMP) $(SIMD) $(WARN)
+BUILD_FLAGS := $(CC) $(CFLAGS) $(OMP) $(SIMD) $(WARN) $(NODELETE)
 
 # CUDA: built when nvcc is found, unless NO_CUDA=1; the CPU build never depends on it
 NVCC ?= nvcc

@@ -1,14 +1,15 @@
 /* cpu.c: what this CPU's cores can do, asked at run time, and how fast they really are.
  *
  * What it is: cpu_features() reads cpuid (and XCR0, whether the OS saves the registers) for
- * AVX-512, AVX512-BF16 and AMX-BF16, and on Linux asks the kernel for permission to use AMX
+ * AVX2+FMA, AVX-512, AVX512-BF16 and AMX-BF16, and on Linux asks the kernel for permission to use AMX
  * tiles (arch_prctl ARCH_REQ_XCOMP_PERM): without it the first tile instruction kills the
  * process. So one build (with -march=native or without) runs on any x86-64 and executes only
  * instructions the machine it runs on has. peak_flops() times a multiply-add loop with enough
  * independent accumulators to keep every FMA (or dot-product, or tile) unit busy: the ceiling a
  * matmul is measured against (examples/bench_matmul.py), measured, not assumed.
  *
- * What it is not: a general CPU-feature library; it knows the features the matmuls dispatch on.
+ * What it is not: a general CPU-feature library; it knows the features the matmuls and the
+ * decode kernels (decode.c) dispatch on.
  * The functions that use an instruction set carry it as a target attribute, so this file needs
  * no -m flag; they run only after cpu_features() said yes.
  *
@@ -41,17 +42,13 @@ int cpu_features(void) {
     /* XCR0: SSE, AVX, opmask and both halves of the zmm file saved by the OS (0xE6); for AMX
      * the tile config and tile data (bits 17, 18) */
     uint64_t x = xcr0();
-    int zmm_ok = (x & 0xE6) == 0xE6, tiles_ok = (x & 0x60000) == 0x60000;
+    int ymm_ok = (x & 0x6) == 0x6, zmm_ok = (x & 0xE6) == 0xE6, tiles_ok = (x & 0x60000) == 0x60000;
+    /* CPU_AVX2: AVX2 with FMA (the decode kernels) and F16C (the quantized ones' fp16 scales) */
+    int fma_f16c = (c & bit_FMA) && (c & bit_F16C);
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
-    int features = 0;
+    int features = ymm_ok && fma_f16c && (b & bit_AVX2) ? CPU_AVX2 : 0;
     if (zmm_ok && (b & bit_AVX512F) && (b & bit_AVX512BW) && (b & bit_AVX512VL))
         features |= CPU_AVX512;
-    /* for the quantized kernels (quant_i8.c): AVX2 with FMA and F16C, and AVX512-VNNI */
-    int ymm_ok = (x & 0x6) == 0x6;   /* SSE and AVX state */
-    unsigned c1, d1, a1, b1;
-    if (ymm_ok && (b & bit_AVX2) && __get_cpuid(1, &a1, &b1, &c1, &d1) && (c1 & bit_FMA) &&
-        (c1 & bit_F16C))
-        features |= CPU_AVX2;
     if ((features & CPU_AVX512) && (features & CPU_AVX2) && (c & bit_AVX512VNNI))
         features |= CPU_AVX512_VNNI;
     int amx = tiles_ok && (d & (1u << 22)) && (d & (1u << 24));   /* AMX-BF16, AMX-TILE */

@@ -1,4 +1,5 @@
-/* parallel.h: when a kernel's work is worth forking threads for. Not part of the C API.
+/* parallel.h: when a kernel's work is worth forking threads for, and the decode kernels' pool.
+ * Not part of the C API.
  *
  * An OpenMP parallel region costs a fork and a join barrier: microseconds on an idle machine,
  * and far more on a shared one, where the barrier waits for a thread the OS has descheduled
@@ -6,10 +7,17 @@
  * decoding row of 384-1536 values took 16-44 us on one thread, 91-957 us on two). A decoding
  * step calls ~100 kernels on one row each, so the elementwise and row-wise kernels run on one
  * thread below PARALLEL_MIN values: 32768 floats (128 KiB) stream in ~10 us on one core.
+ * The decode kernels (decode.c) split their work with pool_run (pool.c) instead, which never
+ * waits for a thread that has not started.
  */
 #ifndef TINYLLM_PARALLEL_H
 #define TINYLLM_PARALLEL_H
+#include <stdint.h>
 
 #define PARALLEL_MIN 32768
+
+/* pool.c: task(ctx, i) for every chunk i < n, on this thread and the helpers that are running. */
+typedef void (*pool_task)(void *ctx, int64_t chunk);
+void pool_run(pool_task task, void *ctx, int64_t n);
 
 #endif

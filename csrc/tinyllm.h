@@ -42,9 +42,9 @@ void matmul_bf16(const float *a, const float *b, float *out, int64_t batch, int6
 void f32_to_bf16(const float *x, uint16_t *y, int64_t n);
 
 /* cpu.c: the CPU's features, asked at run time (cpuid, XCR0, and Linux's permission for AMX
- * tiles, which cpu_features requests); peak_flops times `iters` iterations of an independent
- * multiply-add loop of `kind` on every OpenMP thread and returns FLOP/s, 0 when the CPU lacks
- * the instructions. */
+ * tiles, which cpu_features requests; CPU_AVX2 is AVX2 with FMA and F16C); peak_flops times `iters`
+ * iterations of an independent multiply-add loop of `kind` on every OpenMP thread and returns
+ * FLOP/s, 0 when the CPU lacks the instructions. */
 enum { CPU_AVX512 = 1, CPU_AVX512_BF16 = 2, CPU_AMX_BF16 = 4, CPU_AVX2 = 8,
        CPU_AVX512_VNNI = 16 };
 enum { PEAK_FP32 = 0, PEAK_BF16 = 1, PEAK_AMX_BF16 = 2 };
@@ -61,15 +61,17 @@ void attention_backward(const float *dout, const float *q, const float *k, const
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
                         int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs);
 
-/* attention.c: the newest Tq queries q (B, nh, Tq, hs) against a KV cache k_cache, v_cache
+/* decode.c: the kernels of a decoding step. path picks the instructions: CPU_AVX512, CPU_AVX2
+ * (with FMA) or 0 (portable C); a path the CPU lacks runs as the best one below it that it has.
+ * attention_decode: the newest Tq queries q (B, nh, Tq, hs) against a KV cache k_cache, v_cache
  * (B, nh, Tmax, hs) whose first Tk positions are filled (Tq <= Tk <= Tmax), read in place;
- * query i sits at position Tk - Tq + i. out (B, nh, Tq, hs), as attention_forward's. */
-void attention_decode(const float *q, const float *k_cache, const float *v_cache, float *out,
-                      int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t Tmax, int64_t hs);
-
-/* gemv.c: out (M, N) = x (M, K) @ w (N, K)^T for the few rows of a decoding step (M = 1..16):
+ * query i sits at position Tk - Tq + i. out (B, nh, Tq, hs), as attention_forward's.
+ * gemv: out (M, N) = x (M, K) @ w (N, K)^T for the few rows of a decoding step (M = 1..16):
  * w, a Linear layer's weight, is streamed once for all M rows, its rows split over threads. */
-void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K);
+void attention_decode(const float *q, const float *k_cache, const float *v_cache, float *out,
+                      int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t Tmax, int64_t hs,
+                      int path);
+void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K, int path);
 
 /* quant.c: out (N, K) = dequant(W), float32, for a weight W (N, K) held as blocks of 32 along
  * K (K % 32 == 0): q8_0 (q4 = 0): q the int8 values (N, K); q4_0 (q4 = 1): q uint8 (N, K / 2),

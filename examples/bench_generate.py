@@ -14,8 +14,10 @@ bandwidth with a streaming sum over a buffer far larger than the last-level cach
 many threads (compiled here with cc), and "% roof" is decode tokens/s against
     roofline = bandwidth * B / (weight bytes + B * KV-cache bytes read per row),
 the weight bytes being every matrix but the embeddings (one row each is read). Each
-number is the best of --repeats runs (the machine may be shared). Nothing asserts a
-time; record what it prints in BENCHMARKS.md. Read csrc/gemv.c for the kernel.
+number is the best of --repeats rounds, each of which runs every runner in turn (the
+machine may be shared: load that comes and goes then meets every runner alike). Nothing asserts a
+time; record what it prints in BENCHMARKS.md. Read csrc/decode.c for the kernels
+(TINYLLM_DECODE_PATH=avx512|avx2|portable picks their instructions; the header says which ran).
 """
 import argparse
 import os
@@ -102,14 +104,20 @@ def run_torch(model, prompt, n_decode):
     return prompt.size / (t1 - t0), B * n_decode / (t2 - t1)
 
 
-def measure(model, runner, prompt, n_decode, repeats):
-    """(prefill tokens/s, decode tokens/s), each the best of `repeats` runs."""
-    if runner == "torch":
-        runs = [run_torch(model, prompt, n_decode) for _ in range(repeats)]
-    else:
-        with backends.using(runner):
-            runs = [run_tinyllm(model, prompt, n_decode) for _ in range(repeats)]
-    return max(r[0] for r in runs), max(r[1] for r in runs)
+def measure(model, names, prompt, n_decode, repeats):
+    """{runner: (prefill tokens/s, decode tokens/s)}, each the best of `repeats` rounds. A round
+    runs every runner once, in turn, so load that comes and goes meets them all alike."""
+    best = {}
+    for _ in range(repeats):
+        for r in names:
+            if r == "torch":
+                pp, tg = run_torch(model, prompt, n_decode)
+            else:
+                with backends.using(r):
+                    pp, tg = run_tinyllm(model, prompt, n_decode)
+            old = best.get(r, (0.0, 0.0))
+            best[r] = (max(old[0], pp), max(old[1], tg))
+    return best
 
 
 def threads():
@@ -137,7 +145,7 @@ def table_rows(name, config, batches, names, bandwidth, prompt_tokens, decode_to
         prompt = np.random.default_rng(0).integers(0, config.vocab_size, (B, prompt_tokens))
         context = prompt_tokens + decode_tokens // 2
         roof = bandwidth * 1e9 * B / bytes_per_step(config, B, context) if bandwidth else None
-        results = {r: measure(model, r, prompt, decode_tokens, repeats) for r in names}
+        results = measure(model, names, prompt, decode_tokens, repeats)
         for r, (pp, tg) in results.items():
             ratios = [f"{tg / results[o][1]:.2f}x" if r == "c" and o in results else ""
                       for o in ("numpy", "torch")]
@@ -157,12 +165,16 @@ def run(configs=tuple(CONFIGS), batches=(1, 8), prompt_tokens=32, decode_tokens=
     print(f"{cpu}, {threads()} threads; read bandwidth "
           f"{'%.1f GB/s' % bandwidth if bandwidth else 'not measured (no cc -fopenmp)'} "
           f"({bandwidth_mb} MiB streamed)")
+    if "c" in names:
+        from tinyllm.backends import c_kernels
+        print(f"C decode kernels: {c_kernels.DECODE_PATH}; load average {os.getloadavg()[0]:.1f}")
     print(f"prompt {prompt_tokens} tokens per row, {decode_tokens} decoded, greedy; best of {repeats}")
     print(f"{'shape':<6} {'B':>2} {'runner':<6} {'prefill tok/s':>13} {'decode tok/s':>12} "
           f"{'% roof':>6} {'roofline':>8} {'C/NumPy':>7} {'C/torch':>7} {'pp/tg':>5}")
     for name in configs:
         table_rows(name, GPTConfig(**CONFIGS[name]), batches, names, bandwidth, prompt_tokens,
                    decode_tokens, repeats)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
 
 
 def main():

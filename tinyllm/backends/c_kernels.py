@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from tinyllm.backends import BackendUnavailable
+from tinyllm.backends import BackendUnavailable, cpu_paths
 from tinyllm.backends import numpy_kernels as _reference
 from tinyllm.backends.checks import (attention_sizes, check_ids, matmul_sizes, open_library, rows,
                                      shape as _shape)
@@ -37,17 +37,9 @@ ffi, lib = open_library(LIB_PATH, HEADER_PATH, "the C library", "run `make`")
 
 def check_available():
     """Raise BackendUnavailable unless every kernel of the header is in the library."""
-    missing = [name for name in dir(lib) if not _has(name)]
+    missing = [name for name in dir(lib) if not hasattr(lib, name)]
     if missing:
         raise BackendUnavailable(f"{LIB_PATH} lacks {missing}; rebuild it with `make`")
-
-
-def _has(name):
-    try:
-        getattr(lib, name)
-        return True
-    except AttributeError:
-        return False
 
 
 # ----------------------------------------------------------------------------
@@ -87,13 +79,17 @@ def _writable(name, a):
 
 # The pointers C receives. ffi.from_buffer keeps the array alive as long as the pointer and
 # costs a third of ffi.cast(a.ctypes.data): a decoding step makes ~100 kernel calls of
-# microseconds each, so the wrappers' overhead is a visible part of it.
+# microseconds each, so the wrappers' overhead is a visible part of it (the types are parsed
+# once, here: a string costs a lookup per call).
+_FLOATS, _INT64S = ffi.typeof("float[]"), ffi.typeof("int64_t[]")
+
+
 def _p(a):
-    return ffi.from_buffer("float[]", a)
+    return ffi.from_buffer(_FLOATS, a)
 
 
 def _pi(a):
-    return ffi.from_buffer("int64_t[]", a)
+    return ffi.from_buffer(_INT64S, a)
 
 
 # ----------------------------------------------------------------------------
@@ -118,19 +114,19 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
 GEMV_MAX_ROWS = 16
 
 
-def gemv(x, w):
-    """As numpy_kernels.gemv: x (M, K) @ w (N, K)^T -> (M, N)."""
+def gemv(x, w, path=None):
+    """As numpy_kernels.gemv: x (M, K) @ w (N, K)^T -> (M, N), on `path` (a DECODE_PATHS name)."""
     x, w = _f32("gemv x", x), _f32("gemv w", w)
     if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[1]:
         raise ValueError(f"gemv: expected x (M, K) and w (N, K), got {x.shape} and {w.shape}")
     (M, K), N = x.shape, w.shape[0]
     out = np.empty((M, N), np.float32)
-    lib.gemv(_p(x), _p(w), _p(out), M, N, K)
+    lib.gemv(_p(x), _p(w), _p(out), M, N, K, _decode_bits(path))
     return out
 
 
 # ----------------------------------------------------------------------------
-# bfloat16 matmul: the instructions are chosen here, once, from what this CPU has
+# the instructions: chosen here, once, from what this CPU has (cpu_paths.py), or forced
 
 try:   # a library (and its header) built from older sources lacks it: say so, once
     FEATURES = lib.cpu_features()
@@ -139,28 +135,34 @@ except AttributeError as e:
 # name -> matmul_bf16's path argument, fastest first; "fp32": the rounded operands through
 # the float32 matmul, the fallback every CPU has (the AMX tile kernel is not written yet)
 BF16_PATHS = {"avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
+# name -> gemv's and attention_decode's path argument (csrc/decode.c)
+DECODE_PATHS = {"avx512": lib.CPU_AVX512, "avx2": lib.CPU_AVX2, "portable": 0}
 
 
 def bf16_path(wanted=None):
-    """The path matmul_bf16 runs on: `wanted` (or $TINYLLM_BF16_PATH) when this CPU has it,
-    else the fastest it has."""
-    wanted = wanted or os.environ.get("TINYLLM_BF16_PATH")
-    if wanted is not None and wanted not in BF16_PATHS:
-        raise ValueError(f"bf16 path {wanted!r}: choose one of {list(BF16_PATHS)}")
-    have = [n for n, bit in BF16_PATHS.items() if (FEATURES & bit) == bit]
-    return wanted if wanted in have else have[0]
+    """The path matmul_bf16 runs on: `wanted` (or $TINYLLM_BF16_PATH), else the fastest."""
+    return cpu_paths.choose("bf16", BF16_PATHS, FEATURES, wanted, "TINYLLM_BF16_PATH")
 
 
-BF16_PATH = bf16_path()
+def decode_path(wanted=None):
+    """The path gemv and attention_decode run on: `wanted` (or $TINYLLM_DECODE_PATH), else the fastest."""
+    return cpu_paths.choose("decode", DECODE_PATHS, FEATURES, wanted, "TINYLLM_DECODE_PATH")
+
+
+BF16_PATH, DECODE_PATH = bf16_path(), decode_path()
+
+
+def _decode_bits(path):
+    return DECODE_PATHS[decode_path(path) if path else DECODE_PATH]
 
 
 def describe_cpu():
-    """The matrix features found and the bf16 path, in words (for `make` and the benchmarks)."""
+    """The features found and the paths chosen, in words (for `make` and the benchmarks)."""
     have = ", ".join(f"{name} {'✓' if FEATURES & bit else '✗'}" for name, bit in
-                     (("AVX-512", lib.CPU_AVX512), ("AVX512-BF16", lib.CPU_AVX512_BF16),
-                      ("AMX-BF16", lib.CPU_AMX_BF16)))
+                     (("AVX2+FMA", lib.CPU_AVX2), ("AVX-512", lib.CPU_AVX512),
+                      ("AVX512-BF16", lib.CPU_AVX512_BF16), ("AMX-BF16", lib.CPU_AMX_BF16)))
     emulated = " (emulated: bf16-rounded operands, fp32 arithmetic)" if BF16_PATH == "fp32" else ""
-    return f"{have}; bf16 matmul path: {BF16_PATH}{emulated}"
+    return f"{have}; bf16 matmul path: {BF16_PATH}{emulated}; decode path: {DECODE_PATH}"
 
 
 def matmul_bf16(a, b, transpose_a=False, transpose_b=False, path=None):
@@ -196,8 +198,8 @@ def attention_forward(q, k, v):
     return out, lse
 
 
-def attention_decode(q, k_cache, v_cache, Tk):
-    """As numpy_kernels.attention_decode: the cache is read in place, never copied."""
+def attention_decode(q, k_cache, v_cache, Tk, path=None):
+    """As numpy_kernels.attention_decode, on `path`: the cache is read in place, never copied."""
     q = _f32("attention_decode q", q)
     k_cache, v_cache = _f32("attention_decode k_cache", k_cache), _f32("attention_decode v_cache", v_cache)
     if q.ndim != 4:
@@ -209,7 +211,8 @@ def attention_decode(q, k_cache, v_cache, Tk):
     if not 1 <= Tq <= Tk <= Tmax:
         raise ValueError(f"attention_decode: need 1 <= Tq={Tq} <= Tk={Tk} <= cache length {Tmax}")
     out = np.empty_like(q)                                        # (B, nh, Tq, hs)
-    lib.attention_decode(_p(q), _p(k_cache), _p(v_cache), _p(out), B, nh, Tq, Tk, Tmax, hs)
+    lib.attention_decode(_p(q), _p(k_cache), _p(v_cache), _p(out), B, nh, Tq, Tk, Tmax, hs,
+                         _decode_bits(path))
     return out
 
 
