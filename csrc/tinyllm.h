@@ -60,7 +60,15 @@ void attention_backward(const float *dout, const float *q, const float *k, const
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
                         int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs);
 
-/* attention.c: the newest Tq queries q (B, nh, Tq, hs) against a KV cache k_cache, v_cache
+/* attention.c: attention_forward / attention_backward in mixed precision (their tile products'
+ * operands rounded to bfloat16, float32 sums; the softmax in float32), path as matmul_bf16's. */
+void attention_forward_bf16(const float *q, const float *k, const float *v, float *out,
+                            float *lse, int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs,
+                            int path);
+void attention_backward_bf16(const float *dout, const float *q, const float *k, const float *v,
+                             const float *out, const float *lse, float *dq, float *dk, float *dv,
+                             int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs, int path);
+/* attention_decode.c: the newest Tq queries q (B, nh, Tq, hs) against a KV cache k_cache, v_cache
  * (B, nh, Tmax, hs) whose first Tk positions are filled (Tq <= Tk <= Tmax), read in place;
  * query i sits at position Tk - Tq + i. out (B, nh, Tq, hs), as attention_forward's. */
 void attention_decode(const float *q, const float *k_cache, const float *v_cache, float *out,

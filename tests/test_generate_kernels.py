@@ -1,4 +1,4 @@
-"""The decode kernels of the C backend (csrc/gemv.c, attention_decode in csrc/attention.c) against
+"""The decode kernels of the C backend (csrc/gemv.c, csrc/attention_decode.c) against
 their NumPy definitions at awkward sizes, in float64, by max|ours - ref| / max|ref|.
 The CUDA twins are tests/test_cuda_decode.py. Skipped when the C library is not built."""
 import numpy as np

@@ -348,7 +348,7 @@ def layernorm(x, weight, bias, eps=1e-5):
                           "layernorm")
 
 
-def causal_self_attention(qkv, n_head, kv_cache=None):
+def causal_self_attention(qkv, n_head, kv_cache=None, dtype="fp32"):
     """The attention of a GPT block: qkv (B, T, 3C) from the fused projection -> (B, T, C).
 
     Splits q, k and v into heads (B, nh, T, hs), runs the fused causal
@@ -356,21 +356,27 @@ def causal_self_attention(qkv, n_head, kv_cache=None):
     so on the CUDA backend nothing leaves the device. kv_cache, at inference
     only, is a function (q, k, v) -> out that stores the new keys and values
     and attends the queries (the newest positions) over the whole cached past
-    (generate.KVCache.attend); no graph is recorded then.
+    (generate.KVCache.attend); no graph is recorded then. dtype "bf16": the kernels'
+    products in mixed precision (attention_forward_bf16 / attention_backward_bf16), as linear's.
     """
     if qkv.ndim != 3 or qkv.shape[-1] % (3 * n_head):
         raise ValueError(f"causal_self_attention: expected qkv (B, T, 3C) with C a multiple of "
                          f"n_head={n_head}, got {qkv.shape}")
+    if dtype not in MATMUL_DTYPES:
+        raise ValueError(f"causal_self_attention: dtype {dtype!r}; choose one of {MATMUL_DTYPES}")
     kernels = get_backend()
+    forward, backward_kernel = ((kernels.attention_forward_bf16, kernels.attention_backward_bf16)
+                                if dtype == "bf16" else
+                                (kernels.attention_forward, kernels.attention_backward))
     q, k, v = kernels.split_heads(qkv.data, 3, n_head)          # (B, nh, T, hs) each
     if kv_cache is not None:
         out = kv_cache(q, k, v)                                 # (B, nh, T, hs)
         return Tensor(kernels.merge_heads([out]), dtype=out.dtype)
-    out, lse = kernels.attention_forward(q, k, v)               # (B, nh, T, hs), (B, nh, T)
+    out, lse = forward(q, k, v)                                 # (B, nh, T, hs), (B, nh, T)
 
     def backward(g):
         (dout,) = kernels.split_heads(g, 1, n_head)             # (B, nh, T, hs)
-        dq, dk, dv = kernels.attention_backward(dout, q, k, v, out, lse)
+        dq, dk, dv = backward_kernel(dout, q, k, v, out, lse)
         return (kernels.merge_heads([dq, dk, dv]),)             # (B, T, 3C)
     return Tensor.from_op(kernels.merge_heads([out]), (qkv,), backward, "causal_self_attention")
 
