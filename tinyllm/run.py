@@ -59,9 +59,9 @@ class TrainConfig(LoopConfig):
     tokenizer: str = option("bpe", f"{tokenizers.SPECS}; bpe is trained on the data once, then cached")
     vocab_size: int = option(8192, "vocabulary size of the trained BPE tokenizer")
     backend: str = option(None, "numpy, c or cuda (default: the fastest one built here)")
-    dtype: str = option("fp32", "matmul precision of the Linear layers: fp32, or bf16 (bfloat16 "
-                                "operands, float32 sums and weights; fastest on CPUs with "
-                                "AVX512-BF16 or AMX, numpy and c backends)")
+    dtype: str = option("fp32", "matmul precision of the Linear layers and attention: fp32, or "
+                                "bf16 (bfloat16 operands, float32 sums, softmax and weights; "
+                                "fastest on CPUs with AVX512-BF16 or AMX, numpy and c backends)")
     sample_tokens: int = option(300, "length of the sample printed at the end; 0 = none")
     prompt: str = option("\n", "text the final sample continues")
     zero: int = option(0, "under mpirun: 1 = ZeRO stage 1, the AdamW moments split across the "
@@ -163,8 +163,8 @@ def build_trainer(config, printer=None):
 
 
 def matmul_precision(backend, dtype):
-    """How the Linear layers multiply on `backend` in `dtype`, in words for the run's header;
-    says on stderr, once, when bf16 cannot be faster than fp32 here."""
+    """How the Linear layers and attention multiply on `backend` in `dtype`, in words for the
+    run's header; says on stderr, once, when bf16 cannot be faster than fp32 here."""
     if dtype == "fp32":
         return "fp32"
     if not hasattr(backend, "matmul_bf16"):
