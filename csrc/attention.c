@@ -257,9 +257,9 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
     }
     round_operand(h, p, nq, nk);                                   // ds has used p unrounded
     round_operand(h, ds, nq, nk);
-    const float *g = h->dout_mm + q0 * hs;                         // (nq, hs)
+    const float *dout_mm = h->dout_mm + q0 * hs;                   // (nq, hs)
     if (with_dkdv)                                                 // forward: out = p v
-        product(h, &p[0][0], 1, TILE, g, hs, h->dv + k0 * hs, hs, nk, hs, nq);   // dv += p^T dout
+        product(h, &p[0][0], 1, TILE, dout_mm, hs, h->dv + k0 * hs, hs, nk, hs, nq);  // dv += p^T dout
     if (with_dq)                                                   // s = q k^T: dq += ds k
         product(h, &ds[0][0], TILE, 1, k, hs, h->dq + q0 * hs, hs, nq, hs, nk);
     if (with_dkdv)                                                 //            dk += ds^T q

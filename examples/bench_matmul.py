@@ -130,6 +130,16 @@ def best_seconds(fns, repeats, rounds=2):
     return best
 
 
+def torch_or_none(threads):
+    """PyTorch on `threads` threads, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
 def run(sizes=None, repeats=5, peak=True):
     """Print the table; returns its rows as dicts."""
     import numpy as np
@@ -145,11 +155,7 @@ def run(sizes=None, repeats=5, peak=True):
         set_threads(threads)
     blas_threads = get_threads() if get_threads else "?"
     corename = corename().decode() if corename else "?"
-    try:
-        import torch
-        torch.set_num_threads(threads)
-    except ImportError:
-        torch = None
+    torch = torch_or_none(threads)
 
     print(f"CPU: {cpu_name()}, {threads} thread(s) for ours, "
           f"{blas_threads} for NumPy's BLAS (OpenBLAS core {corename}; "
