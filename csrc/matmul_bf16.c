@@ -1,6 +1,7 @@
 /* matmul_bf16.c: out = op(a) @ op(b) in mixed precision: bfloat16 operands, float32 sums.
  *
- * What it is: the bf16 twin of matmul.c's GEMM, for the Linear layers of a `--dtype bf16` run.
+ * What it is: the bf16 twin of matmul.c's GEMM, for the Linear layers of a `--dtype bf16` run,
+ * and bf16_gemm_acc (bf16.h), the same micro-kernel 8 rows tall on one thread for attention's tiles.
  * Packing converts the float32 operands to bfloat16 (round to nearest even, subnormals to zero:
  * what vcvtne2ps2bf16 does, and numpy_kernels.bf16_round defines) and lays them out as pairs:
  * a 32-bit word holds two bf16 neighbours along K, the unit vdpbf16ps multiplies,
