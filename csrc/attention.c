@@ -7,12 +7,20 @@
  * the extra memory is a few TILE x TILE blocks on each thread's stack.
  * The backward rebuilds P = exp(S - lse) from the saved log-sum-exp.
  *
- * Not here: the KV cache (generate.py keeps it), attention of a decoding step's
- * few queries against it (decode.c), and the matmul of the projections (matmul.c). Read softmax.c for the plain
+ * attention_forward_bf16 / attention_backward_bf16 are the same kernels with every tile
+ * product in mixed precision (numpy_kernels.attention_forward_bf16 defines them): operands
+ * rounded to bfloat16, float32 sums, by bf16.h's vdpbf16ps GEMM when the CPU has it, else as
+ * float32 products of operands rounded beforehand (the same numbers: a product of two bf16s is
+ * exact in float32). The softmax (scores scaled, running max and sum, lse, D) stays float32.
+ *
+ * Not here: the KV cache (generate.py keeps it), attention of a decoding step's few queries
+ * against it (decode.c), and the matmul of the projections (matmul.c). Read softmax.c for the plain
  * row-wise softmax, and tests/test_c_kernels.py for how this is checked.
  */
 #include <math.h>
+#include <stdlib.h>
 
+#include "bf16.h"
 #include "fastmath.h"
 #include "parallel.h"
 #include "tinyllm.h"
@@ -25,25 +33,38 @@
 
 typedef float Block[TILE][TILE];
 
+/* How the tile products multiply: float32; bf16 on vdpbf16ps (bf16_gemm_acc); or bf16
+ * emulated, float32 products of operands already rounded (q, k, v, dout copies; p, ds blocks). */
+enum { FP32, BF16_AVX512, BF16_EMULATED };
+
 /* One (batch, head): its slices of every array, and the sizes they share. */
 typedef struct {
     const float *q, *dout, *out, *lse;            // (Tq, hs), (Tq, hs), (Tq, hs), (Tq,)
     const float *k, *v;                           // (Tk, hs) each
+    const float *dout_mm;                         // dout as the products read it (Tq, hs)
     float *dq, *dk, *dv;                          // (Tq, hs), (Tk, hs), (Tk, hs)
     int64_t Tq, Tk, hs;
     float scale;
+    int precision;
 } Head;
 
-static Head head_at(int64_t bh, const float *q, const float *k, const float *v, const float *dout,
-                    const float *out, const float *lse, float *dq, float *dk, float *dv,
-                    int64_t Tq, int64_t Tk, int64_t hs) {
-    // the forward has no gradients: NULL stays NULL (offsetting it would be undefined)
-    Head h = {.q = q + bh * Tq * hs, .dout = dout ? dout + bh * Tq * hs : NULL,
-              .out = out + bh * Tq * hs, .lse = lse + bh * Tq,
-              .k = k + bh * Tk * hs, .v = v + bh * Tk * hs,
-              .dq = dq ? dq + bh * Tq * hs : NULL, .dk = dk ? dk + bh * Tk * hs : NULL,
-              .dv = dv ? dv + bh * Tk * hs : NULL,
-              .Tq = Tq, .Tk = Tk, .hs = hs, .scale = 1.0f / sqrtf((float)hs)};
+/* Every head at once (the arrays' starts): what head_at slices. The forward has no gradients:
+ * dout, dq, dk, dv NULL. */
+static Head all_heads(const float *q, const float *k, const float *v, const float *dout,
+                      const float *out, const float *lse, float *dq, float *dk, float *dv,
+                      int64_t Tq, int64_t Tk, int64_t hs) {
+    Head h = {.q = q, .dout = dout, .out = out, .lse = lse, .k = k, .v = v, .dout_mm = dout,
+              .dq = dq, .dk = dk, .dv = dv, .Tq = Tq, .Tk = Tk, .hs = hs,
+              .scale = 1.0f / sqrtf((float)hs), .precision = FP32};
+    return h;
+}
+
+static Head head_at(const Head *all, int64_t bh) {
+    Head h = *all;
+    int64_t at_q = bh * h.Tq * h.hs, at_k = bh * h.Tk * h.hs;
+    h.q += at_q, h.out += at_q, h.lse += bh * h.Tq, h.k += at_k, h.v += at_k;
+    if (h.dout)   // NULL stays NULL (offsetting it would be undefined)
+        h.dout += at_q, h.dout_mm += at_q, h.dq += at_q, h.dk += at_k, h.dv += at_k;
     return h;
 }
 
@@ -115,6 +136,34 @@ static void tile_scores(const float *a, int64_t na, const float *b, int64_t nb, 
     }
 }
 
+/* The tile products in the head's precision: s (na, TILE) = a (na, hs) @ b (nb, hs)^T, as
+ * tile_scores; c (M, N) += a (M, K) @ b (K, N), as gemm_acc. */
+static void scores(const Head *h, const float *a, int64_t na, const float *b, int64_t nb,
+                   Block s) {
+    if (h->precision != BF16_AVX512) {
+        tile_scores(a, na, b, nb, h->hs, s);
+        return;
+    }
+    for (int64_t i = 0; i < na; i++) memset(s[i], 0, sizeof(s[i]));
+    bf16_gemm_acc(a, h->hs, 1, b, 1, h->hs, &s[0][0], TILE, na, nb, h->hs);
+}
+
+static void product(const Head *h, const float *a, int64_t a_rs, int64_t a_cs, const float *b,
+                    int64_t ldb, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K) {
+    if (h->precision == BF16_AVX512)
+        bf16_gemm_acc(a, a_rs, a_cs, b, ldb, 1, c, ldc, M, N, K);
+    else
+        gemm_acc(a, a_rs, a_cs, b, ldb, c, ldc, M, N, K);
+}
+
+/* p or ds about to be multiplied: rounded here when emulated (bf16_gemm_acc rounds as it packs). */
+static void round_operand(const Head *h, Block x, int64_t rows, int64_t cols) {
+    if (h->precision != BF16_EMULATED) return;
+    for (int64_t i = 0; i < rows; i++)
+#pragma omp simd
+        for (int64_t j = 0; j < cols; j++) x[i][j] = bf16_round(x[i][j]);
+}
+
 /* ---------------------------------------------------------------------------
  * forward: one query tile [q0, q0 + nq) of one head */
 
@@ -129,7 +178,7 @@ static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0
     int64_t k_end = offset + q0 + nq;                              // the last query sees k < k_end
     for (int64_t k0 = 0; k0 < k_end; k0 += TILE) {
         int64_t nk = min64(TILE, k_end - k0);
-        tile_scores(h->q + q0 * hs, nq, h->k + k0 * hs, nk, hs, s);
+        scores(h, h->q + q0 * hs, nq, h->k + k0 * hs, nk, s);
         for (int64_t i = 0; i < nq; i++) {
             int64_t n = visible_keys(offset + q0 + i, k0, nk);
             float *si = s[i], row_max = -INFINITY;
@@ -149,7 +198,8 @@ static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0
             if (correction != 1.0f)
                 for (int64_t d = 0; d < hs; d++) out[i * hs + d] *= correction;
         }
-        gemm_acc(&s[0][0], TILE, 1, h->v + k0 * hs, hs, out, hs, nq, hs, nk);   // acc += p v
+        round_operand(h, s, nq, nk);                               // l has summed p unrounded
+        product(h, &s[0][0], TILE, 1, h->v + k0 * hs, hs, out, hs, nq, hs, nk);   // acc += p v
     }
     for (int64_t i = 0; i < nq; i++) {
         float inv = 1.0f / l[i];
@@ -158,18 +208,23 @@ static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0
     }
 }
 
-void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
-                       int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
-    int64_t n_qt = (Tq + TILE - 1) / TILE;
+static void forward(const Head *all, float *out, float *lse, int64_t BH) {
+    int64_t Tq = all->Tq, hs = all->hs, n_qt = (Tq + TILE - 1) / TILE;
     // query tiles near the end see more keys: handed out longest first, on demand
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
-    for (int64_t bh = 0; bh < B * nh; bh++) {
+    for (int64_t bh = 0; bh < BH; bh++) {
         for (int64_t qt = 0; qt < n_qt; qt++) {
-            Head h = head_at(bh, q, k, v, NULL, out, lse, NULL, NULL, NULL, Tq, Tk, hs);
+            Head h = head_at(all, bh);
             int64_t q0 = (n_qt - 1 - qt) * TILE;                   // the longest rows first
             forward_query_tile(&h, out + bh * Tq * hs, lse + bh * Tq, q0, min64(TILE, Tq - q0));
         }
     }
+}
+
+void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
+                       int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
+    Head all = all_heads(q, k, v, NULL, out, lse, NULL, NULL, NULL, Tq, Tk, hs);
+    forward(&all, out, lse, B * nh);
 }
 
 /* ---------------------------------------------------------------------------
@@ -183,7 +238,7 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
     const float *q = h->q + q0 * hs, *dout = h->dout + q0 * hs;   // (nq, hs)
     const float *k = h->k + k0 * hs, *v = h->v + k0 * hs;          // (nk, hs)
     Block p, ds;                                                   // (nq, nk) each
-    tile_scores(q, nq, k, nk, hs, p);
+    scores(h, q, nq, k, nk, p);
     for (int64_t i = 0; i < nq; i++) {                             // forward: p = exp(s - m) / l
         int64_t n = visible_keys(offset + q0 + i, k0, nk);
         float lse_i = h->lse[q0 + i];
@@ -191,10 +246,7 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
         for (int64_t j = 0; j < n; j++) p[i][j] = exp_nonpositive(fmaf(p[i][j], h->scale, -lse_i));
         for (int64_t j = n; j < nk; j++) p[i][j] = 0.0f;
     }
-    if (with_dkdv) {                                               // forward: out = p v
-        gemm_acc(&p[0][0], 1, TILE, dout, hs, h->dv + k0 * hs, hs, nk, hs, nq);   // dv += p^T dout
-    }
-    tile_scores(dout, nq, v, nk, hs, ds);                          // dp = dout v^T
+    scores(h, h->dout_mm + q0 * hs, nq, v, nk, ds);                // dp = dout v^T
     for (int64_t i = 0; i < nq; i++) {                             // forward: p = softmax(s)
         const float *o = h->out + (q0 + i) * hs, *g = dout + i * hs;
         float D = 0.0f;                                            // rowsum(dout * out) = p . dp
@@ -203,11 +255,15 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
 #pragma omp simd
         for (int64_t j = 0; j < nk; j++) ds[i][j] = p[i][j] * (ds[i][j] - D) * h->scale;
     }
+    round_operand(h, p, nq, nk);                                   // ds has used p unrounded
+    round_operand(h, ds, nq, nk);
+    const float *dout_mm = h->dout_mm + q0 * hs;                   // (nq, hs)
+    if (with_dkdv)                                                 // forward: out = p v
+        product(h, &p[0][0], 1, TILE, dout_mm, hs, h->dv + k0 * hs, hs, nk, hs, nq);  // dv += p^T dout
     if (with_dq)                                                   // s = q k^T: dq += ds k
-        gemm_acc(&ds[0][0], TILE, 1, k, hs, h->dq + q0 * hs, hs, nq, hs, nk);
-    if (with_dkdv) {
-        gemm_acc(&ds[0][0], 1, TILE, q, hs, h->dk + k0 * hs, hs, nk, hs, nq);  // dk += ds^T q
-    }
+        product(h, &ds[0][0], TILE, 1, k, hs, h->dq + q0 * hs, hs, nq, hs, nk);
+    if (with_dkdv)                                                 //            dk += ds^T q
+        product(h, &ds[0][0], 1, TILE, q, hs, h->dk + k0 * hs, hs, nk, hs, nq);
 }
 
 /* Query tiles that see key tile [k0, ...) start at the tile of query k0 - offset. */
@@ -242,15 +298,13 @@ static void backward_query_tile(const Head *h, int64_t qt) {
  *    over (head, key tile) for dk and dv, one over (head, query tile) for dq;
  *    the second recomputes the scores and dp (7 tile matmuls per pair), which
  *    beats leaving threads idle. */
-void attention_backward(const float *dout, const float *q, const float *k, const float *v,
-                        const float *out, const float *lse, float *dq, float *dk, float *dv,
-                        int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
-    int64_t n_qt = (Tq + TILE - 1) / TILE, n_kt = (Tk + TILE - 1) / TILE;
-    if (B * nh >= num_threads()) {
+static void backward(const Head *all, int64_t BH) {
+    int64_t Tq = all->Tq, n_qt = (Tq + TILE - 1) / TILE, n_kt = (all->Tk + TILE - 1) / TILE;
+    if (BH >= num_threads()) {
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int64_t bh = 0; bh < B * nh; bh++) {
-            Head h = head_at(bh, q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
-            memset(h.dq, 0, (size_t)(Tq * hs) * sizeof(float));
+        for (int64_t bh = 0; bh < BH; bh++) {
+            Head h = head_at(all, bh);
+            memset(h.dq, 0, (size_t)(Tq * h.hs) * sizeof(float));
             for (int64_t kt = 0; kt < n_kt; kt++) backward_key_tile(&h, kt, 1);
         }
         return;
@@ -261,16 +315,80 @@ void attention_backward(const float *dout, const float *q, const float *k, const
         // see the most queries, late query tiles the most keys). The passes
         // write different arrays (dk, dv / dq), so no barrier between them.
 #pragma omp for collapse(2) schedule(dynamic, 1) nowait
-        for (int64_t bh = 0; bh < B * nh; bh++)
+        for (int64_t bh = 0; bh < BH; bh++)
             for (int64_t kt = 0; kt < n_kt; kt++) {
-                Head h = head_at(bh, q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+                Head h = head_at(all, bh);
                 backward_key_tile(&h, kt, 0);
             }
 #pragma omp for collapse(2) schedule(dynamic, 1)
-        for (int64_t bh = 0; bh < B * nh; bh++)
+        for (int64_t bh = 0; bh < BH; bh++)
             for (int64_t qt = 0; qt < n_qt; qt++) {
-                Head h = head_at(bh, q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+                Head h = head_at(all, bh);
                 backward_query_tile(&h, n_qt - 1 - qt);
             }
     }
+}
+
+void attention_backward(const float *dout, const float *q, const float *k, const float *v,
+                        const float *out, const float *lse, float *dq, float *dk, float *dv,
+                        int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
+    Head all = all_heads(q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+    backward(&all, B * nh);
+}
+
+/* ---------------------------------------------------------------------------
+ * mixed precision: the same kernels, their tile products in bf16 */
+
+/* dst (n,) = src rounded to bf16 values: the emulated path's operand copies. */
+static const float *rounded(float *dst, const float *src, int64_t n) {
+#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
+    return dst;
+}
+
+/* The precision `path` (matmul_bf16's argument) runs at on this CPU. */
+static int bf16_precision(int path) {
+    return path && (cpu_features() & CPU_AVX512_BF16) ? BF16_AVX512 : BF16_EMULATED;
+}
+
+static void fill_nan(float *x, int64_t n) {   /* no error channel: make a failure visible */
+    for (int64_t i = 0; i < n; i++) x[i] = NAN;
+}
+
+void attention_forward_bf16(const float *q, const float *k, const float *v, float *out,
+                            float *lse, int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs,
+                            int path) {
+    Head all = all_heads(q, k, v, NULL, out, lse, NULL, NULL, NULL, Tq, Tk, hs);
+    int64_t nq = B * nh * Tq * hs, nk = B * nh * Tk * hs;
+    float *copy = NULL;
+    all.precision = bf16_precision(path);
+    if (all.precision == BF16_EMULATED) {
+        if (!(copy = malloc((size_t)(nq + 2 * nk) * sizeof(float)))) {
+            fill_nan(out, nq), fill_nan(lse, B * nh * Tq);
+            return;
+        }
+        all.q = rounded(copy, q, nq), all.k = rounded(copy + nq, k, nk);
+        all.v = rounded(copy + nq + nk, v, nk);
+    }
+    forward(&all, out, lse, B * nh);
+    free(copy);
+}
+
+void attention_backward_bf16(const float *dout, const float *q, const float *k, const float *v,
+                             const float *out, const float *lse, float *dq, float *dk, float *dv,
+                             int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs, int path) {
+    Head all = all_heads(q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+    int64_t nq = B * nh * Tq * hs, nk = B * nh * Tk * hs;
+    float *copy = NULL;
+    all.precision = bf16_precision(path);
+    if (all.precision == BF16_EMULATED) {
+        if (!(copy = malloc((size_t)(2 * nq + 2 * nk) * sizeof(float)))) {
+            fill_nan(dq, nq), fill_nan(dk, nk), fill_nan(dv, nk);
+            return;
+        }
+        all.q = rounded(copy, q, nq), all.dout_mm = rounded(copy + nq, dout, nq);
+        all.k = rounded(copy + 2 * nq, k, nk), all.v = rounded(copy + 2 * nq + nk, v, nk);
+    }
+    backward(&all, B * nh);
+    free(copy);
 }

@@ -1,11 +1,11 @@
 /* matmul.c: out = op(a) @ op(b), a GotoBLAS/BLIS-style float32 GEMM with OpenMP.
  *
  * What it is: the three cache-blocking loops around a register-tiled micro-kernel.
- *   for each MC-tall row block of op(a)
+ *   for each NC-wide column block of op(b)
  *     for each KC-deep slice of K
- *       pack op(a)[block, slice] into MR-tall micro-panels   (A block, MC x KC: L3)
- *       for each NC-wide column block of op(b)
- *         pack op(b)[slice, block] into NR-wide micro-panels (B block, KC x NC: L2)
+ *       pack op(b)[slice, block] into NR-wide micro-panels   (B block, KC x NC: L2)
+ *       for each MC-tall row block of op(a)
+ *         pack op(a)[block, slice] into MR-tall micro-panels (A block, MC x KC: L2)
  *         for each MR micro-panel of the A block              (MR x KC: stays in L1)
  *           for each NR micro-panel of the B block            (KC x NR: streams from L2)
  *             micro-kernel: out's MR x NR tile += A panel @ B panel, in registers
@@ -83,13 +83,16 @@ typedef float vec;
 #endif
 #define NR (NV * VLEN)
 
-/* Cache blocks for Zen 4 (32 KiB L1d and 1 MiB L2 per core, 32 MiB L3 shared). Measured on one
- * core over the shapes of examples/bench_matmul.py, KC from 192 to 512 and NC from 256 to 768
+/* Cache blocks for Zen 4/5 (32-48 KiB L1d and 1 MiB L2 per core, 32 MiB L3 shared). Measured on
+ * one core over the shapes of examples/bench_matmul.py, KC from 192 to 512 and NC from 256 to 768
  * came within 3% of each other; these leave the most headroom in each level.
  *   KC: an A micro-panel (MR x KC floats, 12 KiB) stays in L1 while B micro-panels stream past;
  *   NC: the packed B block (KC x NC floats, 512 KiB, half the L2) is swept once per A panel;
- *   MC: the packed A block (MC x KC floats, 3 MiB per thread) sits in L3; a 2048-row matrix is
- *       one block, so each B block is packed once.
+ *   MC: the packed A block (MC x KC floats, 240 KiB) sits in L2 beside the B block. B is packed
+ *       once per slice and A once per column block. With MC = 3072 (the A block in L3, each B
+ *       block packed once per 3072 rows, the order before) the training step's shapes ran 4-7%
+ *       slower, most on N = 384 with a long K (lm_head's dx, 2048 x 384 x 8192: 159 against 175
+ *       GFLOP/s on one Zen 5 core; BENCHMARKS.md, "fp32 GEMM").
  * Another CPU can be tuned without editing: make CFLAGS="-O3 -march=native -DKC=384". */
 #ifndef KC
 #define KC 256
@@ -98,7 +101,7 @@ typedef float vec;
 #define NC 512
 #endif
 #ifndef MC
-#define MC (MR * 256)
+#define MC (MR * 20)
 #endif
 
 /* Below this many multiply-adds a matmul runs on one thread: waking the others costs more. */
@@ -230,14 +233,14 @@ static void gemm_block(operand A, operand B, float *out, int64_t N, int64_t K, i
                        int64_t m1, int64_t n0, int64_t n1, float *ap, float *bp) {
     int64_t mb = even_block(m1 - m0, MC, MR), nb = even_block(n1 - n0, NC, NR);
     int64_t kb = even_block(K, KC, 1);
-    for (int64_t ic = m0; ic < m1; ic += mb) {
-        int64_t mc = m1 - ic < mb ? m1 - ic : mb;
+    for (int64_t jc = n0; jc < n1; jc += nb) {
+        int64_t nc = n1 - jc < nb ? n1 - jc : nb;
         for (int64_t pc = 0; pc < K; pc += kb) {
             int64_t kc = K - pc < kb ? K - pc : kb;
-            pack(A.x + ic * A.rs + pc * A.qs, A.rs, A.qs, mc, kc, MR, ap);
-            for (int64_t jc = n0; jc < n1; jc += nb) {
-                int64_t nc = n1 - jc < nb ? n1 - jc : nb;
-                pack(B.x + jc * B.rs + pc * B.qs, B.rs, B.qs, nc, kc, NR, bp);
+            pack(B.x + jc * B.rs + pc * B.qs, B.rs, B.qs, nc, kc, NR, bp);
+            for (int64_t ic = m0; ic < m1; ic += mb) {
+                int64_t mc = m1 - ic < mb ? m1 - ic : mb;
+                pack(A.x + ic * A.rs + pc * A.qs, A.rs, A.qs, mc, kc, MR, ap);
                 for (int64_t ir = 0; ir < mc; ir += MR)
                     for (int64_t jr = 0; jr < nc; jr += NR)
                         tile(kc, ap + ir * kc, bp + jr * kc, out + (ic + ir) * N + jc + jr, N,

@@ -1,6 +1,7 @@
 /* matmul_bf16.c: out = op(a) @ op(b) in mixed precision: bfloat16 operands, float32 sums.
  *
- * What it is: the bf16 twin of matmul.c's GEMM, for the Linear layers of a `--dtype bf16` run.
+ * What it is: the bf16 twin of matmul.c's GEMM, for the Linear layers of a `--dtype bf16` run,
+ * and bf16_gemm_acc (bf16.h), the same micro-kernel 8 rows tall on one thread for attention's tiles.
  * Packing converts the float32 operands to bfloat16 (round to nearest even, subnormals to zero:
  * what vcvtne2ps2bf16 does, and numpy_kernels.bf16_round defines) and lays them out as pairs:
  * a 32-bit word holds two bf16 neighbours along K, the unit vdpbf16ps multiplies,
@@ -26,19 +27,10 @@
 #include <math.h>
 #include "tinyllm.h"
 #include "avx512.h"
+#include "bf16.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-
-/* The rounding, one value: zero and subnormals become a signed zero, NaN stays a (quiet) NaN,
- * everything else rounds to nearest even (and overflows to infinity as float32 rounding does). */
-static inline uint16_t bf16_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7F800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u);
-    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
-}
 
 void f32_to_bf16(const float *x, uint16_t *y, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > (1 << 20))
@@ -57,8 +49,7 @@ static void emulated(const float *a, const float *b, float *out, int64_t batch, 
     float *rb = ra + na;
 #pragma omp parallel for simd schedule(static) if (na + nb > (1 << 20))
     for (int64_t i = 0; i < na + nb; i++) {
-        uint32_t u = (uint32_t)bf16_bits(i < na ? a[i] : b[i - na]) << 16;
-        memcpy(&ra[i], &u, sizeof u);
+        ra[i] = bf16_round(i < na ? a[i] : b[i - na]);
     }
     matmul(ra, rb, out, batch, M, N, K, transpose_a, transpose_b);
     free(ra);
@@ -126,12 +117,15 @@ TARGET_BF16 static void pack(const float *x, int64_t rs, int64_t qs, int64_t row
         pack_panel(x + r0 * rs, rs, qs, rows - r0 < w ? rows - r0 : w, depth, w, dst + r0 * pairs);
 }
 
-/* c[0:MR, 0:NR] (row stride ldc) = (accumulate ? c : 0) + ap @ bp over kp pairs of K. */
-TARGET_BF16 static void micro_kernel(int64_t kp, const uint32_t *restrict ap,
-                                     const uint32_t *restrict bp, float *restrict c, int64_t ldc,
-                                     int accumulate) {
+/* c[0:mr, 0:NR] (row stride ldc) = (accumulate ? c : 0) + ap @ bp over kp pairs of K; mr is a
+ * constant where it is inlined (MR for matmul_bf16, TILE_MR for attention's tiles), so its
+ * mr x 2 sums live in registers. */
+TARGET_BF16 static inline __attribute__((always_inline)) void kernel(
+    int mr, int64_t kp, const uint32_t *restrict ap, const uint32_t *restrict bp,
+    float *restrict c, int64_t ldc, int accumulate) {
     __m512 acc[MR][2];
-    for (int i = 0; i < MR; i++) {   /* out's tile is needed after kp steps: fetch it now */
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {   /* out's tile is needed after kp steps: fetch it now */
         __builtin_prefetch(c + i * ldc, 1);
         __builtin_prefetch(c + i * ldc + 16, 1);
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -139,15 +133,16 @@ TARGET_BF16 static void micro_kernel(int64_t kp, const uint32_t *restrict ap,
     for (int64_t p = 0; p < kp; p++) {
         __m512bh b0 = (__m512bh)_mm512_load_si512(bp), b1 = (__m512bh)_mm512_load_si512(bp + 16);
 #pragma GCC unroll 12
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < mr; i++) {
             __m512bh ai = (__m512bh)_mm512_set1_epi32((int)ap[i]);
             acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
             acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
         }
-        ap += MR;
+        ap += mr;
         bp += NR;
     }
-    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++)
         for (int j = 0; j < 2; j++) {
             float *cij = c + i * ldc + j * 16;
             _mm512_storeu_ps(cij, accumulate ? _mm512_add_ps(_mm512_loadu_ps(cij), acc[i][j])
@@ -155,15 +150,21 @@ TARGET_BF16 static void micro_kernel(int64_t kp, const uint32_t *restrict ap,
         }
 }
 
-/* One tile of out, mr x nr valid: edge tiles go through a scratch tile, then are clipped. */
-TARGET_BF16 static void tile(int64_t kp, const uint32_t *ap, const uint32_t *bp, float *c,
-                             int64_t ldc, int64_t mr, int64_t nr, int accumulate) {
-    if (mr == MR && nr == NR) {
-        micro_kernel(kp, ap, bp, c, ldc, accumulate);
-        return;
-    }
+/* One tile of out, mr x nr valid (of MR x NR, or TILE_MR x NR when small): edge tiles go
+ * through a scratch tile, then are clipped. */
+#define TILE_MR 8
+TARGET_BF16 static void tile(int small, int64_t kp, const uint32_t *ap, const uint32_t *bp,
+                             float *c, int64_t ldc, int64_t mr, int64_t nr, int accumulate) {
+    int full = small ? TILE_MR : MR;
     _Alignas(64) float scratch[MR * NR];
-    micro_kernel(kp, ap, bp, scratch, NR, 0);
+    int edge = mr < full || nr < NR;
+    float *dst = edge ? scratch : c;
+    int64_t ld = edge ? NR : ldc;
+    if (small)
+        kernel(TILE_MR, kp, ap, bp, dst, ld, accumulate && !edge);
+    else
+        kernel(MR, kp, ap, bp, dst, ld, accumulate && !edge);
+    if (!edge) return;
     for (int64_t i = 0; i < mr; i++)
         for (int64_t j = 0; j < nr; j++)
             c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + scratch[i * NR + j];
@@ -181,7 +182,7 @@ TARGET_BF16 static void row_block(const float *a, int64_t ars, int64_t aqs, cons
         for (int64_t jc = 0; jc < N; jc += NC)
             for (int64_t ir = 0; ir < m1 - m0; ir += MR)
                 for (int64_t jr = jc; jr < N && jr < jc + NC; jr += NR)
-                    tile(kp, ap + ir * kp, bk + jr * kp, out + (m0 + ir) * N + jr, N,
+                    tile(0, kp, ap + ir * kp, bk + jr * kp, out + (m0 + ir) * N + jr, N,
                          m1 - m0 - ir < MR ? m1 - m0 - ir : MR, N - jr < NR ? N - jr : NR, pc > 0);
     }
 }
@@ -232,6 +233,32 @@ TARGET_BF16 static void avx512_bf16(const float *a, const float *b, float *out, 
     }
     free(bp);
 }
+
+/* bf16.h: c += A @ B for attention's tiles, one thread, blocks packed on the stack. */
+TARGET_BF16 void bf16_gemm_acc(const float *a, int64_t a_rs, int64_t a_ks, const float *b,
+                               int64_t b_ks, int64_t b_js, float *c, int64_t ldc, int64_t M,
+                               int64_t N, int64_t K) {
+    enum { ROWS = 64, DEPTH = 128 };   /* a block of A or of B: 64 rows x 128 K, 16 KiB */
+    _Alignas(64) uint32_t ap[ROWS * DEPTH / 2], bp[ROWS * DEPTH / 2];
+    for (int64_t pc = 0; pc < K; pc += DEPTH) {
+        int64_t kc = K - pc < DEPTH ? K - pc : DEPTH, kp = (kc + 1) / 2;
+        for (int64_t ic = 0; ic < M; ic += ROWS) {
+            int64_t mc = M - ic < ROWS ? M - ic : ROWS;
+            pack(a + ic * a_rs + pc * a_ks, a_rs, a_ks, mc, kc, TILE_MR, ap);
+            for (int64_t jc = 0; jc < N; jc += ROWS) {
+                int64_t nc = N - jc < ROWS ? N - jc : ROWS;
+                pack(b + jc * b_js + pc * b_ks, b_js, b_ks, nc, kc, NR, bp);
+                for (int64_t ir = 0; ir < mc; ir += TILE_MR)
+                    for (int64_t jr = 0; jr < nc; jr += NR)
+                        tile(1, kp, ap + ir * kp, bp + jr * kp, c + (ic + ir) * ldc + jc + jr, ldc,
+                             mc - ir < TILE_MR ? mc - ir : TILE_MR, nc - jr < NR ? nc - jr : NR, 1);
+            }
+        }
+    }
+}
+#else
+void bf16_gemm_acc(const float *a, int64_t a_rs, int64_t a_ks, const float *b, int64_t b_ks,
+                   int64_t b_js, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K) {}
 #endif
 
 void matmul_bf16(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,

@@ -61,6 +61,14 @@ void attention_backward(const float *dout, const float *q, const float *k, const
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
                         int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs);
 
+/* attention.c: attention_forward / attention_backward in mixed precision (their tile products'
+ * operands rounded to bfloat16, float32 sums; the softmax in float32), path as matmul_bf16's. */
+void attention_forward_bf16(const float *q, const float *k, const float *v, float *out,
+                            float *lse, int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs,
+                            int path);
+void attention_backward_bf16(const float *dout, const float *q, const float *k, const float *v,
+                             const float *out, const float *lse, float *dq, float *dk, float *dv,
+                             int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs, int path);
 /* decode.c: the kernels of a decoding step. path picks the instructions: CPU_AVX512, CPU_AVX2
  * (with FMA) or 0 (portable C); a path the CPU lacks runs as the best one below it that it has.
  * attention_decode: the newest Tq queries q (B, nh, Tq, hs) against a KV cache k_cache, v_cache

@@ -5,10 +5,12 @@
   OMP_NUM_THREADS=1 python examples/bench_attention.py --no-memory
 
 Part 1 times attention forward + backward at (B 8, nh 6, T 256, hs 64) and
-(B 1, nh 8, T 2048, hs 64) for the C kernel (csrc/attention.c), the NumPy
-reference kernels, and torch.nn.functional.scaled_dot_product_attention
-(is_causal=True) with autograd when torch is installed, on the same number of
-threads, and prints one table with every row's ratio to the C kernel. Times are
+(B 1, nh 8, T 2048, hs 64) for the C kernel (csrc/attention.c) in float32 and in
+bf16 mixed precision (attention_forward_bf16, what --dtype bf16 trains with), the
+NumPy reference kernels, and torch.nn.functional.scaled_dot_product_attention
+(is_causal=True) with autograd when torch is installed, in float32 and under
+torch.autocast("cpu", dtype=torch.bfloat16), on the same number of threads, and
+prints one table with every row's time relative to the C kernel's float32 one. Times are
 the best of --repeats runs after a warm-up (the best, because other processes on
 a shared machine only ever add time). Part 2 runs the C kernel alone in a fresh
 process per T and prints the peak RSS it adds: its outputs, which grow with T,
@@ -44,23 +46,26 @@ def best_of(repeats, fn):
     return min(t[0] for t in times), min(t[1] for t in times)
 
 
-def time_kernels(kernels, q, k, v, dout):
+def time_kernels(kernels, q, k, v, dout, bf16=False):
+    forward, backward = ((kernels.attention_forward_bf16, kernels.attention_backward_bf16) if bf16
+                         else (kernels.attention_forward, kernels.attention_backward))
     t0 = time.perf_counter()
-    out, lse = kernels.attention_forward(q, k, v)
+    out, lse = forward(q, k, v)
     t1 = time.perf_counter()
-    kernels.attention_backward(dout, q, k, v, out, lse)
+    backward(dout, q, k, v, out, lse)
     return t1 - t0, time.perf_counter() - t1
 
 
-def time_torch(torch, q, k, v, dout):
+def time_torch(torch, q, k, v, dout, bf16=False):
     q, k, v = (torch.from_numpy(x).requires_grad_() for x in (q, k, v))
     dout = torch.from_numpy(dout)
 
     def step():
-        t0 = time.perf_counter()
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        t1 = time.perf_counter()
-        out.backward(dout)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            t0 = time.perf_counter()
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+            t1 = time.perf_counter()
+        out.backward(dout.to(out.dtype))
         return t1 - t0, time.perf_counter() - t1
     return step
 
@@ -71,7 +76,7 @@ def time_table(repeats):
         torch.set_num_threads(C.num_threads())             # the threads our kernels run on
     except ImportError:
         torch = None
-    print(f"attention forward + backward, float32, {C.num_threads()} threads, best of {repeats} "
+    print(f"attention forward + backward, float32 and bf16, {C.num_threads()} threads, best of {repeats} "
           f"(ms){'' if torch else '; torch is not installed'}")
     print(f"{'B, nh, T, hs':<18}{'kernel':<22}{'forward':>10}{'backward':>10}{'total':>10}"
           f"{'x C':>8}")
@@ -79,10 +84,13 @@ def time_table(repeats):
     for B, nh, T, hs in TIME_SHAPES:
         q, k, v, dout = (rng.standard_normal((B, nh, T, hs), dtype=np.float32) for _ in range(4))
         rows = [("tinyllm C", best_of(repeats, lambda: time_kernels(C, q, k, v, dout))),
+                ("tinyllm C bf16", best_of(repeats, lambda: time_kernels(C, q, k, v, dout, True))),
                 ("tinyllm NumPy", best_of(repeats, lambda: time_kernels(K, q, k, v, dout)))]
         if torch is not None:
-            rows.append((f"torch {torch.__version__.split('+')[0]} sdpa",
-                         best_of(repeats, time_torch(torch, q, k, v, dout))))
+            version = torch.__version__.split('+')[0]
+            rows += [(f"torch {version} sdpa", best_of(repeats, time_torch(torch, q, k, v, dout))),
+                     (f"torch {version} sdpa bf16",
+                      best_of(repeats, time_torch(torch, q, k, v, dout, True)))]
         c_total = sum(rows[0][1])
         for name, (fwd, bwd) in rows:
             print(f"{str((B, nh, T, hs)):<18}{name:<22}{fwd * 1e3:>10.1f}{bwd * 1e3:>10.1f}"

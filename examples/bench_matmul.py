@@ -1,4 +1,4 @@
-"""Benchmark of the C matmuls (fp32 and bf16) against NumPy's BLAS, side by side in one table.
+"""Benchmark of the C matmuls (fp32 and bf16) against NumPy's BLAS and PyTorch, side by side.
 
   python examples/bench_matmul.py                        # squares 512..4096 and the GPT shapes
   python examples/bench_matmul.py --sizes 1024 2048 --repeats 10
@@ -9,8 +9,8 @@ N = B * T): the forward y = x W^T and both backward products dx = dy W and dW = 
 the transposes the training step really uses; last, attention's tile products, a batch of small
 matrices. Each row is the best of 2 x `repeats` runs or more (quick ones run for 0.25 s), ours
 and NumPy's alternating (the machine may be shared: the best run is the one least disturbed);
-GFLOP/s = 2 * batch * M * N * K / time. NumPy's BLAS runs on as many threads as ours
-(OMP_NUM_THREADS, or every core). The header names the CPU's matrix features and the path
+GFLOP/s = 2 * batch * M * N * K / time. NumPy's BLAS and PyTorch (its CPU matmul, when torch
+is installed) run on as many threads as ours (OMP_NUM_THREADS, or every core). The header names the CPU's matrix features and the path
 the bf16 matmul runs on (csrc/cpu.c), and the peaks measured by multiply-add loops with enough
 independent accumulators to fill every unit (fp32 FMA; bf16 vdpbf16ps; AMX tdpbf16ps where
 present) on as many threads: "% peak" is ours against the fp32 one, "% bf16 peak" the bf16
@@ -130,6 +130,16 @@ def best_seconds(fns, repeats, rounds=2):
     return best
 
 
+def torch_or_none(threads):
+    """PyTorch on `threads` threads, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
 def run(sizes=None, repeats=5, peak=True):
     """Print the table; returns its rows as dicts."""
     import numpy as np
@@ -145,10 +155,12 @@ def run(sizes=None, repeats=5, peak=True):
         set_threads(threads)
     blas_threads = get_threads() if get_threads else "?"
     corename = corename().decode() if corename else "?"
+    torch = torch_or_none(threads)
 
     print(f"CPU: {cpu_name()}, {threads} thread(s) for ours, "
           f"{blas_threads} for NumPy's BLAS (OpenBLAS core {corename}; "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})")
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}); "
+          f"{f'torch {torch.__version__}' if torch else 'no torch'}")
     print(f"CPU features: {c_kernels.describe_cpu()}")
     peaks = measured_peaks(c_kernels) if peak else {}
     if peaks:
@@ -158,7 +170,7 @@ def run(sizes=None, repeats=5, peak=True):
     fp32_peak = peaks.get("fp32")
     bf16_peak = peaks.get("amx") or peaks.get("bf16") or fp32_peak   # what the bf16 path can use
     print(f"{'case':<18} {'batch':>5} {'M':>5} {'N':>5} {'K':>5} {'op':>5} "
-          f"{'ours GF/s':>10} {'NumPy GF/s':>11} {'ratio':>6} {'% peak':>7} "
+          f"{'ours GF/s':>10} {'NumPy GF/s':>11} {'ratio':>6} {'torch GF/s':>11} {'ratio':>6} {'% peak':>7} "
           f"{'bf16 GF/s':>10} {'bf16/ours':>10} {'% bf16 peak':>12}")
     rng = np.random.default_rng(0)
     results = []
@@ -169,15 +181,18 @@ def run(sizes=None, repeats=5, peak=True):
         a_op = np.swapaxes(a, -1, -2) if ta else a   # a view: BLAS takes the transpose as a flag
         b_op = np.swapaxes(b, -1, -2) if tb else b
         flops = 2.0 * batch * M * N * K
-        seconds = best_seconds([lambda: c_kernels.matmul(a, b, ta, tb),
-                                lambda: np.matmul(a_op, b_op),
-                                lambda: c_kernels.matmul_bf16(a, b, ta, tb)], repeats)
-        ours, theirs, bf16 = (flops / s / 1e9 for s in seconds)
+        fns = [lambda: c_kernels.matmul(a, b, ta, tb), lambda: np.matmul(a_op, b_op),
+               lambda: c_kernels.matmul_bf16(a, b, ta, tb)]
+        if torch:   # the same views: torch, too, takes a transpose as a stride, not a copy
+            a_t, b_t = torch.from_numpy(a_op), torch.from_numpy(b_op)
+            fns.append(lambda: torch.matmul(a_t, b_t))
+        ours, theirs, bf16, *rival = (flops / s / 1e9 for s in best_seconds(fns, repeats))
+        rival = f"{rival[0]:>11.1f} {ours / rival[0]:>6.2f}" if rival else f"{'-':>11} {'-':>6}"
         op = ("T" if ta else "N") + ("T" if tb else "N")
         share = f"{100 * ours * 1e9 / fp32_peak:6.0f}%" if fp32_peak else "      ?"
         bf16_share = f"{100 * bf16 * 1e9 / bf16_peak:11.0f}%" if bf16_peak else "           ?"
         print(f"{label:<18} {batch:>5} {M:>5} {N:>5} {K:>5} {op:>5} {ours:>10.1f} {theirs:>11.1f} "
-              f"{ours / theirs:>6.2f} {share} {bf16:>10.1f} {bf16 / ours:>10.2f} {bf16_share}",
+              f"{ours / theirs:>6.2f} {rival} {share} {bf16:>10.1f} {bf16 / ours:>10.2f} {bf16_share}",
               flush=True)
         results.append(dict(case=label, batch=batch, M=M, N=N, K=K, op=op, ours=ours, numpy=theirs,
                             bf16=bf16))

@@ -155,11 +155,17 @@ def test_portable_single_threaded_build_agrees(tmp_path):
     if build.returncode != 0:
         pytest.skip(f"{cc} could not build the portable library: {build.stderr[-300:]}")
     a, b = operands(np.random.default_rng(5), None, 101, 77, 301, True, False)
-    np.savez(tmp_path / "ab.npz", a=a, b=b)
+    qkv = np.random.default_rng(6).standard_normal((3, 1, 2, 70, 16), dtype=np.float32)
+    np.savez(tmp_path / "ab.npz", a=a, b=b, qkv=qkv)
     script = ("import sys, numpy as np; from tinyllm.backends import c_kernels as c; "
               "d = np.load(sys.argv[1]); print(c.BF16_PATH); "
-              "np.save(sys.argv[2], c.matmul_bf16(d['a'], d['b'], True, False))")
+              "np.save(sys.argv[2], c.matmul_bf16(d['a'], d['b'], True, False)); "
+              "np.save(sys.argv[3], c.attention_forward_bf16(*d['qkv'])[0])")
     chosen = _run(script, {"TINYLLM_LIB": str(lib)}, str(tmp_path / "ab.npz"),
-                  str(tmp_path / "out.npy"))
+                  str(tmp_path / "out.npy"), str(tmp_path / "attention.npy"))
     assert chosen == c_kernels.BF16_PATH
     assert_bf16_close(np.load(tmp_path / "out.npy"), a, b, True, False, "portable build")
+    # attention's tiles: the same kernels and roundings (tests/test_c_attention_bf16.py's bounds)
+    want = c_kernels.attention_forward_bf16(*qkv)[0]
+    np.testing.assert_allclose(np.load(tmp_path / "attention.npy"), want, rtol=0,
+                               atol=2.0**-7 * np.abs(want).max())

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tinyllm import ops
-from tinyllm.backends import numpy_kernels
+from tinyllm.backends import numpy_attention, numpy_kernels
 from tinyllm.gradcheck import assert_grad_close, gradcheck, numerical_gradient
 from tinyllm.tensor import Tensor
 
@@ -106,7 +106,7 @@ def test_attention_kernel_gradient(Tq, Tk, tile):
 @pytest.mark.parametrize("T, n_head, tile", [(5, 2, 128), (9, 3, 4)])
 def test_causal_self_attention_gradient(monkeypatch, T, n_head, tile):
     # the GPT block's path: split the fused qkv into heads, attend, merge the heads
-    monkeypatch.setattr(numpy_kernels, "ATTN_TILE", tile)
+    monkeypatch.setattr(numpy_attention, "ATTN_TILE", tile)
     gradcheck(lambda qkv: ops.causal_self_attention(qkv, n_head), [rand(2, T, 3 * n_head * 2)])
 
 

@@ -125,7 +125,7 @@ class CausalSelfAttention(nn.Module):
         qkv = self.c_attn(x)                                               # (B, T, 3C)
         # inference only: the cache adds the keys and values of the past positions
         kv_cache = functools.partial(cache.attend, self.layer) if cache is not None else None
-        y = ops.causal_self_attention(qkv, self.n_head, kv_cache)          # (B, T, C)
+        y = ops.causal_self_attention(qkv, self.n_head, kv_cache, self.matmul_dtype)  # (B, T, C)
         return self.dropout(self.c_proj(y))
 
 

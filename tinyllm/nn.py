@@ -27,7 +27,7 @@ class Parameter(Tensor):
 
 class Module:
     training = True
-    matmul_dtype = "fp32"   # what Linear layers multiply in; set_matmul_dtype changes it
+    matmul_dtype = "fp32"   # what Linear layers and attention multiply in; set_matmul_dtype sets it
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
@@ -76,8 +76,8 @@ class Module:
         return self.train(False)
 
     def set_matmul_dtype(self, dtype):
-        """Run every Linear below in `dtype`: "fp32", or "bf16" (mixed precision: bfloat16
-        operands, float32 sums; the parameters stay float32). See ops.linear."""
+        """Run every Linear and attention below in `dtype`: "fp32", or "bf16" (mixed precision:
+        bfloat16 operands, float32 sums; the parameters stay float32). See ops.linear."""
         if dtype not in ops.MATMUL_DTYPES:
             raise ValueError(f"matmul dtype {dtype!r}; choose one of {ops.MATMUL_DTYPES}")
         self.matmul_dtype = dtype

@@ -40,8 +40,9 @@ from tinyllm.safetensors import read_metadata
 from tinyllm.train import LoopConfig, Trainer, option
 
 MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd", "dropout")
-DTYPE_HELP = ("matmul precision of the Linear layers: fp32, or bf16 (bfloat16 operands, float32 "
-              "sums and weights; fastest on CPUs with AVX512-BF16 or AMX, numpy and c backends)")
+DTYPE_HELP = ("matmul precision of the Linear layers and attention: fp32, or bf16 (bfloat16 "
+              "operands, float32 sums, softmax and weights; fastest on CPUs with AVX512-BF16 or "
+              "AMX, numpy and c backends)")
 
 
 @dataclasses.dataclass
@@ -167,8 +168,8 @@ def check_dtype(dtype):
 
 
 def matmul_precision(backend, dtype):
-    """How the Linear layers multiply on `backend` in `dtype`, in words for the run's header;
-    says on stderr, once, when bf16 cannot be faster than fp32 here."""
+    """How the Linear layers and attention multiply on `backend` in `dtype`, in words for the
+    run's header; says on stderr, once, when bf16 cannot be faster than fp32 here."""
     if dtype == "fp32":
         return "fp32"
     if not hasattr(backend, "matmul_bf16"):

@@ -1,5 +1,5 @@
-/* decode.cu: the decode kernels on the GPU, as csrc/gemv.c and attention_decode in
- * csrc/attention.c (the maths: numpy_kernels.gemv and numpy_kernels.attention_decode).
+/* decode.cu: the decode kernels on the GPU, as csrc/gemv.c and csrc/attention_decode.c
+ * (the maths: numpy_kernels.gemv and numpy_kernels.attention_decode).
  *
  * gemv: out (M, N) = x (M, K) @ w (N, K)^T for the M = 1..16 rows of a decoding step. A warp
  * owns one row of w (one output column) and reads it once, coalesced (lane l takes elements

@@ -1,13 +1,10 @@
 """The "c" backend: cffi binding to the OpenMP kernels in csrc/, built by `make`.
 
 cffi ABI mode: `make` compiles csrc/*.c into tinyllm/backends/libtinyllm.so
-with the flags tuned for this machine (-O3 -march=native -fopenmp) and copies
-csrc/tinyllm.h beside it; this file hands that header to cffi as the cdef
-and opens the library. ABI mode keeps the build a plain compiler call that
-`make CFLAGS=...`, `make DEBUG=1` and `make sanitize` control, with no
-Python-version-specific extension module; a call costs about a microsecond
-more than API mode, nothing against kernels that run for microseconds to
-milliseconds.
+(-O3 -march=native -fopenmp) and copies csrc/tinyllm.h beside it; this file hands
+that header to cffi as the cdef and opens the library. ABI mode keeps the build a
+plain compiler call (`make CFLAGS=...`, `make DEBUG=1`, `make sanitize`), with no
+Python-version-specific extension module; a call costs about a microsecond more.
 
 Every wrapper has the signature and the meaning of its twin in numpy_kernels.py,
 checks dtype, shape, contiguity and alignment before it calls into C (C never sees
@@ -189,13 +186,20 @@ def bf16_bits(x):
 # ----------------------------------------------------------------------------
 # attention
 
-def attention_forward(q, k, v):
+def attention_forward(q, k, v, _bf16=None):
+    """As numpy_kernels.attention_forward; _bf16 (a path bit): attention_forward_bf16."""
     q, k, v = _f32("attention q", q), _f32("attention k", k), _f32("attention v", v)
     B, nh, Tq, Tk, hs = attention_sizes(q, k, v)
     out = np.empty_like(q)                                        # (B, nh, Tq, hs)
     lse = np.empty((B, nh, Tq), np.float32)                       # (B, nh, Tq)
-    lib.attention_forward(_p(q), _p(k), _p(v), _p(out), _p(lse), B, nh, Tq, Tk, hs)
+    args = (_p(q), _p(k), _p(v), _p(out), _p(lse), B, nh, Tq, Tk, hs)
+    lib.attention_forward(*args) if _bf16 is None else lib.attention_forward_bf16(*args, _bf16)
     return out, lse
+
+
+def attention_forward_bf16(q, k, v, path=None):
+    """As numpy_kernels.attention_forward_bf16, on `path` (as matmul_bf16's)."""
+    return attention_forward(q, k, v, BF16_PATHS[bf16_path(path) if path else BF16_PATH])
 
 
 def attention_decode(q, k_cache, v_cache, Tk, path=None):
@@ -216,15 +220,21 @@ def attention_decode(q, k_cache, v_cache, Tk, path=None):
     return out
 
 
-def attention_backward(dout, q, k, v, out, lse):
+def attention_backward(dout, q, k, v, out, lse, _bf16=None):
+    """As numpy_kernels.attention_backward; _bf16 (a path bit): attention_backward_bf16."""
     dout, q, k, v = (_f32(f"attention_backward {n}", x) for n, x in
                      (("dout", dout), ("q", q), ("k", k), ("v", v)))
     out, lse = _f32("attention_backward out", out), _f32("attention_backward lse", lse)
     B, nh, Tq, Tk, hs = attention_sizes(q, k, v, dout, out, lse)
     dq, dk, dv = np.empty_like(q), np.empty_like(k), np.empty_like(v)
-    lib.attention_backward(_p(dout), _p(q), _p(k), _p(v), _p(out), _p(lse), _p(dq), _p(dk), _p(dv),
-                           B, nh, Tq, Tk, hs)
+    args = (_p(dout), _p(q), _p(k), _p(v), _p(out), _p(lse), _p(dq), _p(dk), _p(dv),
+            B, nh, Tq, Tk, hs)
+    lib.attention_backward(*args) if _bf16 is None else lib.attention_backward_bf16(*args, _bf16)
     return dq, dk, dv
+
+
+def attention_backward_bf16(dout, q, k, v, out, lse, path=None):
+    return attention_backward(dout, q, k, v, out, lse, BF16_PATHS[bf16_path(path) if path else BF16_PATH])
 
 
 # ----------------------------------------------------------------------------

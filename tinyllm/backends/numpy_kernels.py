@@ -9,7 +9,8 @@ returns the gradients of its inputs.
 The fast kernels (tiled attention, BLAS matmul) each have a naive twin
 beside them, matmul_naive and attention_naive: plain loops or the textbook
 formula, THE definitions that the fast kernels of every backend must equal
-(tests/test_naive_definitions.py checks that they do).
+(tests/test_naive_definitions.py checks that they do). The attention kernels
+live in numpy_attention.py and are re-exported here with the rest.
 
 Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
 hs head size, N = B*T rows. Arrays keep the dtype they come in (float32 in
@@ -18,18 +19,13 @@ training, float64 in gradient checks).
 This is not the autograd layer (that is tensor.py and ops.py, which call
 these). Read gradcheck.py next: how each backward is proven right.
 """
-import math
-
 import numpy as np
 
 from tinyllm.backends.bits import bf16_bits, bf16_round, dropout_constants, dropout_keep  # noqa: F401
+from tinyllm.backends.numpy_attention import (ATTN_TILE, attention_backward, attention_decode,  # noqa: F401
+                                              attention_forward, attention_naive, kv_write)
 
 NAME = "numpy"
-
-# Query and key tile length of the attention kernels. The scores of one tile
-# pair are (B, nh, TILE, TILE), so memory grows with T, not T^2.
-ATTN_TILE = 128
-
 
 # ----------------------------------------------------------------------------
 # matmul
@@ -93,114 +89,18 @@ def matmul_bf16(a, b, transpose_a=False, transpose_b=False):
 
 
 # ----------------------------------------------------------------------------
-# causal self-attention, flash-style
+# causal self-attention, flash-style (numpy_attention.py), and its mixed-precision twins
 
-def _causal_scores(q_tile, k_tile, q_pos, k_pos, scale):
-    """Scaled scores of one (query tile, key tile) pair, -inf where the key is in the future."""
-    s = np.matmul(q_tile, np.swapaxes(k_tile, -1, -2)) * scale   # (B, nh, tq, tk)
-    visible = k_pos[None, :] <= q_pos[:, None]                    # (tq, tk)
-    return np.where(visible, s, -np.inf)
-
-
-def _tiles(T, tile):
-    return [(t0, min(t0 + tile, T)) for t0 in range(0, T, tile)]
+def attention_forward_bf16(q, k, v, tile=None):
+    """attention_forward of a `--dtype bf16` run: its products q k^T and p v by matmul_bf16
+    (operands rounded to bfloat16, float32 sums); the online softmax stays float32, and p is
+    rounded after its running sum has taken it (as FlashAttention-2 does in bf16)."""
+    return attention_forward(q, k, v, tile, matmul_bf16)
 
 
-def attention_naive(q, k, v):
-    """THE definition of attention_forward: the textbook masked softmax, whole matrices.
-
-    S = q k^T / sqrt(hs), -inf where key j is in query i's future (query i
-    sits at position Tk - Tq + i, as in attention_forward), P = softmax(S)
-    row by row, out = P v; lse = log(sum_j exp(S_ij)). Same arguments and
-    results as attention_forward, whose tiles and online softmax (and the C
-    and CUDA kernels') must equal this. Builds the (Tq, Tk) matrix that the
-    fast kernels never store: for tests on small sizes.
-    """
-    Tq, Tk, hs = q.shape[2], k.shape[2], q.shape[3]
-    s = np.matmul(q, np.swapaxes(k, -1, -2)) / math.sqrt(hs)     # (B, nh, Tq, Tk)
-    q_pos = np.arange(Tk - Tq, Tk)                                # (Tq,)
-    s = np.where(np.arange(Tk)[None, :] <= q_pos[:, None], s, -np.inf)
-    m = s.max(axis=-1, keepdims=True)                             # (B, nh, Tq, 1) finite: key 0
-    lse = m[..., 0] + np.log(np.exp(s - m).sum(axis=-1))          # (B, nh, Tq)
-    p = np.exp(s - lse[..., None])                                # (B, nh, Tq, Tk) softmax rows
-    return np.matmul(p, v), lse                                   # (B, nh, Tq, hs), (B, nh, Tq)
-
-
-def attention_forward(q, k, v, tile=None):
-    """Causal attention with online softmax over key tiles.
-
-    q: (B, nh, Tq, hs); k, v: (B, nh, Tk, hs) with Tk >= Tq. Query i sits at
-    position Tk - Tq + i, so Tq == Tk is ordinary causal attention and Tq < Tk
-    is decoding with a KV cache (the queries are the newest positions).
-    Returns out (B, nh, Tq, hs) and lse (B, nh, Tq), the log-sum-exp of each
-    query's scores, which is all the backward needs to rebuild the softmax.
-    """
-    B, nh, Tq, hs = q.shape
-    Tk = k.shape[2]
-    tile = tile or ATTN_TILE
-    scale = 1.0 / math.sqrt(hs)
-    offset = Tk - Tq
-    out = np.empty_like(q)                                        # (B, nh, Tq, hs)
-    lse = np.empty((B, nh, Tq), dtype=q.dtype)                    # (B, nh, Tq)
-    for q0, q1 in _tiles(Tq, tile):
-        q_pos = np.arange(q0, q1) + offset                        # (tq,)
-        m = np.full((B, nh, q1 - q0, 1), -np.inf, dtype=q.dtype)  # running row max
-        l = np.zeros((B, nh, q1 - q0, 1), dtype=q.dtype)          # running sum of exp(s - m)
-        acc = np.zeros((B, nh, q1 - q0, hs), dtype=q.dtype)       # running sum of exp(s - m) v
-        for k0, k1 in _tiles(q_pos[-1] + 1, tile):                # key tiles up to the diagonal
-            s = _causal_scores(q[:, :, q0:q1], k[:, :, k0:k1],
-                               q_pos, np.arange(k0, k1), scale)   # (B, nh, tq, tk)
-            m_new = np.maximum(m, s.max(axis=-1, keepdims=True))  # finite: key 0 is always visible
-            correction = np.exp(m - m_new)                        # rescale what was summed so far
-            p = np.exp(s - m_new)                                 # (B, nh, tq, tk)
-            l = l * correction + p.sum(axis=-1, keepdims=True)
-            acc = acc * correction + np.matmul(p, v[:, :, k0:k1])
-            m = m_new
-        out[:, :, q0:q1] = acc / l
-        lse[:, :, q0:q1] = (m + np.log(l))[..., 0]
-    return out, lse
-
-
-def attention_backward(dout, q, k, v, out, lse, tile=None):
-    """Gradients of attention_forward, recomputing the probabilities tile by tile.
-
-    With P = softmax(S) rebuilt as exp(S - lse) and D = rowsum(dout * out):
-    dV = P^T dout, dP = dout V^T, dS = P * (dP - D), dQ = dS K * scale,
-    dK = dS^T Q * scale (FlashAttention-2's backward).
-    """
-    B, nh, Tq, hs = q.shape
-    Tk = k.shape[2]
-    tile = tile or ATTN_TILE
-    scale = 1.0 / math.sqrt(hs)
-    offset = Tk - Tq
-    dq = np.zeros_like(q)                                         # (B, nh, Tq, hs)
-    dk = np.zeros_like(k)                                         # (B, nh, Tk, hs)
-    dv = np.zeros_like(v)                                         # (B, nh, Tk, hs)
-    D = np.sum(dout * out, axis=-1, keepdims=True)                # (B, nh, Tq, 1)
-    for q0, q1 in _tiles(Tq, tile):
-        q_pos = np.arange(q0, q1) + offset
-        for k0, k1 in _tiles(q_pos[-1] + 1, tile):
-            s = _causal_scores(q[:, :, q0:q1], k[:, :, k0:k1],
-                               q_pos, np.arange(k0, k1), scale)   # (B, nh, tq, tk)
-            p = np.exp(s - lse[:, :, q0:q1, None])                # (B, nh, tq, tk)
-            dv[:, :, k0:k1] += np.matmul(np.swapaxes(p, -1, -2), dout[:, :, q0:q1])
-            dp = np.matmul(dout[:, :, q0:q1], np.swapaxes(v[:, :, k0:k1], -1, -2))
-            ds = p * (dp - D[:, :, q0:q1]) * scale                # (B, nh, tq, tk)
-            dq[:, :, q0:q1] += np.matmul(ds, k[:, :, k0:k1])
-            dk[:, :, k0:k1] += np.matmul(np.swapaxes(ds, -1, -2), q[:, :, q0:q1])
-    return dq, dk, dv
-
-
-def attention_decode(q, k_cache, v_cache, Tk):
-    """attention_forward's out for the Tq newest queries q (B, nh, Tq, hs), query i at position
-    Tk - Tq + i, against a KV cache (B, nh, Tmax, hs) filled up to Tk (Tq <= Tk <= Tmax), which
-    the compiled twins read in place. No lse: decoding has no backward."""
-    return attention_forward(q, k_cache[:, :, :Tk], v_cache[:, :, :Tk])[0]
-
-
-def kv_write(cache, x, start):
-    """cache (B, nh, Tmax, hs)[:, :, start:start + T] = x (B, nh, T, hs), in place."""
-    cache[:, :, start:start + x.shape[2]] = x
+def attention_backward_bf16(dout, q, k, v, out, lse, tile=None):
+    """attention_backward with its five products by matmul_bf16; P, dS and D stay float32."""
+    return attention_backward(dout, q, k, v, out, lse, tile, matmul_bf16)
 
 
 # ----------------------------------------------------------------------------
