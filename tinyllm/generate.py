@@ -124,9 +124,10 @@ def stream(model, idx, max_new_tokens, settings=None, rng=None, cache=None, timi
             if cache is not None:
                 cache.reset()                       # the window slides: refill it
             pending = idx[:, -block:]
-        with _inference(model):
-            logits, _ = model(pending, cache=cache)
-        last = to_numpy(logits.data[:, -1, :])      # (B, V): all that leaves a GPU
+        with _inference(model):   # a GPT computes the last position's logits alone
+            last = (model.last_logits(pending, cache=cache) if hasattr(model, "last_logits")
+                    else model(pending, cache=cache)[0].data[:, -1, :])
+        last = to_numpy(last)                       # (B, V): all that leaves a GPU
         nxt = sample(last, settings, rng, idx[:, -block:])                     # (B,)
         if timing is not None:
             seconds = time.perf_counter() - t0

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from tinyllm import generate, lm_loss, nn, ops
+from tinyllm.tensor import Tensor
 
 
 @dataclass
@@ -179,6 +180,14 @@ class GPT(nn.Module):
         logits = self.lm_head(h)                                           # (B, T, V)
         loss = ops.cross_entropy(logits, targets) if targets is not None else None
         return logits, loss
+
+    def last_logits(self, idx, cache=None):
+        """idx (B, T) -> the last position's logits (B, V), all a decoding step samples from: the
+        lm_head, the biggest matmul, then runs on B rows, not B x T (a prefill skips T - 1)."""
+        last = self.hidden(idx, cache).data[:, -1, :]                    # (B, C)
+        if isinstance(last, np.ndarray):
+            last = np.ascontiguousarray(last)
+        return self.lm_head(Tensor(last, dtype=last.dtype)).data         # (B, V)
 
     def hidden(self, idx, cache=None):
         """idx (B, T) -> the final hidden states (B, T, C), after ln_f (heads read them)."""
