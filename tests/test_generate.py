@@ -45,6 +45,23 @@ def test_logits_with_the_cache_equal_those_without_at_every_position(backend):
         model.to(backends.get_backend("numpy"))
 
 
+@pytest.mark.parametrize("backend", compiled_backends())
+def test_last_logits_are_the_forward_passes_last_row(backend):
+    model = GPT(GPTConfig(**TINY, seed=3))
+    idx = np.random.default_rng(2).integers(0, 11, (3, 7))
+    with backends.using(backend) as kernels:
+        model.to(kernels)
+        want = model(idx)[0].numpy()[:, -1]                               # (B, V)
+        got = model.last_logits(idx)
+        cache = KVCache(model.config)
+        model.last_logits(idx[:, :5], cache=cache)                         # a prefill, then a step
+        stepped = model.last_logits(idx[:, 5:], cache=cache)
+    for x in (got, stepped):
+        x = x.numpy() if hasattr(x, "numpy") else x
+        assert x.shape == (3, 11)
+        np.testing.assert_allclose(x, want, rtol=1e-5, atol=1e-6)   # float32, as the cache test
+
+
 def test_the_cache_is_written_in_place():
     model = GPT(GPTConfig(**TINY))
     cache = KVCache(model.config)
