@@ -4,8 +4,8 @@
   python examples/bench_finetune.py --preset default --batch-size 16 --steps 5
 
 Each case runs in a fresh process of its own, twice:
-  peak      the process's max RSS (ru_maxrss) minus its RSS once the libraries are
-            loaded and before the model exists: what the model and its training
+  peak      the process's peak RSS (VmHWM, tinyllm.memory) minus its RSS once the
+            libraries are loaded and before the model exists: what the model and its training
             take, measured as the OS sees it (malloc keeps freed blocks, as in
             training: tinyllm.malloc)
   where     tracemalloc over every NumPy array (tinyllm only): the parameters,
@@ -20,7 +20,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -30,10 +29,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 MB = 2 ** 20
-
-
-def rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def tinyllm_case(args, use_lora, trace):
@@ -104,13 +99,15 @@ def run_case(args):
     """Child process: one case, measured one way (--trace or not), its result as one JSON line."""
     from tinyllm import backends
     from tinyllm.malloc import keep_freed_memory
+    from tinyllm.memory import peak_resident_bytes, reset_peak, resident_bytes
     keep_freed_memory()
     who, mode = args.case.split(":")
     args.kernels = backends.set_backend(args.backend) if args.backend else backends.get_backend()
     if who == "torch":
         import peft  # noqa: F401  (the libraries are part of the baseline, not of the run)
         import torch  # noqa: F401
-    baseline = rss_mb()
+    reset_peak()                                         # the imports' transient peak is not the run's
+    baseline = resident_bytes() / MB
     if args.trace:
         tracemalloc.start()
     step, traced, trained = (torch_case if who == "torch" else tinyllm_case)(args, mode == "lora",
@@ -124,7 +121,7 @@ def run_case(args):
     seconds = (time.perf_counter() - t0) / args.steps
     if args.trace:
         traced["step peak"] = tracemalloc.get_traced_memory()[1] / MB
-    print(json.dumps({"seconds": seconds, "trained": trained, "peak_mb": rss_mb() - baseline,
+    print(json.dumps({"seconds": seconds, "trained": trained, "peak_mb": peak_resident_bytes() / MB - baseline,
                       "baseline_mb": baseline, "traced": traced}))
 
 
@@ -151,8 +148,7 @@ def main():
     if args.case:
         return run_case(args)
     cases = ["tinyllm:full", "tinyllm:lora"]
-    # looked up, not imported: a child's ru_maxrss starts at its parent's RSS (fork copies
-    # it and exec keeps it), so a parent holding torch would floor every case's peak
+    # looked up, not imported: each case imports what it needs in its own process
     if all(importlib.util.find_spec(name) for name in ("peft", "torch")):
         cases += ["torch:full", "torch:lora"]
     else:

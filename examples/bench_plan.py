@@ -46,7 +46,8 @@ def main():
     config = preset(args.preset)
     N, T = num_parameters(config), config.block_size
     print(f"{args.preset}: {N / 1e6:.1f}M parameters, context {T}; {hw.source}: "
-          f"{hw.fp32 / 1e9:.1f} GFLOP/s, planned at MFU {hw.mfu}; process {hw.runtime / 1e6:.0f} MB")
+          f"{hw.fp32 / 1e9:.1f} GFLOP/s, planned at MFU {hw.mfu}; the process's memory: each "
+          f"measuring child's own, before its model")
     print(f"{'batch':>5} {'planned MB':>11} {'measured MB':>12} {'ratio':>6}   "
           f"{'planned ms':>11} {'measured ms':>12} {'ratio':>6}")
     for b in args.batch_sizes:

@@ -31,16 +31,14 @@ import numpy as np
 from tinyllm import backends
 from tinyllm.checkpoint import load_model
 from tinyllm.generate import generate
+from tinyllm.memory import peak_resident_bytes, reset_peak, resident_bytes
 
-def status(key):   # bytes, from /proc/self/status's kB
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")   # the peak := the resident memory now (Linux >= 4.0)
-base = status("VmRSS:")
+reset_peak()   # the peak := the resident memory now (Linux >= 4.0)
+base = resident_bytes()
 with backends.using("c"):
     model, _, _ = load_model(sys.argv[1])
     generate(model, np.arange(8)[None] % 256, int(sys.argv[2]), temperature=0)
-print(json.dumps({"base": base, "peak": status("VmHWM:") - base}))
+print(json.dumps({"base": base, "peak": peak_resident_bytes() - base}))
 """
 
 

@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import pathlib
 import random
-import resource
 import sys
 import time
 import zlib
@@ -144,6 +143,7 @@ def run_one(kind, use_lora, args, files, questions):
     from tinyllm.finetune import sft
     from tinyllm.finetune.classify import accuracy
     from tinyllm.finetune.run import FinetuneConfig, build_finetune_trainer, finish
+    from tinyllm.memory import resident_bytes
     name = f"{kind}{'-lora' if use_lora else ''}"
     prefix = "sft" if kind == "sft" else "cls"
     config = FinetuneConfig(
@@ -152,7 +152,7 @@ def run_one(kind, use_lora, args, files, questions):
         eval_batches=64,   # every held-out example (up to 1024): accuracy over all of them
         max_steps=args.sft_steps if kind == "sft" else args.cls_steps, lora=use_lora,
         lr=3e-3 if use_lora else 1e-3, min_lr=1e-4, backend=args.backend, lora_r=8)
-    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_start = resident_bytes() / 2 ** 20
     trainer = build_finetune_trainer(kind, config, printer=lambda *a: None)
     result = {"run": name, "loss_before": trainer.evaluate(),
               "trainable": sum(p.size for _, p in trainer.model.named_parameters() if p.requires_grad),

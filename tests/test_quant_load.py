@@ -25,20 +25,16 @@ CHILD = r"""
 import json, sys
 import numpy as np
 from tinyllm.checkpoint import load_model
+from tinyllm.memory import peak_resident_bytes, reset_peak, resident_bytes
 from tinyllm.tensor import no_grad
 
-def status(key):   # kB in /proc/self/status
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
-try:
-    with open("/proc/self/clear_refs", "w") as f:   # reset the peak (VmHWM) to the current RSS
-        f.write("5")
-except OSError as e:
-    sys.exit(print(json.dumps({"skip": f"cannot reset the peak: {e}"})))
-base = status("VmRSS:")
+if not reset_peak():   # the peak (VmHWM) := the resident memory now
+    sys.exit(print(json.dumps({"skip": "cannot reset the peak (/proc/self/clear_refs)"})))
+base = resident_bytes()
 model, _, meta = load_model(sys.argv[1])
 with no_grad():
     logits = model(np.arange(8)[None] % 256)[0].data
-print(json.dumps({"peak": status("VmHWM:") - base, "finite": bool(np.isfinite(logits).all())}))
+print(json.dumps({"peak": peak_resident_bytes() - base, "finite": bool(np.isfinite(logits).all())}))
 """
 MiB = 2 ** 20
 
