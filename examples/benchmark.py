@@ -12,6 +12,8 @@ Sections (each also runs alone as examples/bench_<name>.py --help):
              bf16 mixed precision (c-bf16: --dtype bf16; torch-bf16: autocast), each case
              in its own process so peak memory (max RSS) is that case's alone
   matmul     GFLOP/s of the C matmul vs NumPy's BLAS, and the CPU's peak
+  kernels    the elementwise and row kernels (SiLU, RMSNorm, softmax, cross-entropy, the add,
+             the embedding, AdamW) vs their NumPy twins and PyTorch, at the step's sizes
   attention  fused attention forward + backward vs NumPy and torch SDPA; memory vs T
   generate   prefill and decode tokens/s on C, NumPy and PyTorch with a KV cache, against
              the measured memory-bandwidth roofline
@@ -226,7 +228,7 @@ def bf16_note():
 
 
 def main():
-    sections = ["train", "matmul", "attention", "generate", "tokenizer", "dedup", "langid", "cuda"]
+    sections = ["train", "matmul", "kernels", "attention", "generate", "tokenizer", "dedup", "langid", "cuda"]
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--what", nargs="+", choices=sections, default=sections, help="sections to run")
