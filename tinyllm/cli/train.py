@@ -74,8 +74,9 @@ def main(argv=None):
           f"peak memory {summary['peak_rss_mb']:,.0f} MB"
           + (f" (GPU {summary['peak_device_mb']:,.0f} MB)" if summary["peak_device_mb"] else "")
           + ", final val loss "
-          f"{summary['val_loss'] if summary['val_loss'] is not None else float('nan'):.4f}; "
-          f"checkpoint {trainer.ckpt_path}", file=sys.stderr)
+          + (f"{summary['val_loss']:.4f}" if summary["val_loss"] is not None
+             else "none (stopped before the first eval)")
+          + f"; checkpoint {trainer.ckpt_path}", file=sys.stderr)
     if config.sample_tokens and not summary["interrupted"]:
         print(f"\n--- sample ({config.sample_tokens} tokens, temperature 0.8, top-k 40) ---", file=sys.stderr)
         ids = np.array([trainer.tokenizer.encode(config.prompt)])             # (1, T)
