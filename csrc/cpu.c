@@ -23,6 +23,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #include <immintrin.h>
+#include "amx.h"
 #ifdef __linux__
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -60,6 +61,9 @@ int cpu_features(void) {
         features |= CPU_AMX_BF16;
 #else
     (void)amx;
+#endif
+#ifdef TINYLLM_AMX_EMU   /* the tile instructions are amx.h's C: every CPU "has" them */
+    features |= CPU_AMX_BF16;
 #endif
     return features;
 }
@@ -102,13 +106,7 @@ __attribute__((target("avx512f,avx512bf16"))) static double loop_bf16(int64_t it
 
 /* AMX: tiles 0-3 accumulate (16 x 16 floats each) from tiles 4-7 (16 rows x 64 bytes):
  * one tdpbf16ps is 16 x 16 x 32 multiply-adds. The palette layout is the ISA's. */
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} tile_config;
-
-__attribute__((target("amx-tile,amx-bf16"))) static double loop_amx(int64_t iters) {
+TARGET_AMX static double loop_amx(int64_t iters) {
     static const uint16_t ones[16 * 32] = {0};   /* zeros: the speed does not depend on values */
     tile_config cfg = {.palette = 1};
     for (int t = 0; t < 8; t++) {

@@ -14,8 +14,8 @@
  * Paths (the `path` argument, chosen in Python from cpu_features()): CPU_AVX512_BF16 runs the
  * above; 0 rounds the operands to bf16 values and runs the float32 matmul (products of bf16
  * values are exact in float32, so the numbers mean the same; this is what a CPU without bf16
- * instructions gets, at fp32 speed). CPU_AMX_BF16 is accepted and runs the AVX512-BF16 kernel
- * (the AMX tile kernel is not written yet). A path the CPU lacks falls to the next one down.
+ * instructions gets, at fp32 speed). CPU_AMX_BF16 runs matmul_amx.c's tile kernel. A path the
+ * CPU lacks falls to the next one down.
  *
  * What it is not: faster than float32 without bf16 instructions, or bit-identical to NumPy (the
  * sums run in another order; the conversion is bit-identical, tests/test_c_matmul_bf16.py).
@@ -27,6 +27,7 @@
 #include <math.h>
 #include "tinyllm.h"
 #include "avx512.h"
+#include "amx.h"
 #include "bf16.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -268,7 +269,12 @@ void matmul_bf16(const float *a, const float *b, float *out, int64_t batch, int6
         matmul(a, b, out, batch, M, N, K, transpose_a, transpose_b);
         return;
     }
-    if (path && (cpu_features() & CPU_AVX512_BF16)) {   /* AMX: not yet its own kernel */
+    int features = cpu_features();
+    if (path == CPU_AMX_BF16 && (features & CPU_AMX_BF16)) {
+        matmul_amx(a, b, out, batch, M, N, K, transpose_a, transpose_b);
+        return;
+    }
+    if (path && (features & CPU_AVX512_BF16)) {   /* AMX asked for but absent: the next one down */
 #if defined(__x86_64__) && defined(__GNUC__)
         avx512_bf16(a, b, out, batch, M, N, K, transpose_a, transpose_b);
         return;

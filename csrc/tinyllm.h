@@ -32,7 +32,7 @@ void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M
 /* matmul_bf16.c: out = op(a) @ op(b) as matmul, in mixed precision: a and b are rounded to
  * bfloat16 (round to nearest even, subnormals to zero), the products summed in float32, out
  * float32. path picks the instructions: one of the CPU_* bits below that cpu_features() has
- * (CPU_AVX512_BF16: vdpbf16ps; CPU_AMX_BF16 runs that kernel too until AMX has its own), or 0:
+ * (CPU_AMX_BF16: tiles, matmul_amx.c; CPU_AVX512_BF16: vdpbf16ps), or 0:
  * the operands rounded to bfloat16 values and multiplied by the float32 matmul (same numbers, no
  * bf16 speed). A path the CPU lacks runs as the best one below it that it has, never as an
  * illegal instruction. */

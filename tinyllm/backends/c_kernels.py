@@ -129,9 +129,9 @@ try:   # a library (and its header) built from older sources lacks it: say so, o
     FEATURES = lib.cpu_features()
 except AttributeError as e:
     raise BackendUnavailable(f"{LIB_PATH} is from older sources (no {e}): run `make`") from None
-# name -> matmul_bf16's path argument, fastest first; "fp32": the rounded operands through
-# the float32 matmul, the fallback every CPU has (the AMX tile kernel is not written yet)
-BF16_PATHS = {"avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
+# name -> matmul_bf16's path argument, fastest first; "amx_bf16": tiles (csrc/matmul_amx.c);
+# "fp32": the rounded operands through the float32 matmul, the fallback every CPU has
+BF16_PATHS = {"amx_bf16": lib.CPU_AMX_BF16, "avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
 # name -> gemv's and attention_decode's path argument (csrc/decode.c)
 DECODE_PATHS = {"avx512": lib.CPU_AVX512, "avx2": lib.CPU_AVX2, "portable": 0}
 
