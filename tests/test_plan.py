@@ -2,7 +2,6 @@
 import dataclasses
 import importlib.util
 import json
-import os
 import pathlib
 import shlex
 
@@ -190,11 +189,6 @@ def _config(plan):
     return GPTConfig(**{k: v for k, v in plan["model"].items() if k in fields})
 
 
-LOADED = os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1)
-
-
-@pytest.mark.skipif(LOADED, reason="the machine is loaded: peak memory is not this process's "
-                                   "own (examples/bench_plan.py records the comparison)")
 def test_plan_matches_tinyllm_itself_on_the_bench_preset():
     spec = importlib.util.spec_from_file_location("bench_plan", ROOT / "examples" / "bench_plan.py")
     bench_plan = importlib.util.module_from_spec(spec)
@@ -202,7 +196,8 @@ def test_plan_matches_tinyllm_itself_on_the_bench_preset():
     hw, config = parse_hardware("this"), preset("bench")
     N, b = num_parameters(config), 8
     r = bench_plan.measured("bench", hw.backend, b, steps=3)
-    # the child's own process memory, not this one's: pytest's has torch and every test's imports
+    # the child's own process memory (VmHWM, tinyllm/memory.py: the same on a loaded machine),
+    # not this one's: pytest's has torch and every test's imports
     memory = budget.memory_per_device(config, N, 1, 0, b, "fp32", False) + r["start_mb"] * 2 ** 20
     # memory only: no test asserts a time (the planned step time against the measured one is
     # examples/bench_plan.py's table, recorded in BENCHMARKS.md)
