@@ -26,10 +26,15 @@ typedef struct {
     uint8_t rows[16];     /* rows of tile t */
 } tile_config;
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define AMX_BUILT 1              /* the tile code is compiled: real, or emulated below */
+#include <immintrin.h>           /* first, so the emulation's names below replace its own */
+#endif
 #ifndef TINYLLM_AMX_EMU
-#include <immintrin.h>
 #define TARGET_AMX __attribute__((target("amx-tile,amx-bf16")))
 #else
+#undef AMX_BUILT
+#define AMX_BUILT 1
 #define TARGET_AMX
 typedef struct {
     int rows, colsb;
@@ -90,6 +95,10 @@ static inline void emu_dpbf16ps(int tc, int ta, int tb) {
         }
 }
 
+#undef _tile_zero
+#undef _tile_loadd
+#undef _tile_stored
+#undef _tile_dpbf16ps
 #define _tile_loadconfig(cfg) emu_loadconfig((const tile_config *)(cfg))
 #define _tile_release() ((void)0)
 #define _tile_zero(t) memset(emu_tmm[t].data, 0, sizeof emu_tmm[t].data)

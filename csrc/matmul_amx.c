@@ -34,6 +34,7 @@
 #include <omp.h>
 #endif
 
+#ifdef AMX_BUILT
 #define TB 32                       /* rows of an A block, columns of a B panel */
 #define TKP 16                      /* K pairs in one tile row: 32 bf16 = 64 bytes */
 #define PARALLEL_MIN_FMAS (1 << 18)
@@ -142,3 +143,7 @@ TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t b
     }
     free(bp);
 }
+#else   /* not x86-64: cpu_features() never reports AMX, so matmul_bf16 never calls this */
+void matmul_amx(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
+                int64_t K, int transpose_a, int transpose_b) {}
+#endif
