@@ -31,7 +31,9 @@ import numpy as np
 
 from tinyllm.backends import get_backend
 from tinyllm.sampling import Sampling, sample
-from tinyllm.tensor import no_grad, to_numpy
+from tinyllm.tensor import Tensor, is_grad_enabled, no_grad, to_numpy
+
+FUSED_MAX_ROWS = 16   # rows (B x T) a fused block takes: c_kernels.GEMV_MAX_ROWS, a decoding step's
 
 
 class KVCache:
@@ -65,6 +67,29 @@ class KVCache:
         if self.length == 0:   # a prefill: the flash kernel on the new keys, already contiguous
             return kernels.attention_forward(q, k, v)[0]
         return kernels.attention_decode(q, self.k[layer], self.v[layer], self.length + T)
+
+
+    def decode_block(self, layer, x, weights):
+        """A transformer block on x (B, T, C) in one call of the backend's decode_block kernel,
+        which stores the new keys and values too -> (B, T, C); weights() gives what it takes
+        (model.Block.decode_weights). None where it does not apply, and the block then runs
+        layer by layer, as in training:
+          - no earlier positions (a prefill: its many rows go faster through the GEMM and the
+            flash attention), or more rows than a decoding step's;
+          - a graph being recorded (the kernel has no backward);
+          - a backend without the kernel (CUDA), or a cache not yet sized for this batch;
+          - a layer the kernel does not know (weights() is None: LoRA's, a bf16 Linear).
+        """
+        fused = getattr(get_backend(), "decode_block", None)
+        B, T, C = x.shape
+        if (fused is None or self.length == 0 or B * T > FUSED_MAX_ROWS or is_grad_enabled()
+                or self.k[layer] is None or self.k[layer].shape[0] != B):
+            return None
+        found = weights()
+        if found is None:
+            return None
+        out = fused(x.data, found[0], found[1], found[2], self.k[layer], self.v[layer], self.length)
+        return Tensor(out, dtype=out.dtype)                                 # (B, T, C)
 
 
 @dataclass

@@ -20,7 +20,8 @@ import numpy as np
 
 from tinyllm.backends import BackendUnavailable, cpu_paths
 from tinyllm.backends import numpy_kernels as _reference
-from tinyllm.backends.checks import (attention_sizes, check_ids, matmul_sizes, open_library, rows,
+from tinyllm.backends.checks import (BLOCK_WEIGHTS, attention_sizes, check_blocks, check_ids,
+                                     decode_block_sizes, matmul_sizes, open_library, rows,
                                      shape as _shape)
 
 NAME = "c"
@@ -134,6 +135,9 @@ except AttributeError as e:
 BF16_PATHS = {"avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
 # name -> gemv's and attention_decode's path argument (csrc/decode.c)
 DECODE_PATHS = {"avx512": lib.CPU_AVX512, "avx2": lib.CPU_AVX2, "portable": 0}
+# name -> matmul_q_i8's path argument (csrc/quant_i8.c), fastest first, as c_quant.py names them
+QUANT_PATHS = {"avx512_vnni": lib.QPATH_AVX512_VNNI, "avx2": lib.QPATH_AVX2,
+               "portable": lib.QPATH_PORTABLE}
 
 
 def bf16_path(wanted=None):
@@ -218,6 +222,34 @@ def attention_decode(q, k_cache, v_cache, Tk, path=None):
     lib.attention_decode(_p(q), _p(k_cache), _p(v_cache), _p(out), B, nh, Tq, Tk, Tmax, hs,
                          _decode_bits(path))
     return out
+
+
+def decode_block(x, weights, n_head, eps, k_cache, v_cache, start, path=None, qpath=None):
+    """As numpy_kernels.decode_block, in one C call (csrc/decode_block.c), B * T <= 16 rows; path
+    as gemv's, qpath a QUANT_PATHS name (default $TINYLLM_QUANT_PATH, else the fastest)."""
+    x = _f32("decode_block x", x)
+    B, T, C, Tmax = decode_block_sizes(x, weights, n_head, k_cache, v_cache, start, GEMV_MAX_ROWS)
+    k_cache, v_cache = (_writable(f"decode_block {n}", _f32(f"decode_block {n}", c))
+                        for n, c in (("k_cache", k_cache), ("v_cache", v_cache)))
+    ln_1, ln_2 = (_p(_f32(f"decode_block {BLOCK_WEIGHTS[i]}", weights[i])) for i in (0, 3))
+    parts = [_block_weight(weights[i], f"decode_block {BLOCK_WEIGHTS[i]}") for i in (1, 2, 4, 5)]
+    qbits = QUANT_PATHS[cpu_paths.named("quantized matmul", QUANT_PATHS, qpath, "TINYLLM_QUANT_PATH")]
+    out = np.empty_like(x)                                        # (B, T, C)
+    # parts, a local, keeps the buffers its pointers point into alive through the call
+    if lib.decode_block(_p(x), _p(out), ln_1, ln_2, ffi.new("decode_weight[4]", parts),
+                        _p(k_cache), _p(v_cache), B, T, C, n_head, start, Tmax, eps,
+                        _decode_bits(path), qbits):
+        raise MemoryError(f"decode_block: no memory for its scratch (~{64 * B * T * C:,} bytes)")
+    return out
+
+
+def _block_weight(w, name):
+    """decode_weight's fields for w, float32 (N, K) or quantized (.fmt, .q, .scale: quant's Blocks)."""
+    if isinstance(w, np.ndarray):
+        return _p(_f32(name, w)), ffi.NULL, lib.DECODE_FP32
+    q, scale = (_contiguous(name, a) for a in check_blocks(name, w))
+    fmt = lib.DECODE_Q8_0 if w.fmt == "q8_0" else lib.DECODE_Q4_0
+    return ffi.from_buffer(q), ffi.from_buffer("uint16_t[]", scale), fmt
 
 
 def attention_backward(dout, q, k, v, out, lse, _bf16=None):
