@@ -29,9 +29,10 @@ QPATHS = c_quant.available_paths()
 TOL = 2e-5
 # quantized: x is rounded to int8 per block before each product, and a value that C's float32
 # and NumPy's land on either side of a rounding boundary (their inputs differ by the float32
-# sums above) rounds to neighbouring integers: one quantum (absmax / 127) of one of the 32
-# values of a block, about 1e-3 of a product's scale at worst
-QTOL = 2e-3
+# sums above) rounds to neighbouring integers: one quantum (absmax / 127) of one of a block's
+# 32 values, which then flows through the rest of the block. Measured: q8_0 at most 3e-7 (no
+# value flipped); q4_0 1.9e-3 in one case of 15 (B 8, C 160, start 39), 3e-7 in the others.
+QTOL = 5e-3
 
 
 def randn(rng, *shape, scale=1.0):
@@ -185,7 +186,7 @@ def test_bad_input_is_refused_with_the_fix():
     bad_scale = quantize(w[1], "q8_0")
     bad_scale.scale = bad_scale.scale[:, :0]
     cases = [
-        (dict(x=randn(rng, 1, 32)), ValueError, r"must be \(B, T, C\)"),
+        (dict(x=randn(rng, 1, 32)), ValueError, r"must be \(B, T, C=32\)"),
         (dict(n_head=3), ValueError, "positive divisor"),
         (dict(weights=w[:5]), ValueError, "expected the 6 weights"),
         (dict(weights=(w[0], w[2]) + w[2:]), ValueError, "attn.c_attn has shape"),

@@ -48,6 +48,7 @@ class KVCache:
         self.block_size = config.block_size
         self.k = [None] * config.n_layer   # per layer: (B, nh, block_size, hs)
         self.v = [None] * config.n_layer
+        self._weights = [None] * config.n_layer   # per layer: (key, decode_block's weights)
         self.length = 0                    # positions filled so far (the model advances it)
 
     def reset(self):
@@ -80,15 +81,22 @@ class KVCache:
           - a backend without the kernel (CUDA), or a cache not yet sized for this batch;
           - a layer the kernel does not know (weights() is None: LoRA's, a bf16 Linear).
         """
-        fused = getattr(get_backend(), "decode_block", None)
+        kernels = get_backend()
         B, T, C = x.shape
-        if (fused is None or self.length == 0 or B * T > FUSED_MAX_ROWS or is_grad_enabled()
-                or self.k[layer] is None or self.k[layer].shape[0] != B):
+        if (not hasattr(kernels, "decode_block") or self.length == 0 or B * T > FUSED_MAX_ROWS
+                or is_grad_enabled() or self.k[layer] is None or self.k[layer].shape[0] != B):
             return None
         found = weights()
         if found is None:
             return None
-        out = fused(x.data, found[0], found[1], found[2], self.k[layer], self.v[layer], self.length)
+        arrays, n_head, eps = found
+        # the backend's form of the weights, made once per layer (for C: pointers, checked):
+        # it holds the arrays, so their ids name them for as long as it is kept
+        key = (kernels.NAME, *map(id, arrays))
+        if self._weights[layer] is None or self._weights[layer][0] != key:
+            self._weights[layer] = key, kernels.decode_weights(arrays)
+        out = kernels.decode_block(x.data, self._weights[layer][1], n_head, eps, self.k[layer],
+                                   self.v[layer], self.length)
         return Tensor(out, dtype=out.dtype)                                 # (B, T, C)
 
 

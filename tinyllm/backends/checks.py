@@ -91,33 +91,39 @@ def check_ids(name, ids, low, high):
 BLOCK_WEIGHTS = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
 
 
-def decode_block_sizes(x, weights, n_head, k_cache, v_cache, start, max_rows):
-    """(B, T, C, Tmax) of a decode_block call: x (B, T, C) with B * T <= max_rows, weights in
-    BLOCK_WEIGHTS' order (arrays or quantized blocks: anything with a .shape), the caches
-    (B, nh, Tmax, hs), and start + T <= Tmax (the new rows' positions)."""
-    if x.ndim != 3:
-        raise ValueError(f"decode_block: x must be (B, T, C), got shape {x.shape}")
-    B, T, C = x.shape
+def block_width(weights):
+    """C of a transformer block's weights, in BLOCK_WEIGHTS' order (arrays or quantized blocks:
+    anything with a .shape), after checking each shape against ln_1's (C,)."""
+    if len(weights) != len(BLOCK_WEIGHTS):
+        raise ValueError(f"decode_block: expected the {len(BLOCK_WEIGHTS)} weights "
+                         f"{BLOCK_WEIGHTS}, got {len(weights)}")
+    C = tuple(weights[0].shape)[0] if len(weights[0].shape) == 1 else -1
+    for name, w, want in zip(BLOCK_WEIGHTS, weights, ((C,), (3 * C, C), (C, C), (C,), (4 * C, C),
+                                                      (C, 4 * C))):
+        if tuple(w.shape) != want:
+            raise ValueError(f"decode_block: {name} has shape {tuple(w.shape)}; a block of "
+                             f"width C={C} (ln_1's) needs {want}")
+    return C
+
+
+def decode_block_sizes(x, C, n_head, k_cache, v_cache, start, max_rows):
+    """(B, T, Tmax) of a decode_block call on a block of width C: x (B, T, C) with B * T <=
+    max_rows, the caches (B, nh, Tmax, hs), and start + T <= Tmax (the new rows' positions)."""
+    if x.ndim != 3 or x.shape[2] != C:
+        raise ValueError(f"decode_block: x must be (B, T, C={C}), got shape {x.shape}")
+    B, T, _ = x.shape
     if B * T > max_rows:
         raise ValueError(f"decode_block: {B * T} rows; it takes at most {max_rows} (a decoding "
                          f"step's): more go through the block's layers one by one")
     if isinstance(n_head, bool) or not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
         raise ValueError(f"decode_block: n_head={n_head!r} must be a positive divisor of C={C}")
-    if len(weights) != len(BLOCK_WEIGHTS):
-        raise ValueError(f"decode_block: expected the {len(BLOCK_WEIGHTS)} weights "
-                         f"{BLOCK_WEIGHTS}, got {len(weights)}")
-    for name, w, want in zip(BLOCK_WEIGHTS, weights, ((C,), (3 * C, C), (C, C), (C,), (4 * C, C),
-                                                      (C, 4 * C))):
-        if tuple(w.shape) != want:
-            raise ValueError(f"decode_block: {name} has shape {tuple(w.shape)}; a block of "
-                             f"width C={C} needs {want}")
     Tmax = k_cache.shape[2] if k_cache.ndim == 4 else -1
     shape("decode_block k_cache", k_cache, (B, n_head, Tmax, C // n_head))
     shape("decode_block v_cache", v_cache, (B, n_head, Tmax, C // n_head))
     if not 0 <= start <= Tmax - T:
         raise ValueError(f"decode_block: {T} new positions from start={start} do not fit the "
                          f"cache of {Tmax}")
-    return B, T, C, Tmax
+    return B, T, Tmax
 
 
 # a quantized weight's format -> the dtype of its integers and how many a byte holds

@@ -210,6 +210,12 @@ def decode_block(x, weights, n_head, eps, k_cache, v_cache, start):
     return add_forward(rows, _product(hidden, mlp_proj)).reshape(B, T, C)
 
 
+def decode_weights(weights):
+    """decode_block's weights as it takes them: here the same tuple (the C backend converts
+    them once into pointers)."""
+    return tuple(weights)
+
+
 def _product(x, w):
     """x (M, K) @ W^T -> (M, N): gemv for a float W (N, K), else W's own (quantized) product."""
     return gemv(x, w) if isinstance(w, np.ndarray) else w.matmul(x)
