@@ -5,6 +5,9 @@ a model's logits with the fused steps against those without them; where it falls
 the errors of bad input. Skipped when the C library is not built.
 """
 import contextlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -204,3 +207,63 @@ def test_bad_input_is_refused_with_the_fix():
         args.update(change)
         with pytest.raises(error, match=message):
             CK.decode_block(**args)
+
+
+def test_new_weights_in_the_middle_of_a_generation_are_used():
+    """The KV cache keeps each layer's converted weights; a model whose arrays are replaced
+    (load_state_dict) is converted again, not read through the old pointers."""
+    config = GPTConfig(vocab_size=30, block_size=16, n_layer=2, n_head=2, n_embd=32, seed=6)
+    model, other = GPT(config).eval(), GPT(GPTConfig(**{**config.to_dict(), "seed": 7}))
+    idx = np.random.default_rng(5).integers(0, 30, (1, 8))
+    for backend in ("numpy", "c"):
+        with backends.using(backend), no_grad():
+            cache = KVCache(config)
+            model(idx[:, :4], cache=cache)
+            model(idx[:, 4:5], cache=cache)                       # fused, with model's weights
+            model.load_state_dict(other.state_dict())
+            got = model(idx[:, 5:6], cache=cache)[0].data
+            ref_cache = KVCache(config)
+            model.load_state_dict(GPT(config).state_dict())
+            model(idx[:, :5], cache=ref_cache)
+            model.load_state_dict(other.state_dict())
+            want = model(idx[:, 5:6], cache=ref_cache)[0].data
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        model.load_state_dict(GPT(config).state_dict())
+
+
+def test_a_build_without_march_native_runs_every_path(tmp_path):
+    """-O2 without -march=native: every decode path and quantized path of the fused block, each
+    forced, agrees with NumPy (the AVX-512 code exists as target-attribute functions; a path
+    this CPU lacks runs as the best one below it)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    lib = tmp_path / "libtinyllm.so"
+    sources = [os.path.join(root, "csrc", f) for f in ("decode_block.c", "decode.c", "quant_i8.c",
+               "norm.c", "activation.c", "elementwise.c", "pool.c", "cpu.c", "threads.c")]
+    cc = os.environ.get("CC", "cc")
+    build = subprocess.run([cc, "-O2", "-std=c11", "-fopenmp", "-fPIC", "-shared", "-o", str(lib),
+                            *sources, "-lm"], capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.skip(f"{cc} could not build the fused block portably: {build.stderr[-300:]}")
+    script = ("import sys, numpy as np; sys.path.insert(0, '.'); "
+              "from tests.test_decode_block import block_weights, caches; "
+              "from tinyllm.backends import c_kernels as c; rng = np.random.default_rng(3); "
+              "x = rng.standard_normal((2, 1, 64)).astype(np.float32); out = {}\n"
+              "for fmt in ('fp32', 'q4_0'):\n"
+              " w = block_weights(np.random.default_rng(1), 64, fmt)\n"
+              " for p in c.DECODE_PATHS:\n"
+              "  for q in c.QUANT_PATHS:\n"
+              "   k, v = caches(np.random.default_rng(2), 2, 4, 20, 16, 9)\n"
+              "   out[fmt + p + q] = c.decode_block(x, w, 4, 1e-5, k, v, 9, p, q)\n"
+              "np.savez(sys.argv[1], **out)")
+    env = dict(os.environ, TINYLLM_LIB=str(lib),
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, env=env, cwd=root)
+    assert done.returncode == 0, f"the portable build failed:\n{done.stderr[-2000:]}"
+    out = np.load(tmp_path / "out.npz")
+    x = np.random.default_rng(3).standard_normal((2, 1, 64)).astype(np.float32)
+    for fmt in ("fp32", "q4_0"):
+        k, v = caches(np.random.default_rng(2), 2, 4, 20, 16, 9)
+        want = K.decode_block(x, block_weights(np.random.default_rng(1), 64, fmt), 4, 1e-5, k, v, 9)
+        for name in (n for n in out.files if n.startswith(fmt)):
+            assert rel_err(out[name], want) <= (TOL if fmt == "fp32" else QTOL), name

@@ -10,7 +10,10 @@ every row (sampling.py). The KV cache holds every layer's keys and values in
 buffers allocated once at (B, nh, block_size, hs) and written in place; the
 attention of the new queries reads them where they are (the backends'
 attention_decode), so a step costs one pass over the weights and the cache,
-with no copy of the history. Once a sequence fills block_size, the learned
+with no copy of the history. A decoding step's block is one kernel call
+(KVCache.decode_block: the backends' decode_block, where they have it), as a
+small model's step spends more time in Python around ~15 calls a block than
+in the kernels. Once a sequence fills block_size, the learned
 positions of its window all shift by one per token, so the cache is refilled
 from the last block_size tokens for each further token (a prefill per token,
 as before the cache existed).
