@@ -126,19 +126,17 @@ def test_numpy_block_is_the_block_run_layer_by_layer(fmt):
 
 def decode_logits(model, idx, fuse, calls=None):
     """Logits (B, T - 3, V) of a prefill of 3 tokens and then one token a step, with the fused
-    block (fuse) or with the backend's decode_block hidden (the layer-by-layer path)."""
+    block (fuse) or layer by layer (KVCache(fused=False)); calls gets a 1 per decode_block call."""
     kernels = backends.get_backend()
-    cache, out = KVCache(model.config), []
+    cache, out = KVCache(model.config, fused=fuse), []
     model(idx[:, :3], cache=cache)
-    original = getattr(kernels, "decode_block")
+    original = kernels.decode_block
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
+    kernels.decode_block = counted if calls is not None else original
     try:
-        kernels.decode_block = counted if fuse and calls is not None else original
-        if not fuse:
-            del kernels.decode_block
         for t in range(3, idx.shape[1]):
             out.append(model(idx[:, t:t + 1], cache=cache)[0].data)
     finally:
@@ -157,8 +155,9 @@ def test_model_logits_with_fused_steps_equal_those_without(backend, fmt):
     calls = []
     with backends.using(backend), no_grad():
         fused = decode_logits(model, idx, True, calls)
-        unfused = decode_logits(model, idx, False)
-    assert len(calls) == 3 * 9   # every block of every decoding step, none of the prefill
+        assert len(calls) == 3 * 9   # every block of every decoding step, none of the prefill
+        unfused = decode_logits(model, idx, False, calls)
+    assert len(calls) == 3 * 9       # none more layer by layer
     np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-6)
 
 

@@ -47,8 +47,9 @@ class KVCache:
     reused after reset(); positions [0, length) are filled.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, fused=True):
         self.block_size = config.block_size
+        self.fused = fused   # False: every block layer by layer (what decode_block must equal)
         self.k = [None] * config.n_layer   # per layer: (B, nh, block_size, hs)
         self.v = [None] * config.n_layer
         self._weights = [None] * config.n_layer   # per layer: (key, decode_block's weights)
@@ -78,6 +79,7 @@ class KVCache:
         which stores the new keys and values too -> (B, T, C); weights() gives what it takes
         (model.Block.decode_weights). None where it does not apply, and the block then runs
         layer by layer, as in training:
+          - the cache was made with fused=False;
           - no earlier positions (a prefill: its many rows go faster through the GEMM and the
             flash attention), or more rows than a decoding step's;
           - a graph being recorded (the kernel has no backward);
@@ -86,8 +88,9 @@ class KVCache:
         """
         kernels = get_backend()
         B, T, C = x.shape
-        if (not hasattr(kernels, "decode_block") or self.length == 0 or B * T > FUSED_MAX_ROWS
-                or is_grad_enabled() or self.k[layer] is None or self.k[layer].shape[0] != B):
+        if (not self.fused or not hasattr(kernels, "decode_block") or self.length == 0
+                or B * T > FUSED_MAX_ROWS or is_grad_enabled() or self.k[layer] is None
+                or self.k[layer].shape[0] != B):
             return None
         found = weights()
         if found is None:
