@@ -266,3 +266,26 @@ def test_a_build_without_march_native_runs_every_path(tmp_path):
         want = K.decode_block(x, block_weights(np.random.default_rng(1), 64, fmt), 4, 1e-5, k, v, 9)
         for name in (n for n in out.files if n.startswith(fmt)):
             assert rel_err(out[name], want) <= (TOL if fmt == "fp32" else QTOL), name
+
+
+def test_generate_with_dtype_bf16_decodes_layer_by_layer(tmp_path, capsys, monkeypatch):
+    """`generate --dtype bf16` on C: its Linears round to bfloat16, which the fused block (float32
+    products) does not, so each block runs layer by layer; the text is that of a bf16 model's
+    greedy decoding, and decode_block is never called."""
+    from tinyllm.checkpoint import new_run_id, save_model
+    from tinyllm.cli import generate as cli
+    from tinyllm.tokenizer import ByteTokenizer
+    config = GPTConfig(vocab_size=256, block_size=24, n_layer=2, n_head=2, n_embd=16, seed=4)
+    path = tmp_path / "ckpt.safetensors"
+    save_model(path, GPT(config), ByteTokenizer(), 7, new_run_id())
+    calls = []
+    monkeypatch.setattr(CK, "decode_block", lambda *a, **k: calls.append(1))
+    with backends.using(backends.get_backend().NAME):   # main sets the backend: put it back
+        code = cli.main(["--ckpt", str(path), "--prompt", "ab", "--max-new-tokens", "12",
+                         "--temperature", "0", "--backend", "c", "--dtype", "bf16"])
+    out = capsys.readouterr().out
+    assert code == 0 and calls == []
+    model = GPT(config).eval().set_matmul_dtype("bf16")
+    with backends.using("c"):
+        ids = model.generate(np.array([[97, 98]]), 12, temperature=0)[0]
+    assert out == ByteTokenizer().decode(ids.tolist()) + "\n"
