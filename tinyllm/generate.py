@@ -73,7 +73,6 @@ class KVCache:
             return kernels.attention_forward(q, k, v)[0]
         return kernels.attention_decode(q, self.k[layer], self.v[layer], self.length + T)
 
-
     def decode_block(self, layer, x, weights):
         """A transformer block on x (B, T, C) in one call of the backend's decode_block kernel,
         which stores the new keys and values too -> (B, T, C); weights() gives what it takes
