@@ -16,7 +16,7 @@
  * What it is not: a prefill (an empty cache, or more rows than gemv's 16, take the GEMM and
  * flash-attention path), a bf16 or LoRA block (Python falls back to the unfused path),
  * or a backward. The meaning is numpy_kernels.decode_block, the composition of those kernels'
- * NumPy twins; tests/test_decode_block.py compares them.
+ * NumPy twins; tests/test_c_decode_block.py compares them.
  *
  * Read next: decode.c, quant_i8.c, tinyllm/backends/numpy_kernels.py decode_block.
  */

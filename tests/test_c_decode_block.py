@@ -244,7 +244,7 @@ def test_a_build_without_march_native_runs_every_path(tmp_path):
     if build.returncode != 0:
         pytest.skip(f"{cc} could not build the fused block portably: {build.stderr[-300:]}")
     script = ("import sys, numpy as np; sys.path.insert(0, '.'); "
-              "from tests.test_decode_block import block_weights, caches; "
+              "from tests.test_c_decode_block import block_weights, caches; "
               "from tinyllm.backends import c_kernels as c; rng = np.random.default_rng(3); "
               "x = rng.standard_normal((2, 1, 64)).astype(np.float32); out = {}\n"
               "for fmt in ('fp32', 'q4_0'):\n"
