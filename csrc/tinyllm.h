@@ -13,8 +13,9 @@
  * function that can fail says so by its return value, which the Python binding turns into
  * an exception. Here the kernels cannot fail (their inputs are checked and they allocate
  * nothing), so they validate nothing and return void or their result; only the BPE and
- * language-id functions allocate, and they report running out of memory by returning -1
- * (a count or status) or NULL (a handle), which the binding raises as MemoryError.
+ * language-id functions, matmul_q_i8 and decode_block allocate, and they report running out of
+ * memory by returning -1 (a count or status) or NULL (a handle), which the binding raises as
+ * MemoryError.
  * Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
  * hs head size, N rows (= B*T).
  */
