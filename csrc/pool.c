@@ -1,4 +1,4 @@
-/* pool.c: a thread pool for the decode kernels that never waits for a thread that is not running.
+/* pool.c: a thread pool for the decoding kernels that never waits for a thread that is not running.
  *
  * What it is: pool_run(task, ctx, n) calls task(ctx, i) once for every chunk i < n, on the calling
  * thread and on up to num_threads() - 1 helper threads, and returns when every chunk is done.
@@ -18,7 +18,7 @@
  * the kernels that use it still take every size as an argument. Without OpenMP (NO_OMP=1)
  * there is one thread and pool_run is a loop.
  *
- * Read next: decode.c (the kernels that use it), parallel.h.
+ * Read next: decode.c and quant_i8.c (the kernels that use it), parallel.h.
  */
 #define _POSIX_C_SOURCE 200809L   /* clock_gettime under -std=c11 */
 #include <stdatomic.h>

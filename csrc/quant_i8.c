@@ -21,6 +21,9 @@
  *   QPATH_PORTABLE     plain C integer loops
  * All three give the same integer S; only the float32 sum over the blocks differs in order.
  *
+ * matmul_q_i8_into is the same product into scratch the caller gives (decode_block.c's fused
+ * step calls it for each product, with one allocation per step); matmul_q_i8 allocates it.
+ *
  * What it is not: the prefill kernel (many rows of x: QuantLinear widens W into the float32
  * GEMM, quant.c's dequantize_q) or the float32-activation kernels (quant.c's matmul_q8_0).
  * K must be a multiple of 32 (c_kernels.py checks).
@@ -33,15 +36,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include "half.h"
+#include "parallel.h"
 #include "tinyllm.h"
 
 #define QBLOCK 32
 #define MT 4   /* rows of x that share one pass over a row of W (DISPATCH lists 1..4) */
 _Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
-/* below this many weights one thread does it: a fork/join costs a few microseconds on a quiet
- * machine; 2^18 (256 KiB of q8_0) threads every gpt2-preset product, which on 2 quiet cores
- * took a decoding step's products from 5.3 / 3.2 ms (one thread) to 3.3 / 2.2 ms (q8_0 / q4_0;
- * 2^21 kept the smaller ones on one thread and gained less: BENCHMARKS.md) */
+/* below this many weights one thread does it: handing chunks to other threads costs a few
+ * microseconds on a quiet machine; 2^18 (256 KiB of q8_0) threads every gpt2-preset product, which
+ * on 2 quiet cores took a decoding step's products from 5.3 / 3.2 ms (one thread) to 3.3 / 2.2 ms
+ * (q8_0 / q4_0, measured with OpenMP's fork/join, before the pool; 2^21 kept the smaller ones on
+ * one thread and gained less: BENCHMARKS.md). The chunks go to pool.c's threads, as decode.c's
+ * do: a helper the OS has parked never holds a step up. */
 #define QUANT_PARALLEL_MIN (1 << 18)
 #define ROW_CHUNK 64   /* rows of W a thread takes at a time, for every row of x */
 
@@ -278,34 +284,55 @@ int quant_path(int wanted) {
 typedef void (*rows_fn)(const acts *, const uint8_t *, const uint16_t *, float *, int64_t,
                         int64_t, int64_t, int, int64_t, int);
 
-int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
-                int64_t N, int64_t K, int q4, int path) {
+typedef struct {                 /* one product, as the pool's chunks see it */
+    acts a;
+    rows_fn rows;
+    const uint8_t *q;
+    const uint16_t *scale;
+    float *out;
+    int64_t M, N;
+    int q4;
+} QWork;
+
+/* chunk c: ROW_CHUNK rows of W against every row of x (the chunk's rows of W stay in cache) */
+static void q_chunk(void *ctx, int64_t c) {
+    const QWork *w = ctx;
+    int64_t n0 = c * ROW_CHUNK, n1 = n0 + ROW_CHUNK < w->N ? n0 + ROW_CHUNK : w->N;
+    for (int64_t m0 = 0; m0 < w->M; m0 += MT)
+        w->rows(&w->a, w->q, w->scale, w->out, n0, n1, m0, w->M - m0 < MT ? (int)(w->M - m0) : MT,
+                w->N, w->q4);
+}
+
+int64_t matmul_q_i8_scratch(int64_t M, int64_t K) {   /* nc, dx, qx, as matmul_q_i8_into lays them */
+    return M * K / 4 * (int64_t)sizeof(int32_t) + M * K / QBLOCK * (int64_t)sizeof(float) + M * K;
+}
+
+void matmul_q_i8_into(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
+                      int64_t N, int64_t K, int q4, int path, void *scratch) {
     int64_t nb = K / QBLOCK;
-    int8_t *qx = malloc((size_t)(M * K));
-    float *dx = malloc((size_t)(M * nb) * sizeof(float));
-    int32_t *nc = malloc((size_t)(M * K / 4) * sizeof(int32_t));
-    if (!qx || !dx || !nc) {
-        free(qx); free(dx); free(nc);
-        return -1;
-    }
+    int32_t *nc = scratch;                          /* (M, K / 4) */
+    float *dx = (float *)(nc + M * K / 4);          /* (M, nb) */
+    int8_t *qx = (int8_t *)(dx + M * nb);           /* (M, K) */
     quantize_rows_q8(x, qx, dx, nc, M, K);
-    acts a = {qx, dx, nc, K, nb};
-    rows_fn rows = rows_portable;
+    QWork w = {{qx, dx, nc, K, nb}, rows_portable, q, scale, out, M, N, q4};
 #if defined(__x86_64__) && defined(__GNUC__)
     int chosen = quant_path(path);
     if (chosen == QPATH_AVX512_VNNI) {
         vnni_layout(qx, nc, M, nb, q4);
-        rows = rows_vnni;
+        w.rows = rows_vnni;
     }
-    else if (chosen == QPATH_AVX2) rows = rows_avx2;
+    else if (chosen == QPATH_AVX2) w.rows = rows_avx2;
 #endif
     int64_t chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
-#pragma omp parallel for schedule(static) if (N * K >= QUANT_PARALLEL_MIN)
-    for (int64_t c = 0; c < chunks; c++) {
-        int64_t n0 = c * ROW_CHUNK, n1 = n0 + ROW_CHUNK < N ? n0 + ROW_CHUNK : N;
-        for (int64_t m0 = 0; m0 < M; m0 += MT)   /* the chunk's rows of W stay in cache */
-            rows(&a, q, scale, out, n0, n1, m0, M - m0 < MT ? (int)(M - m0) : MT, N, q4);
-    }
-    free(qx); free(dx); free(nc);
+    if (N * K >= QUANT_PARALLEL_MIN) pool_run(q_chunk, &w, chunks);
+    else for (int64_t c = 0; c < chunks; c++) q_chunk(&w, c);
+}
+
+int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
+                int64_t N, int64_t K, int q4, int path) {
+    void *scratch = malloc((size_t)matmul_q_i8_scratch(M, K));
+    if (!scratch) return -1;
+    matmul_q_i8_into(x, q, scale, out, M, N, K, q4, path, scratch);
+    free(scratch);
     return 0;
 }

@@ -13,8 +13,9 @@
  * function that can fail says so by its return value, which the Python binding turns into
  * an exception. Here the kernels cannot fail (their inputs are checked and they allocate
  * nothing), so they validate nothing and return void or their result; only the BPE and
- * language-id functions allocate, and they report running out of memory by returning -1
- * (a count or status) or NULL (a handle), which the binding raises as MemoryError.
+ * language-id functions, matmul_q_i8 and decode_block allocate, and they report running out of
+ * memory by returning -1 (a count or status) or NULL (a handle), which the binding raises as
+ * MemoryError.
  * Dimension letters: B batch, T time, C channels, V vocabulary, nh heads,
  * hs head size, N rows (= B*T).
  */
@@ -97,6 +98,29 @@ int quant_path(int wanted);
 int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
                 int64_t N, int64_t K, int q4, int path);
 void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K);
+/* matmul_q_i8_into: matmul_q_i8 with its scratch (quantized x) given: matmul_q_i8_scratch(M, K)
+ * bytes, 4-byte aligned; it cannot fail. */
+int64_t matmul_q_i8_scratch(int64_t M, int64_t K);
+void matmul_q_i8_into(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
+                      int64_t N, int64_t K, int q4, int path, void *scratch);
+
+/* decode_block.c: one transformer block of a decoding step (model.Block.forward with a KV cache
+ * holding `start` positions), x (B, T, C) -> out (B, T, C), for B * T <= 16 new rows; its keys
+ * and values are written into k_cache, v_cache (B, nh, Tmax, hs) at [start, start + T),
+ * start + T <= Tmax. ln_1, ln_2: (C,). w: c_attn (3C, C), attn.c_proj (C, C), mlp.c_fc (4C, C),
+ * mlp.c_proj (C, 4C), each float32 (fmt DECODE_FP32, scale NULL) or blocks of 32 as quant.c's
+ * (DECODE_Q8_0, DECODE_Q4_0; C % 32 == 0). path as gemv's, qpath as matmul_q_i8's. Returns 0,
+ * or -1 when its scratch (about 64 B T C bytes) could not be allocated. */
+enum { DECODE_FP32 = 0, DECODE_Q8_0 = 1, DECODE_Q4_0 = 2 };
+typedef struct {
+    const void *w;            /* float (N, K); q8_0: int8 (N, K); q4_0: uint8 (N, K / 2) */
+    const uint16_t *scale;    /* fp16 bits (N, K / 32); NULL for float32 */
+    int fmt;
+} decode_weight;
+int decode_block(const float *x, float *out, const float *ln_1, const float *ln_2,
+                 const decode_weight *w, float *k_cache, float *v_cache, int64_t B, int64_t T,
+                 int64_t C, int64_t nh, int64_t start, int64_t Tmax, float eps, int path,
+                 int qpath);
 
 /* softmax.c: row-wise over the last axis. x, y, dy, dx: (N, C). */
 void softmax_forward(const float *x, float *y, int64_t N, int64_t C);

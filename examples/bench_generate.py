@@ -16,7 +16,9 @@ many threads (compiled here with cc), and "% roof" is decode tokens/s against
 the weight bytes being every matrix but the embeddings (one row each is read). Each
 number is the best of --repeats rounds, each of which runs every runner in turn (the
 machine may be shared: load that comes and goes then meets every runner alike). Nothing asserts a
-time; record what it prints in BENCHMARKS.md. Read csrc/decode.c for the kernels
+time; record what it prints in BENCHMARKS.md. --layer-by-layer adds a row "c-lbl": C with every
+block of a decoding step run layer by layer (KVCache(fused=False)) instead of as one
+decode_block call, and C/lbl the fused step's gain. Read csrc/decode.c for the kernels
 (TINYLLM_DECODE_PATH=avx512|avx2|portable picks their instructions; the header says which ran).
 """
 import argparse
@@ -32,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 
 from bench_matmul import run_c_program  # noqa: E402
 from tinyllm import backends  # noqa: E402
-from tinyllm.generate import Timing, stream  # noqa: E402
+from tinyllm.generate import KVCache, Timing, stream  # noqa: E402
 from tinyllm.model import GPT, PRESETS, GPTConfig  # noqa: E402
 from tinyllm.sampling import Sampling  # noqa: E402
 
@@ -81,9 +83,12 @@ def bytes_per_step(c, batch, context):
     return weights + batch * kv
 
 
-def run_tinyllm(model, prompt, n_decode):
+def run_tinyllm(model, prompt, n_decode, fused=True):
+    """fused=False: every block of a decoding step layer by layer (KVCache(fused=False))."""
     timing = Timing()
-    for _ in stream(model, prompt, n_decode + 1, Sampling(temperature=0), timing=timing):
+    cache = KVCache(model.config, fused=fused)
+    for _ in stream(model, prompt, n_decode + 1, Sampling(temperature=0), cache=cache,
+                    timing=timing):
         pass
     return timing.prefill_tokens / timing.prefill_s, timing.decode_tokens / timing.decode_s
 
@@ -106,15 +111,17 @@ def run_torch(model, prompt, n_decode):
 
 def measure(model, names, prompt, n_decode, repeats):
     """{runner: (prefill tokens/s, decode tokens/s)}, each the best of `repeats` rounds. A round
-    runs every runner once, in turn, so load that comes and goes meets them all alike."""
+    runs every runner once, in turn, so load that comes and goes meets them all alike; every
+    other round in reverse order, as the first runner of a round was measured up to 2x slower
+    than the same runner later in it (on a loaded 2-core machine)."""
     best = {}
-    for _ in range(repeats):
-        for r in names:
+    for i in range(repeats):
+        for r in (names if i % 2 == 0 else names[::-1]):
             if r == "torch":
                 pp, tg = run_torch(model, prompt, n_decode)
             else:
-                with backends.using(r):
-                    pp, tg = run_tinyllm(model, prompt, n_decode)
+                with backends.using(r.split("-")[0]):   # "c-lbl": C, layer by layer
+                    pp, tg = run_tinyllm(model, prompt, n_decode, fused=not r.endswith("-lbl"))
             old = best.get(r, (0.0, 0.0))
             best[r] = (max(old[0], pp), max(old[1], tg))
     return best
@@ -125,8 +132,10 @@ def threads():
     return int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
 
 
-def runners():
+def runners(layer_by_layer=False):
     found = [name for name in ("c", "numpy") if name in backends.available_backends()]
+    if layer_by_layer and "c" in found:
+        found.insert(1, "c-lbl")
     try:
         import torch
         torch.set_num_threads(threads())
@@ -148,18 +157,19 @@ def table_rows(name, config, batches, names, bandwidth, prompt_tokens, decode_to
         results = measure(model, names, prompt, decode_tokens, repeats)
         for r, (pp, tg) in results.items():
             ratios = [f"{tg / results[o][1]:.2f}x" if r == "c" and o in results else ""
-                      for o in ("numpy", "torch")]
+                      for o in ("numpy", "torch", "c-lbl")]
             print(f"{name:<6} {B:>2} {r:<6} {pp:>13,.0f} {tg:>12,.1f} "
                   f"{'%5.0f%%' % (100 * tg / roof) if roof else '-':>6} "
                   f"{'%.0f' % roof if roof else '-':>8} {ratios[0]:>7} {ratios[1]:>7} "
-                  f"{pp / tg:>5.1f}", flush=True)
+                  f"{pp / tg:>5.1f}" + (f" {ratios[2]:>7}" if "c-lbl" in results else ""),
+                  flush=True)
 
 
 def run(configs=tuple(CONFIGS), batches=(1, 8), prompt_tokens=32, decode_tokens=32, repeats=2,
-        bandwidth_mb=1024):
+        bandwidth_mb=1024, layer_by_layer=False):
     """The whole table (examples/benchmark.py --what generate calls this)."""
     bandwidth = read_bandwidth(bandwidth_mb)
-    names = runners()
+    names = runners(layer_by_layer)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), "unknown CPU")
     print(f"{cpu}, {threads()} threads; read bandwidth "
@@ -170,7 +180,8 @@ def run(configs=tuple(CONFIGS), batches=(1, 8), prompt_tokens=32, decode_tokens=
         print(f"C decode kernels: {c_kernels.DECODE_PATH}; load average {os.getloadavg()[0]:.1f}")
     print(f"prompt {prompt_tokens} tokens per row, {decode_tokens} decoded, greedy; best of {repeats}")
     print(f"{'shape':<6} {'B':>2} {'runner':<6} {'prefill tok/s':>13} {'decode tok/s':>12} "
-          f"{'% roof':>6} {'roofline':>8} {'C/NumPy':>7} {'C/torch':>7} {'pp/tg':>5}")
+          f"{'% roof':>6} {'roofline':>8} {'C/NumPy':>7} {'C/torch':>7} {'pp/tg':>5}"
+          + (f" {'C/lbl':>7}" if "c-lbl" in names else ""))
     for name in configs:
         table_rows(name, GPTConfig(**CONFIGS[name]), batches, names, bandwidth, prompt_tokens,
                    decode_tokens, repeats)
@@ -185,9 +196,12 @@ def main():
     p.add_argument("--decode-tokens", type=int, default=32, help="tokens decoded (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=2, help="best of this many runs (default: %(default)s)")
     p.add_argument("--bandwidth-mb", type=int, default=1024, help="buffer of the bandwidth loop (MiB)")
+    p.add_argument("--layer-by-layer", action="store_true",
+                   help="add a C row whose decoding steps run every block layer by layer, not "
+                        "as one fused decode_block call (C/lbl: the fused step's gain)")
     args = p.parse_args()
     run(args.configs, args.batches, args.prompt_tokens, args.decode_tokens, args.repeats,
-        args.bandwidth_mb)
+        args.bandwidth_mb, args.layer_by_layer)
 
 
 if __name__ == "__main__":

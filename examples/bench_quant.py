@@ -36,7 +36,9 @@ from tinyllm.model import GPT, GPTConfig  # noqa: E402
 from tinyllm.quant.layers import RECIPES, QuantLinear, quantize_model  # noqa: E402
 
 
-def rows(name, config, prompt_tokens, decode_tokens, repeats, gbps):
+def rows(name, config, prompt_tokens, decode_tokens, repeats, gbps, layer_by_layer=False):
+    """The first table's rows; layer_by_layer adds a "/lbl" row per recipe whose decoding steps
+    run every block layer by layer (KVCache(fused=False)), its ratios against fp32/lbl."""
     base = GPT(config).eval()
     prompt = np.random.default_rng(0).integers(0, config.vocab_size, (1, prompt_tokens))
     models, results = {}, {}
@@ -44,16 +46,18 @@ def rows(name, config, prompt_tokens, decode_tokens, repeats, gbps):
         models[recipe] = base if recipe == "fp32" else copy.deepcopy(base)
         if recipe != "fp32":
             quantize_model(models[recipe], recipe)
+    runs = [(r, fused) for r in models for fused in ((True, False) if layer_by_layer else (True,))]
     for _ in range(repeats):   # the recipes interleaved, so a burst of load hits them all
-        for recipe, model in models.items():
+        for recipe, fused in runs:
+            model, label = models[recipe], recipe if fused else f"{recipe}/lbl"
             with backends.using("c"):
-                pp, tg = run_tinyllm(model, prompt, decode_tokens)
-            old = results.get(recipe, (0, 0, 0))
-            results[recipe] = (model.weight_bytes(), max(old[1], pp), max(old[2], tg))
-    mem0, pp0, tg0 = results["fp32"]
+                pp, tg = run_tinyllm(model, prompt, decode_tokens, fused)
+            old = results.get(label, (0, 0, 0))
+            results[label] = (model.weight_bytes(), max(old[1], pp), max(old[2], tg))
     for recipe, (mem, pp, tg) in results.items():
+        mem0, pp0, tg0 = results["fp32/lbl" if recipe.endswith("/lbl") else "fp32"]
         ceiling = f"{gbps * 1e9 / mem:>12,.1f}" if gbps else f"{'-':>12}"
-        print(f"{name:<6} {recipe:<9} {mem / 2 ** 20:>11.1f} {mem / mem0:>6.1%} {pp:>13,.0f} "
+        print(f"{name:<6} {recipe:<13} {mem / 2 ** 20:>11.1f} {mem / mem0:>6.1%} {pp:>13,.0f} "
               f"{pp / pp0:>6.2f}x {tg:>12,.1f} {tg / tg0:>6.2f}x {ceiling}", flush=True)
     return models
 
@@ -105,6 +109,9 @@ def main():
     p.add_argument("--prompt-tokens", type=int, default=64, help="prompt length (default: %(default)s)")
     p.add_argument("--decode-tokens", type=int, default=32, help="tokens decoded (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="best of this many runs (default: %(default)s)")
+    p.add_argument("--layer-by-layer", action="store_true",
+                   help="add rows whose decoding steps run every block layer by layer, not as "
+                        "one fused decode_block call")
     args = p.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), "unknown CPU")
@@ -112,10 +119,10 @@ def main():
           f"batch 1, prompt {args.prompt_tokens}, {args.decode_tokens} decoded, best of {args.repeats}")
     gbps = read_bandwidth(256)
     print(f"streaming read: {gbps:.1f} GB/s" if gbps else "streaming read: not measured (no cc)")
-    print(f"{'shape':<6} {'weights':<9} {'weights MiB':>11} {'of fp32':>6} {'prefill tok/s':>13} "
+    print(f"{'shape':<6} {'weights':<13} {'weights MiB':>11} {'of fp32':>6} {'prefill tok/s':>13} "
           f"{'vs fp32':>7} {'decode tok/s':>12} {'vs fp32':>7} {'ceiling tok/s':>12}")
     models = {name: rows(name, GPTConfig(**CONFIGS[name]), args.prompt_tokens, args.decode_tokens,
-                         args.repeats, gbps) for name in args.configs}
+                         args.repeats, gbps, args.layer_by_layer) for name in args.configs}
     print(f"\none decoding step's Linear products alone (M = 1):\n{'shape':<6} {'weights':<9} "
           f"{'path':<12} {'ms':>9} {'GB/s':>7} {'vs fp32':>7}")
     for name, m in models.items():

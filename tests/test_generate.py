@@ -4,6 +4,8 @@ backend, batched against row-by-row generation, the streamed text and the stop s
 The samplers are tests/test_generate_sampling.py; the commands tests/test_generate_cli.py;
 the decode kernels tests/test_generate_kernels.py.
 """
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from tinyllm import backends
 from tinyllm.generate import KVCache, StopStrings, TextStream, Timing, generate, stream
 from tinyllm.model import GPT, GPTConfig
 from tinyllm.sampling import Sampling
+from tinyllm.tensor import no_grad
 from tinyllm.tokenizer import ByteTokenizer
 
 TINY = dict(vocab_size=11, block_size=9, n_layer=2, n_head=2, n_embd=8)
@@ -27,11 +30,17 @@ def compiled_backends():
     return found
 
 
+@pytest.mark.parametrize("inference", [False, True])
 @pytest.mark.parametrize("backend", compiled_backends())
-def test_logits_with_the_cache_equal_those_without_at_every_position(backend):
+def test_logits_with_the_cache_equal_those_without_at_every_position(backend, inference):
+    """inference: eval mode and no graph, as generate runs, where every decoding step's blocks
+    are one fused decode_block call each (on the backends that have it: NumPy, C); else each
+    block runs layer by layer."""
     model = GPT(GPTConfig(**TINY, seed=3))
+    if inference:
+        model.eval()
     idx = np.random.default_rng(1).integers(0, 11, (3, 9))
-    with backends.using(backend) as kernels:
+    with backends.using(backend) as kernels, (no_grad() if inference else contextlib.nullcontext()):
         model.to(kernels)
         full = model(idx)[0].numpy()                                       # (B, T, V)
         for first in (1, 4):   # a prefill of one token and of four, then one token a step

@@ -10,7 +10,10 @@ every row (sampling.py). The KV cache holds every layer's keys and values in
 buffers allocated once at (B, nh, block_size, hs) and written in place; the
 attention of the new queries reads them where they are (the backends'
 attention_decode), so a step costs one pass over the weights and the cache,
-with no copy of the history. Once a sequence fills block_size, the learned
+with no copy of the history. A decoding step's block is one kernel call
+(KVCache.decode_block: the backends' decode_block, where they have it), as a
+small model's step spends more time in Python around ~15 calls a block than
+in the kernels. Once a sequence fills block_size, the learned
 positions of its window all shift by one per token, so the cache is refilled
 from the last block_size tokens for each further token (a prefill per token,
 as before the cache existed).
@@ -31,7 +34,9 @@ import numpy as np
 
 from tinyllm.backends import get_backend
 from tinyllm.sampling import Sampling, sample
-from tinyllm.tensor import no_grad, to_numpy
+from tinyllm.tensor import Tensor, is_grad_enabled, no_grad, to_numpy
+
+FUSED_MAX_ROWS = 16   # rows (B x T) a fused block takes: c_kernels.GEMV_MAX_ROWS, a decoding step's
 
 
 class KVCache:
@@ -42,10 +47,12 @@ class KVCache:
     reused after reset(); positions [0, length) are filled.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, fused=True):
         self.block_size = config.block_size
+        self.fused = fused   # False: every block layer by layer (what decode_block must equal)
         self.k = [None] * config.n_layer   # per layer: (B, nh, block_size, hs)
         self.v = [None] * config.n_layer
+        self._weights = [None] * config.n_layer   # per layer: (key, decode_block's weights)
         self.length = 0                    # positions filled so far (the model advances it)
 
     def reset(self):
@@ -65,6 +72,37 @@ class KVCache:
         if self.length == 0:   # a prefill: the flash kernel on the new keys, already contiguous
             return kernels.attention_forward(q, k, v)[0]
         return kernels.attention_decode(q, self.k[layer], self.v[layer], self.length + T)
+
+    def decode_block(self, layer, x, weights):
+        """A transformer block on x (B, T, C) in one call of the backend's decode_block kernel,
+        which stores the new keys and values too -> (B, T, C); weights() gives what it takes
+        (model.Block.decode_weights). None where it does not apply, and the block then runs
+        layer by layer, as in training:
+          - the cache was made with fused=False;
+          - no earlier positions (a prefill: its many rows go faster through the GEMM and the
+            flash attention), or more rows than a decoding step's;
+          - a graph being recorded (the kernel has no backward);
+          - a backend without the kernel (CUDA), or a cache not yet sized for this batch;
+          - a layer the kernel does not know (weights() is None: LoRA's, a bf16 Linear).
+        """
+        kernels = get_backend()
+        B, T, C = x.shape
+        if (not self.fused or not hasattr(kernels, "decode_block") or self.length == 0
+                or B * T > FUSED_MAX_ROWS or is_grad_enabled() or self.k[layer] is None
+                or self.k[layer].shape[0] != B):
+            return None
+        found = weights()
+        if found is None:
+            return None
+        arrays, n_head, eps = found
+        # the backend's form of the weights, made once per layer (for C: pointers, checked):
+        # it holds the arrays, so their ids name them for as long as it is kept
+        key = (kernels.NAME, *map(id, arrays))
+        if self._weights[layer] is None or self._weights[layer][0] != key:
+            self._weights[layer] = key, kernels.decode_weights(arrays)
+        out = kernels.decode_block(x.data, self._weights[layer][1], n_head, eps, self.k[layer],
+                                   self.v[layer], self.length)
+        return Tensor(out, dtype=out.dtype)                                 # (B, T, C)
 
 
 @dataclass

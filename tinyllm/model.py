@@ -149,8 +149,22 @@ class Block(nn.Module):
         self.mlp = MLP(config, rng)
 
     def forward(self, x, cache=None):
+        if cache is not None and not self.training:   # decoding: the whole block in one kernel
+            fused = cache.decode_block(self.attn.layer, x, self.decode_weights)   # or None
+            if fused is not None:
+                return fused
         x = x + self.attn(self.ln_1(x), cache)                             # (B, T, C)
         return x + self.mlp(self.ln_2(x))
+
+    def decode_weights(self):
+        """(weights, n_head, eps) as the backends' decode_block takes them (the same maths as
+        forward above), or None when a layer is one it does not know (LoRA's, a bf16 Linear)."""
+        linears = [getattr(m, "decode_weight", lambda: None)() for m in
+                   (self.attn.c_attn, self.attn.c_proj, self.mlp.c_fc, self.mlp.c_proj)]
+        if any(w is None for w in linears) or self.ln_1.eps != self.ln_2.eps:
+            return None
+        weights = (self.ln_1.weight.data, *linears[:2], self.ln_2.weight.data, *linears[2:])
+        return weights, self.attn.n_head, self.ln_1.eps
 
 
 class Transformer(nn.Module):

@@ -178,6 +178,12 @@ class Linear(Module):
     def forward(self, x):
         return ops.linear(x, self.weight, self.bias, self.matmul_dtype)
 
+    def decode_weight(self):
+        """The weight as a fused decoding kernel multiplies by it (the backends' decode_block),
+        or None where forward is another product: with a bias, or in bf16 (the kernel has no
+        bias and multiplies in float32)."""
+        return self.weight.data if self.bias is None and self.matmul_dtype == "fp32" else None
+
 
 class Embedding(Module):
     """A table of vectors, one row per id."""

@@ -1,8 +1,8 @@
 """The "c" backend: cffi binding to the OpenMP kernels in csrc/, built by `make`.
 
 cffi ABI mode: `make` compiles csrc/*.c into tinyllm/backends/libtinyllm.so
-(-O3 -march=native -fopenmp) and copies csrc/tinyllm.h beside it; this file hands
-that header to cffi as the cdef and opens the library. ABI mode keeps the build a
+(-O3 -march=native -fopenmp) and copies csrc/tinyllm.h beside it; c_library.py hands
+that header to cffi as the cdef, opens the library and holds the argument checks. ABI mode keeps the build a
 plain compiler call (`make CFLAGS=...`, `make DEBUG=1`, `make sanitize`), with no
 Python-version-specific extension module; a call costs about a microsecond more.
 
@@ -14,79 +14,17 @@ implement (layernorm, used only by a model variant, and the memory-bound copies
 around the kernels) are NumPy's, re-exported at the bottom. TINYLLM_LIB names
 another build of the library (the sanitizer build uses it).
 """
-import os
 
 import numpy as np
 
 from tinyllm.backends import BackendUnavailable, cpu_paths
 from tinyllm.backends import numpy_kernels as _reference
-from tinyllm.backends.checks import (attention_sizes, check_ids, matmul_sizes, open_library, rows,
-                                     shape as _shape)
+from tinyllm.backends.c_library import (HEADER_PATH, LIB_PATH, _contiguous, _f32, _ids, _p,  # noqa: F401
+                                        _pi, _writable, check_available, ffi, lib)
+from tinyllm.backends.checks import (BLOCK_WEIGHTS, attention_sizes, block_width, check_blocks,
+                                     decode_block_sizes, matmul_sizes, rows, shape as _shape)
 
 NAME = "c"
-_HERE = os.path.dirname(os.path.abspath(__file__))
-LIB_PATH = os.environ.get("TINYLLM_LIB") or os.path.join(_HERE, "libtinyllm.so")
-HEADER_PATH = os.path.join(_HERE, "tinyllm.h")
-
-
-ffi, lib = open_library(LIB_PATH, HEADER_PATH, "the C library", "run `make`")
-
-
-def check_available():
-    """Raise BackendUnavailable unless every kernel of the header is in the library."""
-    missing = [name for name in dir(lib) if not hasattr(lib, name)]
-    if missing:
-        raise BackendUnavailable(f"{LIB_PATH} lacks {missing}; rebuild it with `make`")
-
-
-# ----------------------------------------------------------------------------
-# argument checks: every pointer handed to C comes through here
-
-def _f32(name, a):
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name}: expected a NumPy array, got {type(a).__name__}")
-    if a.dtype != np.float32:
-        raise TypeError(f"{name}: the C backend computes in float32, got {a.dtype}; convert with "
-                        f".astype(np.float32), or use set_backend('numpy') for float64")
-    return _contiguous(name, a)
-
-
-def _ids(name, ids, low, high):
-    """Integer ids in [low, high) as a contiguous int64 array."""
-    return np.ascontiguousarray(check_ids(name, ids, low, high), dtype=np.int64)
-
-
-def _contiguous(name, a):
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name}: the C kernels need C-contiguous arrays, got strides {a.strides} "
-                         f"for shape {a.shape}; pass np.ascontiguousarray(x)")
-    if not a.flags.aligned:
-        raise ValueError(f"{name}: array is not aligned to {a.dtype.itemsize} bytes")
-    return a
-
-
-def _writable(name, a):
-    """An array C writes into: a read-only one (a memmap opened "r", np.frombuffer of bytes)
-    would crash the interpreter or change an immutable object."""
-    if not a.flags.writeable:
-        raise ValueError(f"{name}: the array is read-only and this kernel updates it in place; "
-                         f"pass a writable copy (np.array(x))")
-    return a
-
-
-# The pointers C receives. ffi.from_buffer keeps the array alive as long as the pointer and
-# costs a third of ffi.cast(a.ctypes.data): a decoding step makes ~100 kernel calls of
-# microseconds each, so the wrappers' overhead is a visible part of it (the types are parsed
-# once, here: a string costs a lookup per call).
-_FLOATS, _INT64S = ffi.typeof("float[]"), ffi.typeof("int64_t[]")
-
-
-def _p(a):
-    return ffi.from_buffer(_FLOATS, a)
-
-
-def _pi(a):
-    return ffi.from_buffer(_INT64S, a)
 
 
 # ----------------------------------------------------------------------------
@@ -134,6 +72,10 @@ except AttributeError as e:
 BF16_PATHS = {"amx_bf16": lib.CPU_AMX_BF16, "avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
 # name -> gemv's and attention_decode's path argument (csrc/decode.c)
 DECODE_PATHS = {"avx512": lib.CPU_AVX512, "avx2": lib.CPU_AVX2, "portable": 0}
+# name -> matmul_q_i8's path argument (csrc/quant_i8.c), fastest first, as c_quant.py names them
+QUANT_PATHS = {"avx512_vnni": lib.QPATH_AVX512_VNNI, "avx2": lib.QPATH_AVX2,
+               "portable": lib.QPATH_PORTABLE}
+_QUANT_DEFAULT = cpu_paths.named("quantized matmul", QUANT_PATHS, env="TINYLLM_QUANT_PATH")
 
 
 def bf16_path(wanted=None):
@@ -218,6 +160,47 @@ def attention_decode(q, k_cache, v_cache, Tk, path=None):
     lib.attention_decode(_p(q), _p(k_cache), _p(v_cache), _p(out), B, nh, Tq, Tk, Tmax, hs,
                          _decode_bits(path))
     return out
+
+
+def decode_block(x, weights, n_head, eps, k_cache, v_cache, start, path=None, qpath=None):
+    """As numpy_kernels.decode_block, in one C call (csrc/decode_block.c), B * T <= 16 rows;
+    weights as there or from decode_weights; path as gemv's, qpath a QUANT_PATHS name."""
+    w = weights if isinstance(weights, BlockWeights) else decode_weights(weights)
+    x = _f32("decode_block x", x)
+    B, T, Tmax = decode_block_sizes(x, w.C, n_head, k_cache, v_cache, start, GEMV_MAX_ROWS)
+    k_cache, v_cache = (_writable(f"decode_block {n}", _f32(f"decode_block {n}", c))
+                        for n, c in (("k_cache", k_cache), ("v_cache", v_cache)))
+    qbits = QUANT_PATHS[cpu_paths.named("quantized matmul", QUANT_PATHS, qpath) if qpath else _QUANT_DEFAULT]
+    out = np.empty_like(x)                                        # (B, T, C)
+    if lib.decode_block(_p(x), _p(out), w.ln_1, w.ln_2, w.linears, _p(k_cache), _p(v_cache), B, T,
+                        w.C, n_head, start, Tmax, eps, _decode_bits(path), qbits):
+        raise MemoryError(f"decode_block: no memory for its scratch (~{64 * B * T * w.C:,} bytes)")
+    return out
+
+
+class BlockWeights:
+    """A block's weights checked and pointed at once (decode_weights): a decoding step reuses
+    them (generate.KVCache keeps them per layer) instead of converting every array again."""
+
+    def __init__(self, weights):
+        self.C, self.held = block_width(weights), tuple(weights)   # held: alive while pointed at
+        self.ln_1, self.ln_2 = (_p(_f32(f"decode_block {BLOCK_WEIGHTS[i]}", weights[i])) for i in (0, 3))
+        self.parts = [_block_weight(weights[i], f"decode_block {BLOCK_WEIGHTS[i]}") for i in (1, 2, 4, 5)]
+        self.linears = ffi.new("decode_weight[4]", self.parts)
+
+
+def decode_weights(weights):
+    """What decode_block takes for a block's weights, converted once (BlockWeights)."""
+    return BlockWeights(weights)
+
+
+def _block_weight(w, name):
+    """decode_weight's fields for w, float32 (N, K) or quantized (.fmt, .q, .scale: quant's Blocks)."""
+    if isinstance(w, np.ndarray):
+        return _p(_f32(name, w)), ffi.NULL, lib.DECODE_FP32
+    q, scale = (_contiguous(name, a) for a in check_blocks(name, w))
+    fmt = lib.DECODE_Q8_0 if w.fmt == "q8_0" else lib.DECODE_Q4_0
+    return ffi.from_buffer(q), ffi.from_buffer("uint16_t[]", scale), fmt
 
 
 def attention_backward(dout, q, k, v, out, lse, _bf16=None):

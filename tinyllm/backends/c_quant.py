@@ -16,11 +16,7 @@ import os
 
 import numpy as np
 
-from tinyllm.backends.c_kernels import _contiguous, _f32, _p, ffi, lib
-
-# name -> matmul_q8_0 / matmul_q4_0's path (csrc/quant_i8.c), fastest first
-QUANT_PATHS = {"avx512_vnni": lib.QPATH_AVX512_VNNI, "avx2": lib.QPATH_AVX2,
-               "portable": lib.QPATH_PORTABLE}
+from tinyllm.backends.c_kernels import QUANT_PATHS, _contiguous, _f32, _p, ffi, lib
 
 
 def quant_path(wanted=None):

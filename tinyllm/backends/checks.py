@@ -85,3 +85,60 @@ def check_ids(name, ids, low, high):
         bad = ids[(ids < low) | (ids >= high)][0]
         raise ValueError(f"{name}: id {bad} is outside [{low}, {high})")
     return ids
+
+
+# a transformer block's weights as decode_block takes them, and their shapes for width C
+BLOCK_WEIGHTS = ("ln_1", "attn.c_attn", "attn.c_proj", "ln_2", "mlp.c_fc", "mlp.c_proj")
+
+
+def block_width(weights):
+    """C of a transformer block's weights, in BLOCK_WEIGHTS' order (arrays or quantized blocks:
+    anything with a .shape), after checking each shape against ln_1's (C,)."""
+    if len(weights) != len(BLOCK_WEIGHTS):
+        raise ValueError(f"decode_block: expected the {len(BLOCK_WEIGHTS)} weights "
+                         f"{BLOCK_WEIGHTS}, got {len(weights)}")
+    C = tuple(weights[0].shape)[0] if len(weights[0].shape) == 1 else -1
+    for name, w, want in zip(BLOCK_WEIGHTS, weights, ((C,), (3 * C, C), (C, C), (C,), (4 * C, C),
+                                                      (C, 4 * C))):
+        if tuple(w.shape) != want:
+            raise ValueError(f"decode_block: {name} has shape {tuple(w.shape)}; a block of "
+                             f"width C={C} (ln_1's) needs {want}")
+    return C
+
+
+def decode_block_sizes(x, C, n_head, k_cache, v_cache, start, max_rows):
+    """(B, T, Tmax) of a decode_block call on a block of width C: x (B, T, C) with B * T <=
+    max_rows, the caches (B, nh, Tmax, hs), and start + T <= Tmax (the new rows' positions)."""
+    if x.ndim != 3 or x.shape[2] != C:
+        raise ValueError(f"decode_block: x must be (B, T, C={C}), got shape {x.shape}")
+    B, T, _ = x.shape
+    if B * T > max_rows:
+        raise ValueError(f"decode_block: {B * T} rows; it takes at most {max_rows} (a decoding "
+                         f"step's): more go through the block's layers one by one")
+    if isinstance(n_head, bool) or not isinstance(n_head, (int, np.integer)) or n_head < 1 or C % n_head:
+        raise ValueError(f"decode_block: n_head={n_head!r} must be a positive divisor of C={C}")
+    Tmax = k_cache.shape[2] if k_cache.ndim == 4 else -1
+    shape("decode_block k_cache", k_cache, (B, n_head, Tmax, C // n_head))
+    shape("decode_block v_cache", v_cache, (B, n_head, Tmax, C // n_head))
+    if not 0 <= start <= Tmax - T:
+        raise ValueError(f"decode_block: {T} new positions from start={start} do not fit the "
+                         f"cache of {Tmax}")
+    return B, T, Tmax
+
+
+# a quantized weight's format -> the dtype of its integers and how many a byte holds
+_BLOCK_DTYPES = {"q8_0": (np.int8, 1), "q4_0": (np.uint8, 2)}
+
+
+def check_blocks(name, w):
+    """(q, scale) of quantized blocks w (.fmt, .q, .scale, as tinyllm.quant.formats.Blocks) of
+    shape (N, K): q int8 (N, K) for q8_0 or uint8 (N, K / 2) for q4_0, scale float16 (N, K / 32)."""
+    if getattr(w, "fmt", None) not in _BLOCK_DTYPES:
+        raise TypeError(f"{name}: expected a float32 array or q8_0 / q4_0 blocks, got "
+                        f"{type(w).__name__} {getattr(w, 'fmt', '')}")
+    (dtype, per_byte), (N, K) = _BLOCK_DTYPES[w.fmt], w.shape
+    if w.q.dtype != dtype or K % 32 or w.scale.dtype != np.float16 or w.scale.shape != (N, K // 32):
+        raise ValueError(f"{name}: {w.fmt} needs q {np.dtype(dtype)} (N, K / {per_byte}) and "
+                         f"scale float16 (N, K / 32), K % 32 == 0; got q {w.q.dtype} "
+                         f"{w.q.shape}, scale {w.scale.dtype} {w.scale.shape}")
+    return w.q, w.scale

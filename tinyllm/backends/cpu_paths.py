@@ -26,3 +26,12 @@ def choose(family, paths, features, wanted=None, env=None):
 def supported(paths, features):
     """The names of the paths this CPU has, fastest first."""
     return [n for n, bits in paths.items() if (features & bits) == bits]
+
+
+def named(family, paths, wanted=None, env=None):
+    """`wanted`, else $env, else the first (fastest) of paths, checked to be one of their names;
+    for a family whose C side itself runs the best path this CPU has at or below the one named."""
+    wanted = wanted or (os.environ.get(env) if env else None) or next(iter(paths))
+    if wanted not in paths:
+        raise ValueError(f"{family} path {wanted!r}: choose one of {list(paths)}")
+    return wanted

@@ -187,6 +187,41 @@ def layernorm_backward(dy, x, weight, mean, rstd):
 
 
 # ----------------------------------------------------------------------------
+# one transformer block of a decoding step, as one kernel (the compiled twin is one C call)
+
+def decode_block(x, weights, n_head, eps, k_cache, v_cache, start):
+    """x (B, T, C) -> (B, T, C): what model.Block.forward computes for the new rows of a decoding
+    step when the KV cache (B, nh, Tmax, hs) holds `start` earlier positions; their keys and
+    values are written into k_cache, v_cache at [start, start + T). weights: ln_1 (C,), c_attn
+    (3C, C), attn.c_proj (C, C), ln_2 (C,), mlp.c_fc (4C, C), mlp.c_proj (C, 4C); a Linear's is
+    a float array or quantized blocks (tinyllm.quant.formats.Blocks: their .matmul is the
+    int8-activation product that QuantLinear decodes with). The definition is this composition
+    of the kernels above; csrc/decode_block.c calls their compiled twins in the same order."""
+    ln_1, c_attn, attn_proj, ln_2, c_fc, mlp_proj = weights
+    B, T, C = x.shape
+    rows = x.reshape(B * T, C)                                           # (M, C)
+    qkv = _product(rmsnorm_forward(rows, ln_1, eps)[0], c_attn)          # (M, 3C)
+    q, k, v = split_heads(qkv.reshape(B, T, 3 * C), 3, n_head)           # (B, nh, T, hs) each
+    kv_write(k_cache, k, start)
+    kv_write(v_cache, v, start)
+    att = merge_heads([attention_decode(q, k_cache, v_cache, start + T)])   # (B, T, C)
+    rows = add_forward(rows, _product(att.reshape(B * T, C), attn_proj))    # (M, C)
+    hidden = silu_forward(_product(rmsnorm_forward(rows, ln_2, eps)[0], c_fc))   # (M, 4C)
+    return add_forward(rows, _product(hidden, mlp_proj)).reshape(B, T, C)
+
+
+def decode_weights(weights):
+    """decode_block's weights as it takes them: here the same tuple (the C backend converts
+    them once into pointers)."""
+    return tuple(weights)
+
+
+def _product(x, w):
+    """x (M, K) @ W^T -> (M, N): gemv for a float W (N, K), else W's own (quantized) product."""
+    return gemv(x, w) if isinstance(w, np.ndarray) else w.matmul(x)
+
+
+# ----------------------------------------------------------------------------
 # SiLU: y = x * sigmoid(x)
 
 def _sigmoid(x):

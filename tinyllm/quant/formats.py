@@ -51,6 +51,11 @@ class Blocks:
     def nbytes(self):
         return self.q.nbytes + self.scale.nbytes
 
+    def matmul(self, x):
+        """x (M, K) @ self^T by the decoding product, matmul_q_i8 (the NumPy backend's
+        decode_block multiplies a quantized weight by this, knowing no format)."""
+        return matmul_q_i8(x, self)
+
 
 def check_format(fmt):
     if fmt not in FORMATS:

@@ -85,6 +85,11 @@ class QuantLinear(_Quantized):
                 y[:, rows] = kernels.matmul(x2, w, transpose_b=True)
         return Tensor(y.reshape(x.shape[:-1] + (N,)))
 
+    def decode_weight(self):
+        """The blocks, as the backends' decode_block multiplies by them: formats.matmul_q_i8,
+        forward's product for a decoding step's rows."""
+        return self.blocks
+
     def _forward_cuda(self, kernels, x):
         """The same on the GPU: the blocks copied there once; a prefill widens the whole weight
         (GPU memory is not the constraint there: its float32 copy is freed after the GEMM)."""
