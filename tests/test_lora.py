@@ -33,6 +33,9 @@ def test_lora_linear_gradients_float64():
     gradcheck(lambda x, w, a, b: lora.lora_linear(x, w, a, b, 1.5), [x, w, a, b])
     frozen = Tensor(w)                                                     # no gradient: dW skipped
     gradcheck(lambda x, a, b, bias: lora.lora_linear(x, frozen, a, b, 0.5, bias), [x, a, b, bias])
+    # act "silu" (the MLP's c_proj): silu(x) made again in the backward, both paths through it
+    gradcheck(lambda x, w, a, b: lora.lora_linear(x, w, a, b, 1.5, act="silu"), [x, w, a, b])
+    gradcheck(lambda x, a, b: lora.lora_linear(x, frozen, a, b, 0.5, act="silu"), [x, a, b])
 
 
 def test_lora_layer_gradients_float64_and_frozen_weight_gets_none():

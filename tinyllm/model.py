@@ -138,7 +138,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout, rng)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(ops.silu(self.c_fc(x))))            # (B, T, C)
+        # c_proj applies the SiLU itself, so the graph keeps c_fc's (B, T, 4C) output alone (ops.linear)
+        return self.dropout(self.c_proj(self.c_fc(x), act="silu"))        # (B, T, C)
 
 
 class Block(nn.Module):
@@ -170,16 +171,18 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, rng)
         self.dropout = nn.Dropout(config.dropout, rng)
 
-    def forward(self, idx, targets=None, cache=None):
-        """idx (B, T) token ids -> logits (B, T, V) and the mean loss against targets (or None)."""
+    def forward(self, idx, targets=None, cache=None, return_logits=True):
+        """idx (B, T) token ids -> logits (B, T, V) and the mean loss against targets (or None).
+        return_logits False (a training step, which reads only the loss): (None, loss), and a
+        frozen lm_head then never makes the whole (B, T, V) logits (lm_loss.py)."""
         h = self.hidden(idx, cache)                                        # (B, T, C)
         if targets is not None and type(self.lm_head) is nn.Linear:        # LoRA's is not
-            # one op: a frozen lm_head's loss backward then goes a few rows at a time (lm_loss.py)
+            # one op: a frozen lm_head's loss then goes a few rows at a time (lm_loss.py)
             return lm_loss.linear_cross_entropy(h, self.lm_head.weight, targets,
-                                                self.lm_head.matmul_dtype)
+                                                self.lm_head.matmul_dtype, return_logits)
         logits = self.lm_head(h)                                           # (B, T, V)
         loss = ops.cross_entropy(logits, targets) if targets is not None else None
-        return logits, loss
+        return (logits if return_logits else None), loss
 
     def last_logits(self, idx, cache=None):
         """idx (B, T) -> the last position's logits (B, V), all a decoding step samples from: the

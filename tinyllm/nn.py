@@ -175,8 +175,9 @@ class Linear(Module):
         self.weight = Parameter(_normal(rng, std, (n_out, n_in)))
         self.bias = Parameter(np.zeros(n_out, np.float32)) if bias else None
 
-    def forward(self, x):
-        return ops.linear(x, self.weight, self.bias, self.matmul_dtype)
+    def forward(self, x, act=None):
+        """act(x) W^T (+ b); act None or "silu" (ops.linear)."""
+        return ops.linear(x, self.weight, self.bias, self.matmul_dtype, act)
 
 
 class Embedding(Module):
