@@ -8,11 +8,24 @@ standard library itself, and runs each fully fine-tuned and with LoRA:
                       the first line of its docstring, for the public functions of
                       ~70 stdlib modules; held out by function. Shown: a few held-out
                       questions answered before and after, and the held-out answer loss.
-  classification      a line of stdlib source, or the same line with its words
-                      shuffled: held-out accuracy against a majority-class and a
-                      bag-of-words (naive Bayes) baseline, which cannot beat chance
-                      here because both classes have the same bags of words, and
-                      a word-pair naive Bayes, which sees local word order.
+  classification      "does this line parse?": a one-line stdlib statement that
+                      ast.parse accepts on its own ("parses"), or another such
+                      statement with its words shuffled until it no longer does
+                      ("broken"), half each; held out by line. The label is a
+                      function of the text alone (Python's own parser), so 100 %
+                      is possible, and both classes are made of the same kind of
+                      word bags, so a bag-of-words model (naive Bayes) stays at
+                      chance. Shown beside the accuracy: the majority class, that
+                      bag of words, and a word-pair naive Bayes, which sees local
+                      word order.
+
+Why this task, and not the earlier "a real line or its shuffle" over any source
+line: 60 % of those real lines are fragments that do not parse alone (the
+middle of a call, docstring prose), and a shuffle of a fragment or of prose is
+often as plausible as the original, so neither a fine-tuned model (79-83 %) nor
+word pairs (82 %) could go far above 80 % there: the labels themselves were
+ambiguous. Here every "parses" line is a whole statement and every "broken"
+one is a syntax error, checked.
 
 Each run is a child process (its own peak memory), and prints its trainable
 parameters, peak memory and time. The fine-tuning itself is
@@ -20,6 +33,7 @@ parameters, peak memory and time. The fine-tuning itself is
 JSONL files it writes in OUT/data/ are what those commands read.
 """
 import argparse
+import ast
 import collections
 import concurrent.futures
 import importlib
@@ -72,8 +86,18 @@ def docstring_pairs():
     return pairs
 
 
+def parses(text):
+    """Whether text is Python that ast.parse accepts on its own (a statement, or several)."""
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):   # ValueError: a null byte in a string
+        return False
+    return True
+
+
 def source_lines(n, seed=0):
-    """n labelled lines: real stdlib source, or the same words shuffled (half each)."""
+    """n labelled lines: a stdlib statement that parses on its own ("parses"), or such a
+    statement with its words shuffled until it no longer does ("broken"); half each."""
     from tinyllm.data import stdlib_files
     rng, lines = random.Random(seed), set()
     for path in stdlib_files():
@@ -82,13 +106,14 @@ def source_lines(n, seed=0):
             if 6 <= len(words) <= 14 and len(line.strip()) <= 100 and not line.lstrip().startswith("#"):
                 lines.add(" ".join(words))
     rows = []
-    for i, line in enumerate(rng.sample(sorted(lines), n)):
+    for i, line in enumerate(rng.sample(sorted(filter(parses, lines)), n)):
         words = line.split()
-        shuffled = i % 2 and len(set(words)) > 1   # one word repeated has no other order: real
-        if shuffled:
-            while " ".join(words) == line:
-                rng.shuffle(words)
-        rows.append({"text": " ".join(words), "label": "shuffled" if shuffled else "real"})
+        for _ in range(20 if i % 2 else 0):   # a list of names may parse in any order: then kept
+            rng.shuffle(words)
+            if not parses(" ".join(words)):
+                break
+        text = " ".join(words) if i % 2 and not parses(" ".join(words)) else line
+        rows.append({"text": text, "label": "parses" if text == line else "broken"})
     return rows
 
 
