@@ -9,8 +9,10 @@ Each case runs in a fresh process of its own, twice:
             take, measured as the OS sees it (malloc keeps freed blocks, as in
             training: tinyllm.malloc)
   where     tracemalloc over every NumPy array (tinyllm only): the parameters,
-            their gradients and AdamW's moments, the activations the forward keeps
-            for the backward, the logits (B, T, V), and the step's traced peak
+            their gradients and AdamW's moments, what the forward keeps for the
+            backward (the activations, and the logits (B, T, V) where the head is
+            trained; a frozen head's loss goes by chunks: lm_loss.py), and the
+            step's traced peak
 Cases: tinyllm full and tinyllm LoRA (r 8 on c_attn, c_proj, c_fc: the base
 frozen, no gradient work for it and no optimizer state), and, when torch and
 peft are installed, the same two in PyTorch (examples/torch_gpt.py) with
@@ -51,11 +53,10 @@ def tinyllm_case(args, use_lora, trace):
 
     def step():
         before = tracemalloc.get_traced_memory()[0] if trace else 0
-        logits, loss = model(x, y)
+        # as the Trainer's step: it reads only the loss, so a frozen head never makes the logits
+        _, loss = model(x, y, return_logits=False)
         if trace:
-            traced["logits"] = logits.data.nbytes / MB
-            traced["activations"] = (tracemalloc.get_traced_memory()[0] - before) / MB - traced["logits"]
-        del logits   # as the Trainer does: nothing holds the logits through the backward
+            traced["activations"] = (tracemalloc.get_traced_memory()[0] - before) / MB
         loss.backward()
         if trace:
             traced["grads"] = sum(p.grad.nbytes for _, p in trained) / MB
@@ -169,7 +170,7 @@ def main():
         if case.startswith("tinyllm"):
             where[case] = child(args, case, trace=True)
     print("\nwhere tinyllm's memory goes (MB, tracemalloc over NumPy arrays):")
-    rows = ["params", "grads", "moments", "activations", "logits", "step peak"]
+    rows = ["params", "grads", "moments", "activations", "step peak"]
     print(f"{'':<22}" + "".join(f"{case:>15}" for case in where))
     for row in rows:
         print(f"{row:<22}" + "".join(f"{r['traced'].get(row, 0):>15,.1f}" if isinstance(r, dict)

@@ -58,6 +58,8 @@ def rand(*shape, positive=False):
     ("layernorm", lambda x, w, b: ops.layernorm(x, w, b), [(2, 3, 6), (6,), (6,)]),
     ("linear", lambda x, w: ops.linear(x, w), [(2, 3, 5), (4, 5)]),
     ("linear bias", lambda x, w, b: ops.linear(x, w, b), [(3, 5), (4, 5), (4,)]),
+    ("linear silu", lambda x, w: ops.linear(x, w, act="silu"), [(2, 3, 5), (4, 5)]),
+    ("linear silu bias", lambda x, w, b: ops.linear(x, w, b, act="silu"), [(3, 5), (4, 5), (4,)]),
     ("masked_fill", lambda a: ops.masked_fill(a, np.tri(4, 5, dtype=bool), -3.0), [(2, 4, 5)]),
 ])
 def test_op_gradient(name, f, shapes):

@@ -33,6 +33,9 @@ def test_lora_linear_gradients_float64():
     gradcheck(lambda x, w, a, b: lora.lora_linear(x, w, a, b, 1.5), [x, w, a, b])
     frozen = Tensor(w)                                                     # no gradient: dW skipped
     gradcheck(lambda x, a, b, bias: lora.lora_linear(x, frozen, a, b, 0.5, bias), [x, a, b, bias])
+    # act "silu" (the MLP's c_proj): silu(x) made again in the backward, both paths through it
+    gradcheck(lambda x, w, a, b: lora.lora_linear(x, w, a, b, 1.5, act="silu"), [x, w, a, b])
+    gradcheck(lambda x, a, b: lora.lora_linear(x, frozen, a, b, 0.5, act="silu"), [x, a, b])
 
 
 def test_lora_layer_gradients_float64_and_frozen_weight_gets_none():
@@ -49,6 +52,25 @@ def test_lora_layer_gradients_float64_and_frozen_weight_gets_none():
         return layer(x)
     gradcheck(f, [x, layer.lora_A.weight.data.copy(), layer.lora_B.weight.data.copy()])
     assert layer.weight.grad is None
+
+
+def test_lora_layer_with_act_equals_the_activation_applied_first():
+    """act="silu" fused (no dropout) and taken apart (a dropout, here inactive in eval mode,
+    needs silu(x) as a tensor): the same output and gradients, to float64 round-off."""
+    results = []
+    for p in (0.0, 0.5):
+        layer = lora.LoRALinear(GPT(GPTConfig(vocab_size=8, block_size=4, n_layer=1, n_head=1,
+                                              n_embd=4)).lm_head, 2, 4.0, p,
+                                np.random.default_rng(0), np.random.default_rng(1))
+        layer.astype(np.float64)
+        layer.lora_B.weight.data = np.random.default_rng(2).standard_normal((8, 2))
+        layer.eval()
+        x = Tensor(np.random.default_rng(3).standard_normal((3, 4)), requires_grad=True)
+        y = layer(x, act="silu")
+        (y * y).sum().backward()
+        results.append((y.data, x.grad, layer.lora_A.weight.grad, layer.lora_B.weight.grad))
+    for fused, apart in zip(*results):
+        np.testing.assert_allclose(fused, apart, rtol=1e-12, atol=1e-14)
 
 
 @pytest.fixture

@@ -145,3 +145,34 @@ def test_presets_build_and_report_size():
     assert "parameters" in GPT(preset("tiny")).summary()
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
+
+
+def test_residual_lets_go_of_its_branch_and_keeps_the_gradients():
+    """model.residual: the branch's data is released once added (the graph kept it for its shape
+    alone), and the gradients are the plain add's, exactly."""
+    from tinyllm import ops
+    from tinyllm.model import residual
+    from tinyllm.tensor import Tensor
+    rng = np.random.default_rng(4)
+    x0, w0 = rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 4))
+    grads = []
+    for add in (residual, lambda a, b: a + b):
+        x, w = Tensor(x0, requires_grad=True), Tensor(w0, requires_grad=True)
+        branch = ops.linear(x, w)                                          # (B, T, C)
+        out = add(x, branch)
+        (out * out).sum().backward()
+        grads.append((x.grad, w.grad, branch.data.strides))
+    (dx, dw, strides), (dx_plain, dw_plain, _) = grads
+    np.testing.assert_array_equal(dx, dx_plain)
+    np.testing.assert_array_equal(dw, dw_plain)
+    assert strides == (0, 0, 0)                                            # nothing held
+
+
+def test_initialisation_drawn_in_slices_equals_one_draw(monkeypatch):
+    """nn._normal fills a slice at a time (no float64 copy of a whole table): the same numbers
+    as one draw of the whole shape, so checkpoints and loss curves do not move."""
+    from tinyllm import nn
+    monkeypatch.setattr(nn, "INIT_CHUNK", 7)                               # many uneven slices
+    got = nn._normal(np.random.default_rng(5), 0.02, (9, 5))
+    want = np.random.default_rng(5).normal(0.0, 0.02, size=(9, 5)).astype(np.float32)
+    np.testing.assert_array_equal(got, want)

@@ -138,7 +138,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout, rng)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(ops.silu(self.c_fc(x))))            # (B, T, C)
+        # c_proj applies the SiLU itself, so the graph keeps c_fc's (B, T, 4C) output alone (ops.linear)
+        return self.dropout(self.c_proj(self.c_fc(x), act="silu"))        # (B, T, C)
 
 
 class Block(nn.Module):
@@ -153,8 +154,8 @@ class Block(nn.Module):
             fused = cache.decode_block(self.attn.layer, x, self.decode_weights)   # or None
             if fused is not None:
                 return fused
-        x = x + self.attn(self.ln_1(x), cache)                             # (B, T, C)
-        return x + self.mlp(self.ln_2(x))
+        x = residual(x, self.attn(self.ln_1(x), cache))                    # (B, T, C)
+        return residual(x, self.mlp(self.ln_2(x)))
 
     def decode_weights(self):
         """(weights, n_head, eps) as the backends' decode_block takes them (the same maths as
@@ -165,6 +166,16 @@ class Block(nn.Module):
             return None
         weights = (self.ln_1.weight.data, *linears[:2], self.ln_2.weight.data, *linears[2:])
         return weights, self.attn.n_head, self.ln_1.eps
+
+
+def residual(x, branch):
+    """x + branch, a block's residual add. The graph keeps branch (the add's parent) only for its
+    shape: the add's backward passes g through. So its (B, T, C) data, which nothing else reads,
+    goes now (two of the 14 B T C a layer kept): a zero-stride view of that shape stands in."""
+    out = x + branch                                                       # (B, T, C)
+    if branch.requires_grad and isinstance(branch.data, np.ndarray):       # host arrays
+        branch.data = np.broadcast_to(np.zeros((), branch.dtype), branch.shape)
+    return out
 
 
 class Transformer(nn.Module):
@@ -184,16 +195,18 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, rng)
         self.dropout = nn.Dropout(config.dropout, rng)
 
-    def forward(self, idx, targets=None, cache=None):
-        """idx (B, T) token ids -> logits (B, T, V) and the mean loss against targets (or None)."""
+    def forward(self, idx, targets=None, cache=None, return_logits=True):
+        """idx (B, T) token ids -> logits (B, T, V) and the mean loss against targets (or None).
+        return_logits False (a training step, which reads only the loss): (None, loss), and a
+        frozen lm_head then never makes the whole (B, T, V) logits (lm_loss.py)."""
         h = self.hidden(idx, cache)                                        # (B, T, C)
         if targets is not None and type(self.lm_head) is nn.Linear:        # LoRA's is not
-            # one op: a frozen lm_head's loss backward then goes a few rows at a time (lm_loss.py)
+            # one op: a frozen lm_head's loss then goes a few rows at a time (lm_loss.py)
             return lm_loss.linear_cross_entropy(h, self.lm_head.weight, targets,
-                                                self.lm_head.matmul_dtype)
+                                                self.lm_head.matmul_dtype, return_logits)
         logits = self.lm_head(h)                                           # (B, T, V)
         loss = ops.cross_entropy(logits, targets) if targets is not None else None
-        return logits, loss
+        return (logits if return_logits else None), loss
 
     def last_logits(self, idx, cache=None):
         """idx (B, T) -> the last position's logits (B, V), all a decoding step samples from: the

@@ -162,10 +162,20 @@ def placeholder_weights():
         _placeholders = before
 
 
+INIT_CHUNK = 1 << 17   # float64 draws per slice of an initialisation (1 MB)
+
+
 def _normal(rng, std, shape):
+    """float32 normal(0, std) of shape, drawn a slice at a time: the same numbers as one draw (the
+    generator's stream is sequential) without a float64 copy of the whole table, which malloc,
+    told to keep freed memory (malloc.py), would hold for the rest of the run (33 MB of 66)."""
     if _placeholders:
         return np.broadcast_to(np.float32(0), shape)
-    return rng.normal(0.0, std, size=shape).astype(np.float32)
+    out = np.empty(shape, np.float32)
+    flat = out.reshape(-1)                                       # a view: filled in place
+    for i in range(0, flat.size, INIT_CHUNK):
+        flat[i:i + INIT_CHUNK] = rng.normal(0.0, std, size=min(INIT_CHUNK, flat.size - i))
+    return out
 
 
 class Linear(Module):
@@ -175,8 +185,9 @@ class Linear(Module):
         self.weight = Parameter(_normal(rng, std, (n_out, n_in)))
         self.bias = Parameter(np.zeros(n_out, np.float32)) if bias else None
 
-    def forward(self, x):
-        return ops.linear(x, self.weight, self.bias, self.matmul_dtype)
+    def forward(self, x, act=None):
+        """act(x) W^T (+ b); act None or "silu" (ops.linear)."""
+        return ops.linear(x, self.weight, self.bias, self.matmul_dtype, act)
 
     def decode_weight(self):
         """The weight as a fused decoding kernel multiplies by it (the backends' decode_block),

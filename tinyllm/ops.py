@@ -103,9 +103,8 @@ def relu(a):
 
 
 def silu(a):
-    kernels = get_backend()
-    return Tensor.from_op(kernels.silu_forward(a.data), (a,),
-                          lambda g: (kernels.silu_backward(g, a.data),), "silu")
+    k = get_backend()
+    return Tensor.from_op(k.silu_forward(a.data), (a,), lambda g: (k.silu_backward(g, a.data),), "silu")
 
 
 _GELU_C = np.sqrt(2.0 / np.pi)
@@ -238,29 +237,30 @@ def matmul(a, b):
 MATMUL_DTYPES = ("fp32", "bf16")
 
 
-def linear(x, weight, bias=None, dtype="fp32"):
-    """x @ weight^T (+ bias): x (..., in), weight (out, in) as PyTorch's Linear -> (..., out);
-    dtype "bf16": all three products by matmul_bf16, the weight (master copy) and grads float32."""
+def linear(x, weight, bias=None, dtype="fp32", act=None):
+    """act(x) @ weight^T (+ bias): x (..., in), weight (out, in) as PyTorch's Linear -> (..., out);
+    act "silu" (the MLP's c_proj) keeps x alone, making silu(x) again in the backward: the graph holds
+    the (N, 4C) hidden once, not twice. dtype "bf16": the products by matmul_bf16, weights fp32."""
     if x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input has {x.shape[-1]} features but the weight {weight.shape} "
                          f"expects {weight.shape[1]}")
-    if dtype not in MATMUL_DTYPES:
-        raise ValueError(f"linear: matmul dtype {dtype!r}; choose one of {MATMUL_DTYPES}")
+    if dtype not in MATMUL_DTYPES or act not in (None, "silu"):
+        raise ValueError(f"linear: dtype {dtype!r} (one of {MATMUL_DTYPES}), act {act!r} (None, 'silu')")
     kernels = get_backend()
     mm = kernels.matmul_bf16 if dtype == "bf16" else kernels.matmul
-    lead = x.shape[:-1]
     x2 = x.data.reshape(-1, x.shape[-1])                         # (N, in)
-    y = mm(x2, weight.data, transpose_b=True)                    # (N, out)
-    if bias is not None:
-        y = y + bias.data
+    act_x = (lambda: kernels.silu_forward(x2)) if act else (lambda: x2)   # a = act(x) (N, in), on demand
+    y = mm(act_x(), weight.data, transpose_b=True)               # (N, out)
+    y = y + bias.data if bias is not None else y
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(g):   # a frozen weight or an input without a gradient costs no matmul
         g2 = g.reshape(-1, weight.shape[0])                      # (N, out)
-        dx = mm(g2, weight.data).reshape(x.shape) if x.requires_grad else None   # y = x W^T -> dx = g W
-        dw = mm(g2, x2, transpose_a=True) if weight.requires_grad else None      #        -> dW = g^T x
+        dw = mm(g2, act_x(), transpose_a=True) if weight.requires_grad else None      # dW = g^T a
+        da = mm(g2, weight.data) if x.requires_grad else None    # y = a W^T -> da = g W
+        dx = None if da is None else (kernels.silu_backward(da, x2) if act else da).reshape(x.shape)
         return (dx, dw) if bias is None else (dx, dw, g2.sum(axis=0))
-    return Tensor.from_op(y.reshape(*lead, weight.shape[0]), parents, backward, "linear")
+    return Tensor.from_op(y.reshape(*x.shape[:-1], weight.shape[0]), parents, backward, "linear")
 
 
 # ----------------------------------------------------------------------------

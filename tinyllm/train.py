@@ -207,7 +207,7 @@ class Trainer:
         loss_sum, self.step_tokens = 0.0, 0
         for micro in range(c.grad_accum):
             x, y = self.loader.next_batch()                     # (B, T) each
-            _, loss = self.model(x, y)
+            _, loss = self.model(x, y, return_logits=False)       # a frozen head never makes them
             if not math.isfinite(loss.item()):
                 raise TrainingError(self._diverged(f"the loss is {loss.item()}"))
             with self.dist.averaging_gradients(last=micro == c.grad_accum - 1):

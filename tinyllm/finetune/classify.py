@@ -44,10 +44,11 @@ class GPTClassifier(GPT):
         model.load_state_dict({**body, "score.weight": model.score.weight.data})
         return model
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None, cache=None, return_logits=True):
+        """As GPT.forward's, with the K class scores (B, T, K) as the logits."""
         logits = self.score(self.hidden(idx, cache))                       # (B, T, K)
         loss = ops.cross_entropy(logits, targets) if targets is not None else None
-        return logits, loss
+        return (logits if return_logits else None), loss
 
     @property
     def dtype(self):

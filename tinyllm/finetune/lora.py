@@ -61,42 +61,55 @@ class LoRAConfig:
         return dataclasses.asdict(self)
 
 
-def lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout=None, dtype="fp32"):
-    """x W^T (+ b) + scale * dropout(x) A^T B^T -> (..., out), one op: x (..., in), W (out, in),
-    A (r, in), B (out, r). It keeps only h = dropout(x) A^T (N, r) beside its inputs, and a
-    frozen W (or an input that needs no gradient) costs no matmul in the backward.
+def lora_linear(x, weight, lora_a, lora_b, scale, bias=None, dropout=None, dtype="fp32", act=None):
+    """a W^T (+ b) + scale * dropout(a) A^T B^T -> (..., out), one op, with a = act(x): x (..., in),
+    W (out, in), A (r, in), B (out, r). It keeps only h = dropout(a) A^T (N, r) beside its inputs,
+    and a frozen W (or an input that needs no gradient) costs no matmul in the backward.
+    act "silu" (the MLP's c_proj, no dropout then): silu(x) is made again in the backward, not kept.
     dtype "bf16": every product by matmul_bf16, as ops.linear; weights and grads stay float32."""
     if x.shape[-1] != weight.shape[1] or lora_a.shape != (lora_b.shape[1], weight.shape[1]) \
             or lora_b.shape[0] != weight.shape[0]:
         raise ValueError(f"lora_linear: x {x.shape}, W {weight.shape}, A {lora_a.shape} and "
                          f"B {lora_b.shape} do not fit: need W (out, in), A (r, in), B (out, r)")
-    if dtype not in ops.MATMUL_DTYPES:
-        raise ValueError(f"lora_linear: matmul dtype {dtype!r}; choose one of {ops.MATMUL_DTYPES}")
+    if dtype not in ops.MATMUL_DTYPES or act not in (None, "silu"):
+        raise ValueError(f"lora_linear: dtype {dtype!r} (one of {ops.MATMUL_DTYPES}), act {act!r} "
+                         f"(None or 'silu')")
     kernels = get_backend()
     mm = kernels.matmul_bf16 if dtype == "bf16" else kernels.matmul
     xd = dropout(x) if dropout is not None else x                        # (..., in)
+    if act is not None and xd is not x:
+        raise ValueError("lora_linear: act with an active dropout: apply the activation first")
     x2 = x.data.reshape(-1, x.shape[-1])                                 # (N, in)
     xd2 = xd.data.reshape(-1, x.shape[-1])                               # (N, in)
-    y = mm(x2, weight.data, transpose_b=True)                            # (N, out)  x W^T
-    h = mm(xd2, lora_a.data, transpose_b=True)                           # (N, r)    xd A^T
+    act_x = (lambda: kernels.silu_forward(x2)) if act else (lambda: x2)  # a = act(x), on demand
+    a2 = act_x()                                                         # (N, in), not kept with act
+    y = mm(a2, weight.data, transpose_b=True)                            # (N, out)  a W^T
+    h = mm(a2 if act else xd2, lora_a.data, transpose_b=True)            # (N, r)    ad A^T
     update = mm(h, lora_b.data, transpose_b=True)                        # (N, out)  h B^T
     update *= scale                                                      # in place: GPU arrays too
-    y += update                                                          # x W^T + s h B^T
+    y += update                                                          # a W^T + s h B^T
     if bias is not None:
         y = y + bias.data
     parents = (x, xd, weight, lora_a, lora_b) + ((bias,) if bias is not None else ())
 
     def backward(g):
         g2 = g.reshape(-1, weight.shape[0])                              # (N, out)
-        # forward: y = x W^T + s h B^T (+ b), h = xd A^T; so with dh = s g B (N, r):
+        # forward: y = a W^T + s h B^T (+ b), h = ad A^T; so with dh = s g B (N, r):
         dh = mm(g2, lora_b.data)                                         # (N, r)
         dh *= scale
         d_lora_b = mm(g2, h, transpose_a=True)                           # (out, r)
         d_lora_b *= scale                                                # dB = s g^T h
-        grads = (mm(g2, weight.data).reshape(x.shape) if x.requires_grad else None,  # g W
-                 mm(dh, lora_a.data).reshape(x.shape) if xd.requires_grad else None,  # dh A
-                 mm(g2, x2, transpose_a=True) if weight.requires_grad else None,  # g^T x
-                 mm(dh, xd2, transpose_a=True), d_lora_b)  # dh^T xd
+        a2 = act_x()                                                     # (N, in), made again with act
+        d_lora_a = mm(dh, a2 if act else xd2, transpose_a=True)          # (r, in)  dA = dh^T ad
+        dw = mm(g2, a2, transpose_a=True) if weight.requires_grad else None   # dW = g^T a
+        del a2                                                           # before the (N, in) grads
+        dx = mm(g2, weight.data) if x.requires_grad else None            # g W
+        dxd = mm(dh, lora_a.data) if xd.requires_grad else None          # dh A
+        if act and dx is not None:   # xd is x: both reach x through a = silu(x)
+            dx += dxd
+            dx, dxd = kernels.silu_backward(dx, x2), None
+        grads = (None if dx is None else dx.reshape(x.shape),
+                 None if dxd is None else dxd.reshape(x.shape), dw, d_lora_a, d_lora_b)
         return grads + ((g2.sum(axis=0),) if bias is not None else ())
     return Tensor.from_op(y.reshape(*x.shape[:-1], weight.shape[0]), parents, backward, "lora_linear")
 
@@ -116,11 +129,14 @@ class LoRALinear(nn.Module):
         self.dropout = nn.Dropout(dropout, dropout_rng)
         self.merged = False
 
-    def forward(self, x):
+    def forward(self, x, act=None):
+        """act(x) W^T + scale * dropout(act(x)) A^T B^T; act None or "silu" (ops.linear)."""
         if self.merged:
-            return ops.linear(x, self.weight, self.bias, self.matmul_dtype)
+            return ops.linear(x, self.weight, self.bias, self.matmul_dtype, act)
+        if act is not None and self.dropout.p > 0:   # the dropout needs act(x) as a tensor
+            x, act = ops.silu(x), None
         return lora_linear(x, self.weight, self.lora_A.weight, self.lora_B.weight, self.scale,
-                           self.bias, self.dropout, self.matmul_dtype)
+                           self.bias, self.dropout, self.matmul_dtype, act)
 
     def delta(self):
         """(alpha / r) B A as a NumPy array (out, in)."""

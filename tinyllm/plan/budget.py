@@ -26,7 +26,7 @@ Recomputation in Large Transformer Models", section 4.1, eq. 1): s b h (34 +
 softmax. A bf16 plan is that trainer with fused attention (flash-style: no s x s
 scores; it keeps the output and the row log-sum-exp) and no dropout: 16
 activations of size s b h (32 s b h bytes) plus the log-sum-exp. An fp32
-plan is tinyllm as it trains today, whose autograd keeps 18 (counted in
+plan is tinyllm as it trains today, whose autograd keeps 12 (counted in
 KEPT_PER_LAYER). With full recomputation a layer keeps only its input, and
 one layer's full set lives while it is recomputed. The logits add 4 s b V
 bytes (fp32, as the paper counts the output layer; twice in tinyllm).
@@ -48,10 +48,11 @@ STATE_BYTES = {"bf16": (2, 2, 12), "fp32": (4, 4, 8)}
 #   bf16, a fused mixed-precision trainer: Korthikanti et al.'s 34 s b h bytes less the two dropout
 #     masks, over 2 bytes: the norm inputs 2, the qkv input 1, q k v 3, the attention output 1, the
 #     MLP's input 1, its 4h hidden before and after the activation 8 = 16
-#   fp32, tinyllm today: its autograd keeps every op's output (x, ln_1, qkv 3, attention 1,
-#     c_proj 1, x + attn 1, ln_2 1, c_fc 4, silu 4, mlp 1 = 18); the attention op splits its
-#     heads again in the backward rather than keep them
-KEPT_PER_LAYER = {"bf16": 16, "fp32": 18}
+#   fp32, tinyllm today: its autograd keeps these op outputs (x, ln_1, qkv 3, attention 1,
+#     x + attn 1, ln_2 1, c_fc 4 = 12); the attention op splits its heads again in the
+#     backward rather than keep them, c_proj makes silu(c_fc) again (ops.linear), and the
+#     residual adds let go of their branch's output (model.residual)
+KEPT_PER_LAYER = {"bf16": 16, "fp32": 12}
 # fp32 logits of size s b V: the fused loss keeps one; tinyllm's backward holds them and their gradient
 LOGITS_KEPT = {"bf16": 1, "fp32": 2}
 USABLE_MEMORY = 0.9   # of a device's memory: the rest is the runtime, the allocator's slack, workspaces

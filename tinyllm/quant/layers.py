@@ -22,7 +22,7 @@ Read checkpoint.py's save_quantized / load_model next.
 """
 import numpy as np
 
-from tinyllm import nn
+from tinyllm import nn, ops
 from tinyllm.backends import get_backend
 from tinyllm.errors import CheckpointError
 from tinyllm.quant.formats import Blocks, dequantize, matmul_q_i8, quantize
@@ -61,8 +61,12 @@ class _Quantized(nn.Module):
 class QuantLinear(_Quantized):
     """y = x dequant(W)^T, W (out, in) held as Blocks; no bias (the GPT's Linears have none)."""
 
-    def forward(self, x):
+    def forward(self, x, act=None):
+        """act(x) dequant(W)^T; act None or "silu", as nn.Linear's (no graph here: nothing kept)."""
         _no_graph("this Linear layer")
+        if act not in (None, "silu"):
+            raise ValueError(f"QuantLinear: act {act!r}; choose None or 'silu'")
+        x = ops.silu(x) if act == "silu" else x
         N, K = self.blocks.shape
         if x.shape[-1] != K:
             raise ValueError(f"QuantLinear: input has {x.shape[-1]} features, the weight "
