@@ -28,6 +28,7 @@
 #include <math.h>
 #include "tinyllm.h"
 #include "avx512.h"
+#include "bf16.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -207,17 +208,26 @@ static void pack_panel(const float *restrict x, int64_t rs, int64_t qs, int64_t 
 }
 #endif
 
-static void pack(const float *x, int64_t rs, int64_t qs, int64_t rows, int64_t depth, int w,
-                 float *dst) {
-    for (int64_t r0 = 0; r0 < rows; r0 += w)
-        pack_panel(x + r0 * rs, rs, qs, rows - r0 < w ? rows - r0 : w, depth, w, dst + r0 * depth);
-}
-
-/* One operand: element (row r, depth q) at x[r * rs + q * qs]. */
+/* One operand: element (row r, depth q) at x[r * rs + q * qs]; round: rounded to bf16 values
+ * as it is packed (matmul_rounded, the bf16 matmul's fp32 path), so that costs no extra pass
+ * over memory, only one over the packed block while it is in L1/L2. */
 typedef struct {
     const float *x;
     int64_t rs, qs;
+    int round;
 } operand;
+
+/* Rows [r0, r0 + rows) by depth [q0, q0 + depth) of an operand, packed into dst. */
+static void pack(operand X, int64_t r0, int64_t q0, int64_t rows, int64_t depth, int w,
+                 float *dst) {
+    const float *x = X.x + r0 * X.rs + q0 * X.qs;
+    for (int64_t r = 0; r < rows; r += w)
+        pack_panel(x + r * X.rs, X.rs, X.qs, rows - r < w ? rows - r : w, depth, w, dst + r * depth);
+    if (!X.round) return;
+    int64_t n = (rows + w - 1) / w * w * depth;   /* the padding's zeros stay zeros */
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_round(dst[i]);
+}
 
 /* The block length that cuts n into ceil(n / max) near-equal blocks, rounded up to whole units
  * (max is a multiple of unit): K = 257 runs as 129 + 128, not 256 + 1 with a pass that is mostly
@@ -237,10 +247,10 @@ static void gemm_block(operand A, operand B, float *out, int64_t N, int64_t K, i
         int64_t nc = n1 - jc < nb ? n1 - jc : nb;
         for (int64_t pc = 0; pc < K; pc += kb) {
             int64_t kc = K - pc < kb ? K - pc : kb;
-            pack(B.x + jc * B.rs + pc * B.qs, B.rs, B.qs, nc, kc, NR, bp);
+            pack(B, jc, pc, nc, kc, NR, bp);
             for (int64_t ic = m0; ic < m1; ic += mb) {
                 int64_t mc = m1 - ic < mb ? m1 - ic : mb;
-                pack(A.x + ic * A.rs + pc * A.qs, A.rs, A.qs, mc, kc, MR, ap);
+                pack(A, ic, pc, mc, kc, MR, ap);
                 for (int64_t ir = 0; ir < mc; ir += MR)
                     for (int64_t jr = 0; jr < nc; jr += NR)
                         tile(kc, ap + ir * kc, bp + jr * kc, out + (ic + ir) * N + jc + jr, N,
@@ -282,6 +292,11 @@ static void split(int64_t batch, int64_t M, int64_t N, int threads, int64_t *tm,
 
 void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
             int64_t K, int transpose_a, int transpose_b) {
+    matmul_rounded(a, b, out, batch, M, N, K, transpose_a, transpose_b, 0);
+}
+
+void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, int64_t M,
+                    int64_t N, int64_t K, int transpose_a, int transpose_b, int round) {
     if (batch <= 0 || M <= 0 || N <= 0) return;
     if (K <= 0) {                   /* an empty sum: out is zero */
         for (int64_t i = 0; i < batch * M * N; i++) out[i] = 0.0f;
@@ -307,8 +322,8 @@ void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M
         for (int64_t i = 0; i < batch * M * N; i++) out[i] = NAN;
         return;
     }
-    operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1};
-    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N};   /* B's rows are out's columns */
+    operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1, round};
+    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N, round};   /* B's rows: out's columns */
     int64_t pieces = batch * tm * tn;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -323,7 +338,8 @@ void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M
             int64_t m0 = mi * pm, n0 = ni * pn;
             int64_t m1 = m0 + pm < M ? m0 + pm : M, n1 = n0 + pn < N ? n0 + pn : N;
             if (m0 >= m1 || n0 >= n1) continue;
-            operand Ab = {A.x + bi * M * K, A.rs, A.qs}, Bb = {B.x + bi * K * N, B.rs, B.qs};
+            operand Ab = {A.x + bi * M * K, A.rs, A.qs, round};
+            operand Bb = {B.x + bi * K * N, B.rs, B.qs, round};
             gemm_block(Ab, Bb, out + bi * M * N, N, K, m0, m1, n0, n1, ap, bp);
         }
     }
