@@ -156,13 +156,9 @@ static void product(const Head *h, const float *a, int64_t a_rs, int64_t a_cs, c
         gemm_acc(a, a_rs, a_cs, b, ldb, c, ldc, M, N, K);
 }
 
-/* p or ds about to be multiplied: rounded here when emulated (bf16_gemm_acc rounds as it packs). */
-static void round_operand(const Head *h, Block x, int64_t rows, int64_t cols) {
-    if (h->precision != BF16_EMULATED) return;
-    for (int64_t i = 0; i < rows; i++)
-#pragma omp simd
-        for (int64_t j = 0; j < cols; j++) x[i][j] = bf16_round(x[i][j]);
-}
+/* p or ds as the next product reads it: rounded where it is computed when emulated
+ * (bf16_gemm_acc rounds as it packs), not in a pass of its own over the (64, 64) blocks. */
+static inline float operand(int emulated, float x) { return emulated ? bf16_round(x) : x; }
 
 /* ---------------------------------------------------------------------------
  * forward: one query tile [q0, q0 + nq) of one head */
@@ -170,6 +166,7 @@ static void round_operand(const Head *h, Block x, int64_t rows, int64_t cols) {
 /* out and lse are the head's (Tq, hs) and (Tq,) outputs. */
 static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0, int64_t nq) {
     const int64_t hs = h->hs, offset = h->Tk - h->Tq;
+    const int emulated = h->precision == BF16_EMULATED;
     out += q0 * hs;                                                // (nq, hs) the accumulator
     Block s;                                                       // (nq, nk) scores, then p
     float m[TILE], l[TILE];                                        // running max, running sum
@@ -190,15 +187,17 @@ static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0
 #pragma omp simd reduction(+ : sum)
             for (int64_t j = 0; j < n; j++) {
                 si[j] = exp_nonpositive(fmaf(si[j], h->scale, -m_new));
-                sum += si[j];
+                sum += si[j];                                      // l sums p unrounded
             }
+            if (emulated)                                          // the row, while in L1
+#pragma omp simd
+                for (int64_t j = 0; j < n; j++) si[j] = bf16_round(si[j]);
             for (int64_t j = n; j < nk; j++) si[j] = 0.0f;        // masked: exp(-inf) = 0
             l[i] = l[i] * correction + sum;
             m[i] = m_new;
             if (correction != 1.0f)
                 for (int64_t d = 0; d < hs; d++) out[i * hs + d] *= correction;
         }
-        round_operand(h, s, nq, nk);                               // l has summed p unrounded
         product(h, &s[0][0], TILE, 1, h->v + k0 * hs, hs, out, hs, nq, hs, nk);   // acc += p v
     }
     for (int64_t i = 0; i < nq; i++) {
@@ -235,6 +234,7 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
 static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
                                int with_dq, int with_dkdv) {
     const int64_t hs = h->hs, offset = h->Tk - h->Tq;
+    const int emulated = h->precision == BF16_EMULATED;
     const float *q = h->q + q0 * hs, *dout = h->dout + q0 * hs;   // (nq, hs)
     const float *k = h->k + k0 * hs, *v = h->v + k0 * hs;          // (nk, hs)
     Block p, ds;                                                   // (nq, nk) each
@@ -253,10 +253,12 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
 #pragma omp simd reduction(+ : D)
         for (int64_t d = 0; d < hs; d++) D += g[d] * o[d];
 #pragma omp simd
-        for (int64_t j = 0; j < nk; j++) ds[i][j] = p[i][j] * (ds[i][j] - D) * h->scale;
+        for (int64_t j = 0; j < nk; j++) {                         // ds uses p unrounded
+            float pj = p[i][j];
+            ds[i][j] = operand(emulated, pj * (ds[i][j] - D) * h->scale);
+            p[i][j] = operand(emulated, pj);
+        }
     }
-    round_operand(h, p, nq, nk);                                   // ds has used p unrounded
-    round_operand(h, ds, nq, nk);
     const float *dout_mm = h->dout_mm + q0 * hs;                   // (nq, hs)
     if (with_dkdv)                                                 // forward: out = p v
         product(h, &p[0][0], 1, TILE, dout_mm, hs, h->dv + k0 * hs, hs, nk, hs, nq);  // dv += p^T dout
