@@ -156,8 +156,7 @@ static void product(const Head *h, const float *a, int64_t a_rs, int64_t a_cs, c
         gemm_acc(a, a_rs, a_cs, b, ldb, c, ldc, M, N, K);
 }
 
-/* p or ds as the next product reads it: rounded where it is computed when emulated
- * (bf16_gemm_acc rounds as it packs), not in a pass of its own over the (64, 64) blocks. */
+/* p or ds as a product reads it: rounded where computed when emulated (bf16_gemm_acc packs). */
 static inline float operand(int emulated, float x) { return emulated ? bf16_round(x) : x; }
 
 /* ---------------------------------------------------------------------------
@@ -166,7 +165,6 @@ static inline float operand(int emulated, float x) { return emulated ? bf16_roun
 /* out and lse are the head's (Tq, hs) and (Tq,) outputs. */
 static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0, int64_t nq) {
     const int64_t hs = h->hs, offset = h->Tk - h->Tq;
-    const int emulated = h->precision == BF16_EMULATED;
     out += q0 * hs;                                                // (nq, hs) the accumulator
     Block s;                                                       // (nq, nk) scores, then p
     float m[TILE], l[TILE];                                        // running max, running sum
@@ -189,8 +187,7 @@ static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0
                 si[j] = exp_nonpositive(fmaf(si[j], h->scale, -m_new));
                 sum += si[j];                                      // l sums p unrounded
             }
-            if (emulated)                                          // the row, while in L1
-#pragma omp simd
+            if (h->precision == BF16_EMULATED)                     // p rounded while in L1
                 for (int64_t j = 0; j < n; j++) si[j] = bf16_round(si[j]);
             for (int64_t j = n; j < nk; j++) si[j] = 0.0f;        // masked: exp(-inf) = 0
             l[i] = l[i] * correction + sum;
@@ -341,11 +338,18 @@ void attention_backward(const float *dout, const float *q, const float *k, const
 /* ---------------------------------------------------------------------------
  * mixed precision: the same kernels, their tile products in bf16 */
 
-/* dst (n,) = src rounded to bf16 values: the emulated path's operand copies. */
-static const float *rounded(float *dst, const float *src, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
-    return dst;
+/* dst = src[0..count) (n[a] floats each) rounded to bf16, back to back: the emulated path's
+ * operand copies, in one parallel region (one per array waited each time for the slowest). */
+static void round_copies(float *dst, int count, const float *const *src, const int64_t *n) {
+#pragma omp parallel if (n[0] >= PARALLEL_MIN)
+    {
+        float *d = dst;
+        for (int a = 0; a < count; a++) {
+#pragma omp for simd schedule(static) nowait
+            for (int64_t i = 0; i < n[a]; i++) d[i] = bf16_round(src[a][i]);
+            d += n[a];
+        }
+    }
 }
 
 /* The precision `path` (matmul_bf16's argument) runs at on this CPU. */
@@ -369,8 +373,8 @@ void attention_forward_bf16(const float *q, const float *k, const float *v, floa
             fill_nan(out, nq), fill_nan(lse, B * nh * Tq);
             return;
         }
-        all.q = rounded(copy, q, nq), all.k = rounded(copy + nq, k, nk);
-        all.v = rounded(copy + nq + nk, v, nk);
+        round_copies(copy, 3, (const float *[]){q, k, v}, (int64_t[]){nq, nk, nk});
+        all.q = copy, all.k = copy + nq, all.v = copy + nq + nk;
     }
     forward(&all, out, lse, B * nh);
     free(copy);
@@ -388,8 +392,8 @@ void attention_backward_bf16(const float *dout, const float *q, const float *k, 
             fill_nan(dq, nq), fill_nan(dk, nk), fill_nan(dv, nk);
             return;
         }
-        all.q = rounded(copy, q, nq), all.dout_mm = rounded(copy + nq, dout, nq);
-        all.k = rounded(copy + 2 * nq, k, nk), all.v = rounded(copy + 2 * nq + nk, v, nk);
+        round_copies(copy, 4, (const float *[]){q, dout, k, v}, (int64_t[]){nq, nq, nk, nk});
+        all.q = copy, all.dout_mm = copy + nq, all.k = copy + 2 * nq, all.v = all.k + nk;
     }
     backward(&all, B * nh);
     free(copy);

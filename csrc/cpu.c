@@ -144,22 +144,25 @@ int cpu_features(void) { return 0; }
 static double one_thread(int kind, int64_t iters, int features) { return 0; }
 #endif
 
-static double seconds(void) {
+/* CPU time of the calling thread: what it ran, not the time it waited for a core. */
+static double thread_seconds(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
-/* The sum of what each thread reaches, each timing its own loop: timing the parallel region as
- * a whole let one thread that started late (woken late, or preempted on a shared machine) halve
- * the figure (103 GFLOP/s on two Zen 3 cores that reach ~100 each). */
+/* The sum of what each thread reaches, each timing its own loop by its own CPU time: the loop
+ * timed as one parallel region by the wall clock let one thread that was woken late or
+ * descheduled (a shared machine) cut the figure in half: 103 GFLOP/s on two Zen 3 cores that
+ * reach 99-103 each. This is the ceiling of the cores; a matmul timed by the wall clock on a
+ * busy machine gets less of it. */
 double peak_flops(int kind, int64_t iters) {
     int features = cpu_features();
     double rate = 0;
 #pragma omp parallel reduction(+ : rate)
     {
-        double t = seconds(), flops = one_thread(kind, iters, features);
-        rate += flops / (seconds() - t);
+        double t = thread_seconds(), flops = one_thread(kind, iters, features);
+        if (flops > 0) rate += flops / (thread_seconds() - t);   /* 0: not on this CPU */
     }
     return rate;
 }

@@ -124,7 +124,8 @@ static blocks cache_blocks(void) { return (blocks){KC, NC, MC, 0}; }
  * 4080; these rules give KC 256, MC 126, NC 4080 there:
  *   KC: the B micro-panel (KC x NR floats) fills half the L1d, the A panel streams by it;
  *   MC: the packed A block (MC x KC floats) a quarter of the L2, swept once per B panel;
- *   NC: the B block lives in L3, so it can be wide: A is packed once for N <= 4080. */
+ *   NC: the B block lives in L3, so it can be wide: A is packed once for N <= 4080.
+ * -DKC=, -DNC=, -DMC= and -DB_PANEL_IN_L1=0 override them (examples/bench_gemm_blocking.py). */
 static blocks cache_blocks(void) {
     long l1 = 32 << 10, l2 = 512 << 10;
 #ifdef _SC_LEVEL2_CACHE_SIZE
@@ -134,7 +135,20 @@ static blocks cache_blocks(void) {
     int64_t kc = l1 / 2 / (NR * sizeof(float));
     kc = kc < 64 ? 64 : kc > 512 ? 512 : kc;
     int64_t mc = l2 / 4 / (kc * sizeof(float)) / MR * MR;
-    return (blocks){kc, 4080 / NR * NR, mc < 4 * MR ? 4 * MR : mc, 1};
+    blocks bl = {kc, 4080 / NR * NR, mc < 4 * MR ? 4 * MR : mc, 1};
+#ifdef KC
+    bl.kc = KC;
+#endif
+#ifdef NC
+    bl.nc = NC;
+#endif
+#ifdef MC
+    bl.mc = MC;
+#endif
+#ifdef B_PANEL_IN_L1
+    bl.b_panel_in_l1 = B_PANEL_IN_L1;
+#endif
+    return bl;
 }
 #endif
 
