@@ -209,7 +209,7 @@ static void tile(int64_t kc, const float *ap, const float *bp, float *c, int64_t
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Packing (pack.h): op(a) and op(b) copied, block by block, into the order the micro-kernel reads. */
+ * Packing (pack.h): op(a) and op(b) copied, block by block, in the micro-kernel's order. */
 #include "pack.h"
 
 /* One operand: element (row r, depth q) at x[r * rs + q * qs]; round: rounded to bf16 values
@@ -226,7 +226,8 @@ static void pack(operand X, int64_t r0, int64_t q0, int64_t rows, int64_t depth,
                  float *dst) {
     const float *x = X.x + r0 * X.rs + q0 * X.qs;
     for (int64_t r = 0; r < rows; r += w)
-        pack_panel(x + r * X.rs, X.rs, X.qs, rows - r < w ? rows - r : w, depth, w, dst + r * depth);
+        pack_panel(x + r * X.rs, X.rs, X.qs, rows - r < w ? rows - r : w, depth, w,
+                   dst + r * depth);
     if (!X.round) return;
     int64_t n = (rows + w - 1) / w * w * depth;   /* the padding's zeros stay zeros */
 #pragma omp simd
@@ -337,7 +338,7 @@ void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, i
         return;
     }
     operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1, round};
-    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N, round};   /* B's rows: out's columns */
+    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N, round};   /* rows: out's columns */
     int64_t pieces = batch * tm * tn;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {

@@ -14,7 +14,8 @@
  * Paths (the `path` argument, chosen in Python from cpu_features()): CPU_AVX512_BF16 runs the
  * above; 0 runs the float32 GEMM with the operands rounded to bf16 values as it packs them
  * (matmul_rounded; products of bf16 values are exact in float32, so the numbers mean the same;
- * this is what a CPU without bf16 instructions gets, at fp32 speed: no extra pass or copy). CPU_AMX_BF16 is accepted and runs the AVX512-BF16 kernel
+ * this is what a CPU without bf16 instructions gets, at fp32 speed: no extra pass or copy).
+ * CPU_AMX_BF16 is accepted and runs the AVX512-BF16 kernel
  * (the AMX tile kernel is not written yet). A path the CPU lacks falls to the next one down.
  *
  * What it is not: faster than float32 without bf16 instructions, or bit-identical to NumPy (the

@@ -7,7 +7,8 @@ Each variant is csrc/matmul.c compiled with its -D flags into one program (matmu
 variant), which times every variant on each shape in turn, best of several, by the thread's
 CPU time (a loaded machine's descheduled time is not counted), and times the CPU's fp32 peak
 beside them: a register-only loop of independent FMAs (16 AVX-512 chains, or 12 AVX2 ones where
-the CPU has no AVX-512; two units of latency 4 need 8). "% peak" is GFLOP/s against that loop. The shapes are the training step's (the bench preset
+the CPU has no AVX-512; two units of latency 4 need 8). "% peak" is GFLOP/s against that loop.
+The shapes are the training step's (the bench preset
 at batch 8: every Linear's forward, dx and dW) and squares. The default pair is the blocking
 in use against MC=3072, the A block in L3 as before (for N <= NC the same loop order).
 On one thread only: the variants differ in cache blocking, which a second thread would blur.
@@ -111,7 +112,8 @@ def run(variants, cc):
         for i, flags in enumerate(variants):
             obj = os.path.join(tmp, f"v{i}.o")
             subprocess.run([cc, "-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-c",
-                            f"-Dmatmul=matmul_v{i}", f"-Dmatmul_rounded=matmul_rounded_v{i}", *flags.split(), "-I", os.path.join(ROOT, "csrc"),
+                            f"-Dmatmul=matmul_v{i}", f"-Dmatmul_rounded=matmul_rounded_v{i}",
+                            *flags.split(), "-I", os.path.join(ROOT, "csrc"),
                             os.path.join(ROOT, "csrc", "matmul.c"), "-o", obj], check=True)
             objects.append(obj)
         decls = "\n".join(f"void matmul_v{i}(const float *, const float *, float *, int64_t, "

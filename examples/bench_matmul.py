@@ -148,9 +148,8 @@ def run(sizes=None, repeats=5, peak=True, cpu_time=False):
     from tinyllm.backends import c_kernels
     sizes = [512, 1024, 2048, 4096] if sizes is None else sizes
     threads = c_kernels.num_threads()
-    if cpu_time and threads != 1:
-        sys.exit("--cpu-time times the calling thread alone: run it with OMP_NUM_THREADS=1 "
-                 f"(this run has {threads} threads, whose work that clock would not count)")
+    if cpu_time and threads != 1:   # the other threads' work would not be counted
+        sys.exit(f"--cpu-time times the calling thread alone: {threads} threads; OMP_NUM_THREADS=1")
     blas = openblas()
     set_threads = openblas_fn(blas, "set_num_threads", None)
     get_threads = openblas_fn(blas, "get_num_threads")
