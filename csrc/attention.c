@@ -156,13 +156,8 @@ static void product(const Head *h, const float *a, int64_t a_rs, int64_t a_cs, c
         gemm_acc(a, a_rs, a_cs, b, ldb, c, ldc, M, N, K);
 }
 
-/* p or ds about to be multiplied: rounded here when emulated (bf16_gemm_acc rounds as it packs). */
-static void round_operand(const Head *h, Block x, int64_t rows, int64_t cols) {
-    if (h->precision != BF16_EMULATED) return;
-    for (int64_t i = 0; i < rows; i++)
-#pragma omp simd
-        for (int64_t j = 0; j < cols; j++) x[i][j] = bf16_round(x[i][j]);
-}
+/* p or ds as a product reads it: rounded where computed when emulated (bf16_gemm_acc packs). */
+static inline float operand(int emulated, float x) { return emulated ? bf16_round(x) : x; }
 
 /* ---------------------------------------------------------------------------
  * forward: one query tile [q0, q0 + nq) of one head */
@@ -190,15 +185,16 @@ static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0
 #pragma omp simd reduction(+ : sum)
             for (int64_t j = 0; j < n; j++) {
                 si[j] = exp_nonpositive(fmaf(si[j], h->scale, -m_new));
-                sum += si[j];
+                sum += si[j];                                      // l sums p unrounded
             }
+            if (h->precision == BF16_EMULATED)                     // p rounded while in L1
+                for (int64_t j = 0; j < n; j++) si[j] = bf16_round(si[j]);
             for (int64_t j = n; j < nk; j++) si[j] = 0.0f;        // masked: exp(-inf) = 0
             l[i] = l[i] * correction + sum;
             m[i] = m_new;
             if (correction != 1.0f)
                 for (int64_t d = 0; d < hs; d++) out[i * hs + d] *= correction;
         }
-        round_operand(h, s, nq, nk);                               // l has summed p unrounded
         product(h, &s[0][0], TILE, 1, h->v + k0 * hs, hs, out, hs, nq, hs, nk);   // acc += p v
     }
     for (int64_t i = 0; i < nq; i++) {
@@ -235,6 +231,7 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
 static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
                                int with_dq, int with_dkdv) {
     const int64_t hs = h->hs, offset = h->Tk - h->Tq;
+    const int emulated = h->precision == BF16_EMULATED;
     const float *q = h->q + q0 * hs, *dout = h->dout + q0 * hs;   // (nq, hs)
     const float *k = h->k + k0 * hs, *v = h->v + k0 * hs;          // (nk, hs)
     Block p, ds;                                                   // (nq, nk) each
@@ -253,10 +250,12 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
 #pragma omp simd reduction(+ : D)
         for (int64_t d = 0; d < hs; d++) D += g[d] * o[d];
 #pragma omp simd
-        for (int64_t j = 0; j < nk; j++) ds[i][j] = p[i][j] * (ds[i][j] - D) * h->scale;
+        for (int64_t j = 0; j < nk; j++) {                         // ds uses p unrounded
+            float pj = p[i][j];
+            ds[i][j] = operand(emulated, pj * (ds[i][j] - D) * h->scale);
+            p[i][j] = operand(emulated, pj);
+        }
     }
-    round_operand(h, p, nq, nk);                                   // ds has used p unrounded
-    round_operand(h, ds, nq, nk);
     const float *dout_mm = h->dout_mm + q0 * hs;                   // (nq, hs)
     if (with_dkdv)                                                 // forward: out = p v
         product(h, &p[0][0], 1, TILE, dout_mm, hs, h->dv + k0 * hs, hs, nk, hs, nq);  // dv += p^T dout
@@ -339,11 +338,18 @@ void attention_backward(const float *dout, const float *q, const float *k, const
 /* ---------------------------------------------------------------------------
  * mixed precision: the same kernels, their tile products in bf16 */
 
-/* dst (n,) = src rounded to bf16 values: the emulated path's operand copies. */
-static const float *rounded(float *dst, const float *src, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) dst[i] = bf16_round(src[i]);
-    return dst;
+/* dst = src[0..count) (n[a] floats each) rounded to bf16, back to back: the emulated path's
+ * operand copies, in one parallel region (one per array waited each time for the slowest). */
+static void round_copies(float *dst, int count, const float *const *src, const int64_t *n) {
+#pragma omp parallel if (n[0] >= PARALLEL_MIN)
+    {
+        float *d = dst;
+        for (int a = 0; a < count; a++) {
+#pragma omp for simd schedule(static) nowait
+            for (int64_t i = 0; i < n[a]; i++) d[i] = bf16_round(src[a][i]);
+            d += n[a];
+        }
+    }
 }
 
 /* The precision `path` (matmul_bf16's argument) runs at on this CPU. */
@@ -367,8 +373,8 @@ void attention_forward_bf16(const float *q, const float *k, const float *v, floa
             fill_nan(out, nq), fill_nan(lse, B * nh * Tq);
             return;
         }
-        all.q = rounded(copy, q, nq), all.k = rounded(copy + nq, k, nk);
-        all.v = rounded(copy + nq + nk, v, nk);
+        round_copies(copy, 3, (const float *[]){q, k, v}, (int64_t[]){nq, nk, nk});
+        all.q = copy, all.k = copy + nq, all.v = copy + nq + nk;
     }
     forward(&all, out, lse, B * nh);
     free(copy);
@@ -386,8 +392,8 @@ void attention_backward_bf16(const float *dout, const float *q, const float *k, 
             fill_nan(dq, nq), fill_nan(dk, nk), fill_nan(dv, nk);
             return;
         }
-        all.q = rounded(copy, q, nq), all.dout_mm = rounded(copy + nq, dout, nq);
-        all.k = rounded(copy + 2 * nq, k, nk), all.v = rounded(copy + 2 * nq + nk, v, nk);
+        round_copies(copy, 4, (const float *[]){q, dout, k, v}, (int64_t[]){nq, nq, nk, nk});
+        all.q = copy, all.dout_mm = copy + nq, all.k = copy + 2 * nq, all.v = all.k + nk;
     }
     backward(&all, B * nh);
     free(copy);

@@ -24,10 +24,12 @@
  * Read next: tinyllm.h for the contract, numpy_kernels.py (matmul) for the meaning,
  * tests/test_c_matmul.py for the checks, examples/bench_matmul.py for the speed.
  */
+#define _GNU_SOURCE   /* sysconf's cache sizes */
 #include <stdlib.h>
 #include <math.h>
+#include <unistd.h>
 #include "tinyllm.h"
-#include "avx512.h"
+#include "bf16.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -83,7 +85,17 @@ typedef float vec;
 #endif
 #define NR (NV * VLEN)
 
-/* Cache blocks for Zen 4/5 (32-48 KiB L1d and 1 MiB L2 per core, 32 MiB L3 shared). Measured on
+/* Cache blocks. Two orders of the two innermost loops, after where the operand reused most
+ * stays: an A micro-panel in L1 while the whole packed B block streams past from L2 (AVX-512,
+ * the order it was tuned in), or a B micro-panel in L1 while the A block streams past from L2
+ * (BLIS's order, used for AVX2 and portable C). */
+typedef struct {
+    int64_t kc, nc, mc;   /* K per slice, columns of out per B block, rows per A block */
+    int b_panel_in_l1;    /* the loop order: 1 = jr outer (BLIS), 0 = ir outer */
+} blocks;
+
+#if defined(__AVX512F__)
+/* Zen 4/5 (32-48 KiB L1d and 1 MiB L2 per core, 32 MiB L3 shared), A panel in L1. Measured on
  * one core over the shapes of examples/bench_matmul.py, KC from 192 to 512 and NC from 256 to 768
  * came within 3% of each other; these leave the most headroom in each level.
  *   KC: an A micro-panel (MR x KC floats, 12 KiB) stays in L1 while B micro-panels stream past;
@@ -102,6 +114,42 @@ typedef float vec;
 #endif
 #ifndef MC
 #define MC (MR * 20)
+#endif
+static blocks cache_blocks(void) { return (blocks){KC, NC, MC, 0}; }
+#else
+/* AVX2 (and portable), chosen at run time from this CPU's caches, B panel in L1. On Zen 3 (32 KiB
+ * L1d, 512 KiB L2) the AVX-512 order's B block (256 x 512 floats, 512 KiB) filled the whole L2,
+ * and NC = 512 made A be packed again for every 512 columns (8% of the time at 2048 x 1152 x
+ * 384, where the 6-row A panel packs at 0.57 ns a float). BLIS's Zen 3 blocks are 144 / 256 /
+ * 4080; these rules give KC 256, MC 126, NC 4080 there:
+ *   KC: the B micro-panel (KC x NR floats) fills half the L1d, the A panel streams by it;
+ *   MC: the packed A block (MC x KC floats) a quarter of the L2, swept once per B panel;
+ *   NC: the B block lives in L3, so it can be wide: A is packed once for N <= 4080.
+ * -DKC=, -DNC=, -DMC= and -DB_PANEL_IN_L1=0 override them (examples/bench_gemm_blocking.py). */
+static blocks cache_blocks(void) {
+    long l1 = 32 << 10, l2 = 512 << 10;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    if (sysconf(_SC_LEVEL1_DCACHE_SIZE) > 0) l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    if (sysconf(_SC_LEVEL2_CACHE_SIZE) > 0) l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    int64_t kc = l1 / 2 / (NR * sizeof(float));
+    kc = kc < 64 ? 64 : kc > 512 ? 512 : kc;
+    int64_t mc = l2 / 4 / (kc * sizeof(float)) / MR * MR;
+    blocks bl = {kc, 4080 / NR * NR, mc < 4 * MR ? 4 * MR : mc, 1};
+#ifdef KC
+    bl.kc = KC;
+#endif
+#ifdef NC
+    bl.nc = NC;
+#endif
+#ifdef MC
+    bl.mc = MC;
+#endif
+#ifdef B_PANEL_IN_L1
+    bl.b_panel_in_l1 = B_PANEL_IN_L1;
+#endif
+    return bl;
+}
 #endif
 
 /* Below this many multiply-adds a matmul runs on one thread: waking the others costs more. */
@@ -161,63 +209,30 @@ static void tile(int64_t kc, const float *ap, const float *bp, float *c, int64_t
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Packing. Element (r, q) of a rows x depth block of an operand (r along M or N, q along K) is
- * x[r * rs + q * qs], and one of rs, qs is 1. It is written as ceil(rows / w) panels, each
- * `depth` groups of w consecutive r, zero-padded past `rows`: the order the micro-kernel reads.
- * pack_panel writes one panel of n <= w rows. */
-#if defined(__AVX512F__)
-/* 16 lanes of each w-group at a time. Masked loads read nothing past the operand (masked-off
- * lanes never fault) and give the zero padding; masked stores write exactly w lanes per group. */
-static void pack_panel(const float *restrict x, int64_t rs, int64_t qs, int64_t n, int64_t depth,
-                       int w, float *restrict dst) {
-    for (int r0 = 0; r0 < w; r0 += 16) {
-        __mmask16 store = lanes(w - r0);
-        if (qs == 1) {      /* rows run along depth: 16 x 16 blocks, transposed in registers */
-            for (int64_t q = 0; q < depth; q += 16) {
-                int64_t nq = depth - q < 16 ? depth - q : 16;
-                __m512 v[16];
-                for (int i = 0; i < 16; i++)
-                    v[i] = r0 + i < n ? _mm512_maskz_loadu_ps(lanes(nq), x + (r0 + i) * rs + q)
-                                      : _mm512_setzero_ps();
-                transpose16(v);
-                for (int j = 0; j < nq; j++)
-                    _mm512_mask_storeu_ps(dst + (q + j) * w + r0, store, v[j]);
-            }
-        } else {            /* rs == 1: each depth step is a contiguous run of rows */
-            __mmask16 valid = lanes(n - r0);
-            for (int64_t q = 0; q < depth; q++)
-                _mm512_mask_storeu_ps(dst + q * w + r0, store,
-                                      _mm512_maskz_loadu_ps(valid, x + q * qs + r0));
-        }
-    }
-}
-#else
-/* Portable: whichever of rs, qs is 1 is the inner loop, so the reads stay sequential. */
-static void pack_panel(const float *restrict x, int64_t rs, int64_t qs, int64_t n, int64_t depth,
-                       int w, float *restrict dst) {
-    if (qs == 1) {
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t q = 0; q < depth; q++) dst[q * w + r] = x[r * rs + q];
-    } else {
-        for (int64_t q = 0; q < depth; q++)
-            for (int64_t r = 0; r < n; r++) dst[q * w + r] = x[r + q * qs];
-    }
-    for (int64_t q = 0; q < depth; q++)
-        for (int64_t r = n; r < w; r++) dst[q * w + r] = 0.0f;
-}
-#endif
+ * Packing (pack.h): op(a) and op(b) copied, block by block, in the micro-kernel's order. */
+#include "pack.h"
 
-static void pack(const float *x, int64_t rs, int64_t qs, int64_t rows, int64_t depth, int w,
-                 float *dst) {
-    for (int64_t r0 = 0; r0 < rows; r0 += w)
-        pack_panel(x + r0 * rs, rs, qs, rows - r0 < w ? rows - r0 : w, depth, w, dst + r0 * depth);
-}
-
-/* One operand: element (row r, depth q) at x[r * rs + q * qs]. */
+/* One operand: element (row r, depth q) at x[r * rs + q * qs]; round: rounded to bf16 values
+ * as it is packed (matmul_rounded, the bf16 matmul's fp32 path), so that costs no extra pass
+ * over memory, only one over the packed block while it is in L1/L2. */
 typedef struct {
     const float *x;
     int64_t rs, qs;
+    int round;
 } operand;
+
+/* Rows [r0, r0 + rows) by depth [q0, q0 + depth) of an operand, packed into dst. */
+static void pack(operand X, int64_t r0, int64_t q0, int64_t rows, int64_t depth, int w,
+                 float *dst) {
+    const float *x = X.x + r0 * X.rs + q0 * X.qs;
+    for (int64_t r = 0; r < rows; r += w)
+        pack_panel(x + r * X.rs, X.rs, X.qs, rows - r < w ? rows - r : w, depth, w,
+                   dst + r * depth);
+    if (!X.round) return;
+    int64_t n = (rows + w - 1) / w * w * depth;   /* the padding's zeros stay zeros */
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_round(dst[i]);
+}
 
 /* The block length that cuts n into ceil(n / max) near-equal blocks, rounded up to whole units
  * (max is a multiple of unit): K = 257 runs as 129 + 128, not 256 + 1 with a pass that is mostly
@@ -230,21 +245,24 @@ static int64_t even_block(int64_t n, int64_t max, int64_t unit) {
 /* out[m0:m1, n0:n1] (row stride N) = A[m0:m1, :] @ B[:, n0:n1] over the full depth K, using the
  * caller's packing buffers ap (MC x KC) and bp (KC x NC). */
 static void gemm_block(operand A, operand B, float *out, int64_t N, int64_t K, int64_t m0,
-                       int64_t m1, int64_t n0, int64_t n1, float *ap, float *bp) {
-    int64_t mb = even_block(m1 - m0, MC, MR), nb = even_block(n1 - n0, NC, NR);
-    int64_t kb = even_block(K, KC, 1);
+                       int64_t m1, int64_t n0, int64_t n1, blocks bl, float *ap, float *bp) {
+    int64_t mb = even_block(m1 - m0, bl.mc, MR), nb = even_block(n1 - n0, bl.nc, NR);
+    int64_t kb = even_block(K, bl.kc, 1);
     for (int64_t jc = n0; jc < n1; jc += nb) {
         int64_t nc = n1 - jc < nb ? n1 - jc : nb;
         for (int64_t pc = 0; pc < K; pc += kb) {
             int64_t kc = K - pc < kb ? K - pc : kb;
-            pack(B.x + jc * B.rs + pc * B.qs, B.rs, B.qs, nc, kc, NR, bp);
+            pack(B, jc, pc, nc, kc, NR, bp);
             for (int64_t ic = m0; ic < m1; ic += mb) {
                 int64_t mc = m1 - ic < mb ? m1 - ic : mb;
-                pack(A.x + ic * A.rs + pc * A.qs, A.rs, A.qs, mc, kc, MR, ap);
-                for (int64_t ir = 0; ir < mc; ir += MR)
-                    for (int64_t jr = 0; jr < nc; jr += NR)
-                        tile(kc, ap + ir * kc, bp + jr * kc, out + (ic + ir) * N + jc + jr, N,
-                             mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, pc > 0);
+                pack(A, ic, pc, mc, kc, MR, ap);
+                int64_t tm = (mc + MR - 1) / MR, tn = (nc + NR - 1) / NR;
+                for (int64_t t = 0; t < tm * tn; t++) {   /* the tiles, in the blocks' order */
+                    int64_t ir = (bl.b_panel_in_l1 ? t % tm : t / tn) * MR;
+                    int64_t jr = (bl.b_panel_in_l1 ? t / tm : t % tn) * NR;
+                    tile(kc, ap + ir * kc, bp + jr * kc, out + (ic + ir) * N + jc + jr, N,
+                         mc - ir < MR ? mc - ir : MR, nc - jr < NR ? nc - jr : NR, pc > 0);
+                }
             }
         }
     }
@@ -254,12 +272,18 @@ static void gemm_block(operand A, operand B, float *out, int64_t N, int64_t K, i
  * pieces (whole tiles; tm * tn <= threads) and the pieces are dealt out evenly. The cut is the
  * one whose busiest thread finishes first, counting per step of K the multiply-adds of its
  * tiles (padding included) and the elements it packs, at PACK_COST multiply-adds each
- * (packing runs at about 0.5 cycles per element, the micro-kernel at 16 multiply-adds per
- * cycle). Cutting N costs COLUMN_CUT more: a thread that owns half of every row of out runs
+ * (Zen 4 AVX-512: packing at about 0.5 cycles per element, the micro-kernel at 16 multiply-adds
+ * per cycle; Zen 3 AVX2: the same kernel rate, packing at 0.29-0.57 ns, 1-2 cycles, per element:
+ * for gpt2's prefill, 256 x 2304 x 768, that cuts N and packs half of W each, not all of it).
+ * Cutting N costs COLUMN_CUT more: a thread that owns half of every row of out runs
  * 2-5% slower than one that owns whole rows (measured on 2048 x 1152 and 2048 x 1536, same
  * balance), so a matrix is cut along M unless that balances or packs clearly worse. A batch
  * that divides evenly over the threads is not cut at all. */
+#if defined(__AVX512F__)
 #define PACK_COST 8
+#else
+#define PACK_COST 16
+#endif
 #define COLUMN_CUT 1.03
 static void split(int64_t batch, int64_t M, int64_t N, int threads, int64_t *tm, int64_t *tn) {
     int64_t mt = (M + MR - 1) / MR, nt = (N + NR - 1) / NR;   /* tiles along each side */
@@ -282,6 +306,11 @@ static void split(int64_t batch, int64_t M, int64_t N, int threads, int64_t *tm,
 
 void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
             int64_t K, int transpose_a, int transpose_b) {
+    matmul_rounded(a, b, out, batch, M, N, K, transpose_a, transpose_b, 0);
+}
+
+void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, int64_t M,
+                    int64_t N, int64_t K, int transpose_a, int transpose_b, int round) {
     if (batch <= 0 || M <= 0 || N <= 0) return;
     if (K <= 0) {                   /* an empty sum: out is zero */
         for (int64_t i = 0; i < batch * M * N; i++) out[i] = 0.0f;
@@ -297,7 +326,8 @@ void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M
     int64_t pm = ((M + MR - 1) / MR + tm - 1) / tm * MR;
     int64_t pn = ((N + NR - 1) / NR + tn - 1) / tn * NR;
     /* Each thread's buffers, sized for the biggest blocks any piece can use. */
-    int64_t mc = pm < MC ? pm : MC, kc = K < KC ? K : KC, nc = pn < NC ? pn : NC;
+    blocks bl = cache_blocks();
+    int64_t mc = pm < bl.mc ? pm : bl.mc, kc = K < bl.kc ? K : bl.kc, nc = pn < bl.nc ? pn : bl.nc;
     int64_t ap_size = (mc + MR - 1) / MR * MR * kc, bp_size = (nc + NR - 1) / NR * NR * kc;
     /* sizes rounded up to 16 floats keep every buffer 64-byte aligned in one allocation */
     ap_size = (ap_size + 15) / 16 * 16;
@@ -307,8 +337,8 @@ void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M
         for (int64_t i = 0; i < batch * M * N; i++) out[i] = NAN;
         return;
     }
-    operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1};
-    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N};   /* B's rows are out's columns */
+    operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1, round};
+    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N, round};   /* rows: out's columns */
     int64_t pieces = batch * tm * tn;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -323,8 +353,9 @@ void matmul(const float *a, const float *b, float *out, int64_t batch, int64_t M
             int64_t m0 = mi * pm, n0 = ni * pn;
             int64_t m1 = m0 + pm < M ? m0 + pm : M, n1 = n0 + pn < N ? n0 + pn : N;
             if (m0 >= m1 || n0 >= n1) continue;
-            operand Ab = {A.x + bi * M * K, A.rs, A.qs}, Bb = {B.x + bi * K * N, B.rs, B.qs};
-            gemm_block(Ab, Bb, out + bi * M * N, N, K, m0, m1, n0, n1, ap, bp);
+            operand Ab = {A.x + bi * M * K, A.rs, A.qs, round};
+            operand Bb = {B.x + bi * K * N, B.rs, B.qs, round};
+            gemm_block(Ab, Bb, out + bi * M * N, N, K, m0, m1, n0, n1, bl, ap, bp);
         }
     }
     free(buffers);

@@ -12,10 +12,10 @@
  * of out: for each KC-deep slice it packs its A block and sweeps the packed B in NC-wide blocks
  * (KC x NC bf16 = 512 KiB stays in L2 while 12-row A panels, 12 KiB, stay in L1).
  * Paths (the `path` argument, chosen in Python from cpu_features()): CPU_AVX512_BF16 runs the
- * above; 0 rounds the operands to bf16 values and runs the float32 matmul (products of bf16
- * values are exact in float32, so the numbers mean the same; this is what a CPU without bf16
- * instructions gets, at fp32 speed). CPU_AMX_BF16 runs matmul_amx.c's tile kernel. A path the
- * CPU lacks falls to the next one down.
+ * above; 0 runs the float32 GEMM with the operands rounded to bf16 values as it packs them
+ * (matmul_rounded; products of bf16 values are exact in float32, so the numbers mean the same;
+ * this is what a CPU without bf16 instructions gets, at fp32 speed: no extra pass or copy).
+ * CPU_AMX_BF16 runs matmul_amx.c's tile kernel. A path the CPU lacks falls to the next one down.
  *
  * What it is not: faster than float32 without bf16 instructions, or bit-identical to NumPy (the
  * sums run in another order; the conversion is bit-identical, tests/test_c_matmul_bf16.py).
@@ -36,24 +36,6 @@
 void f32_to_bf16(const float *x, uint16_t *y, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > (1 << 20))
     for (int64_t i = 0; i < n; i++) y[i] = bf16_bits(x[i]);
-}
-
-/* Path 0: the operands rounded to bf16 values (in float32), then the float32 matmul. */
-static void emulated(const float *a, const float *b, float *out, int64_t batch, int64_t M,
-                     int64_t N, int64_t K, int transpose_a, int transpose_b) {
-    int64_t na = batch * M * K, nb = batch * K * N;
-    float *ra = malloc((size_t)(na + nb) * sizeof(float));
-    if (!ra) {                      /* no error channel: make the failure visible, never crash */
-        for (int64_t i = 0; i < batch * M * N; i++) out[i] = NAN;
-        return;
-    }
-    float *rb = ra + na;
-#pragma omp parallel for simd schedule(static) if (na + nb > (1 << 20))
-    for (int64_t i = 0; i < na + nb; i++) {
-        ra[i] = bf16_round(i < na ? a[i] : b[i - na]);
-    }
-    matmul(ra, rb, out, batch, M, N, K, transpose_a, transpose_b);
-    free(ra);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -274,11 +256,12 @@ void matmul_bf16(const float *a, const float *b, float *out, int64_t batch, int6
         matmul_amx(a, b, out, batch, M, N, K, transpose_a, transpose_b);
         return;
     }
-    if (path && (features & CPU_AVX512_BF16)) {   /* AMX asked for but absent: the next one down */
+    if (path && (features & CPU_AVX512_BF16)) {   /* vdpbf16ps: asked for, or the next one below AMX */
 #if defined(__x86_64__) && defined(__GNUC__)
         avx512_bf16(a, b, out, batch, M, N, K, transpose_a, transpose_b);
         return;
 #endif
     }
-    emulated(a, b, out, batch, M, N, K, transpose_a, transpose_b);
+    /* path 0: the operands rounded to bf16 values as the float32 GEMM packs them */
+    matmul_rounded(a, b, out, batch, M, N, K, transpose_a, transpose_b, 1);
 }

@@ -45,7 +45,8 @@ void f32_to_bf16(const float *x, uint16_t *y, int64_t n);
 /* cpu.c: the CPU's features, asked at run time (cpuid, XCR0, and Linux's permission for AMX
  * tiles, which cpu_features requests; CPU_AVX2 is AVX2 with FMA and F16C); peak_flops times `iters`
  * iterations of an independent multiply-add loop of `kind` on every OpenMP thread and returns
- * FLOP/s, 0 when the CPU lacks the instructions. */
+ * FLOP/s (each thread's rate by its own CPU time, summed), 0 when the CPU lacks the
+ * instructions. */
 enum { CPU_AVX512 = 1, CPU_AVX512_BF16 = 2, CPU_AMX_BF16 = 4, CPU_AVX2 = 8,
        CPU_AVX512_VNNI = 16 };
 enum { PEAK_FP32 = 0, PEAK_BF16 = 1, PEAK_AMX_BF16 = 2 };

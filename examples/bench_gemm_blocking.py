@@ -6,8 +6,9 @@
 Each variant is csrc/matmul.c compiled with its -D flags into one program (matmul renamed per
 variant), which times every variant on each shape in turn, best of several, by the thread's
 CPU time (a loaded machine's descheduled time is not counted), and times the CPU's fp32 peak
-beside them: a register-only loop of 16 independent AVX-512 FMAs (two units of latency 4 need
-8). "% peak" is GFLOP/s against that loop. The shapes are the training step's (the bench preset
+beside them: a register-only loop of independent FMAs (16 AVX-512 chains, or 12 AVX2 ones where
+the CPU has no AVX-512; two units of latency 4 need 8). "% peak" is GFLOP/s against that loop.
+The shapes are the training step's (the bench preset
 at batch 8: every Linear's forward, dx and dW) and squares. The default pair is the blocking
 in use against MC=3072, the A block in L3 as before (for N <= NC the same loop order).
 On one thread only: the variants differ in cache blocking, which a second thread would blur.
@@ -44,18 +45,29 @@ static double cpu_seconds(void) {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
-static double fma_peak(void) {   /* FLOP/s of 16 independent FMA chains */
-    __m512 acc[16], m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_ps((float)i);
+#ifdef __AVX512F__   /* 16 independent FMA chains of 16 lanes (32 zmm registers) */
+#define CHAINS 16
+typedef __m512 vec;
+#define vset1 _mm512_set1_ps
+#define vfma _mm512_fmadd_ps
+#else                /* AVX2: 12 chains of 8 lanes (16 ymm registers; csrc/cpu.c says why 12) */
+#define CHAINS 12
+typedef __m256 vec;
+#define vset1 _mm256_set1_ps
+#define vfma _mm256_fmadd_ps
+#endif
+static double fma_peak(void) {   /* FLOP/s of CHAINS independent FMA chains */
+    vec acc[CHAINS], m = vset1(0.999999f), c = vset1(1e-7f);
+    for (int i = 0; i < CHAINS; i++) acc[i] = vset1((float)i);
     int64_t iters = 5000000;
     double t = cpu_seconds();
     for (int64_t k = 0; k < iters; k++)
 #pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, c);
+        for (int i = 0; i < CHAINS; i++) acc[i] = vfma(acc[i], m, c);
     t = cpu_seconds() - t;
     volatile float sink = 0;
-    for (int i = 0; i < 16; i++) sink += _mm512_reduce_add_ps(acc[i]);
-    return iters * 16.0 * 32 / t;
+    for (int i = 0; i < CHAINS; i++) sink += acc[i][0];
+    return iters * (double)CHAINS * sizeof(vec) / sizeof(float) * 2 / t;
 }
 int main(void) {
     mm_fn fns[] = {%(fns)s};
@@ -100,7 +112,8 @@ def run(variants, cc):
         for i, flags in enumerate(variants):
             obj = os.path.join(tmp, f"v{i}.o")
             subprocess.run([cc, "-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-c",
-                            f"-Dmatmul=matmul_v{i}", *flags.split(), "-I", os.path.join(ROOT, "csrc"),
+                            f"-Dmatmul=matmul_v{i}", f"-Dmatmul_rounded=matmul_rounded_v{i}",
+                            *flags.split(), "-I", os.path.join(ROOT, "csrc"),
                             os.path.join(ROOT, "csrc", "matmul.c"), "-o", obj], check=True)
             objects.append(obj)
         decls = "\n".join(f"void matmul_v{i}(const float *, const float *, float *, int64_t, "

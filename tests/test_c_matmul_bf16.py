@@ -119,6 +119,17 @@ def test_any_path_bit_runs_without_crashing(bit):
     assert_bf16_close(out, a, b, False, False, f"path bit {bit}")
 
 
+def test_peak_loops_run_on_what_the_cpu_has():
+    """csrc/cpu.c's multiply-add loops (bench_matmul's "% of peak"): the fp32 one runs on any CPU
+    with AVX2 or AVX-512 and gives a positive rate; a kind the CPU lacks gives 0, not a crash.
+    No time is asserted: the figure only has to exist and be finite."""
+    lib, features = c_kernels.lib, c_kernels.lib.cpu_features()
+    fp32 = lib.peak_flops(lib.PEAK_FP32, 10_000)
+    assert (fp32 > 0) == bool(features & (lib.CPU_AVX2 | lib.CPU_AVX512)) and np.isfinite(fp32)
+    assert (lib.peak_flops(lib.PEAK_BF16, 10_000) > 0) == bool(features & lib.CPU_AVX512_BF16)
+    assert (lib.peak_flops(lib.PEAK_AMX_BF16, 10_000) > 0) == bool(features & lib.CPU_AMX_BF16)
+
+
 def test_empty_and_bad_arguments():
     zeros = c_kernels.matmul_bf16(np.ones((3, 0), np.float32), np.ones((0, 4), np.float32))
     np.testing.assert_array_equal(zeros, np.zeros((3, 4), np.float32))
