@@ -121,10 +121,13 @@ static blocks cache_blocks(void) { return (blocks){KC, NC, MC, 0}; }
  * L1d, 512 KiB L2) the AVX-512 order's B block (256 x 512 floats, 512 KiB) filled the whole L2,
  * and NC = 512 made A be packed again for every 512 columns (8% of the time at 2048 x 1152 x
  * 384, where the 6-row A panel packs at 0.57 ns a float). BLIS's Zen 3 blocks are 144 / 256 /
- * 4080; these rules give KC 256, MC 126, NC 4080 there:
+ * 4080; these rules give KC 256, MC 126, NC 1024 there:
  *   KC: the B micro-panel (KC x NR floats) fills half the L1d, the A panel streams by it;
  *   MC: the packed A block (MC x KC floats) a quarter of the L2, swept once per B panel;
- *   NC: the B block lives in L3, so it can be wide: A is packed once for N <= 4080.
+ *   NC: the B block lives in L3 (1 MiB per thread, twice the L2 here: NC 1024). BLIS's 4080 packs
+ *       A once for N <= 4080 but was no faster on Zen 3 within the load's +-10% (NC 128-4096), and
+ *       its 4 MiB per thread of B block raised LoRA fine-tuning's peak memory from 38% to 42% of
+ *       full fine-tuning's (examples/bench_finetune.py, bench preset, batch 1).
  * -DKC=, -DNC=, -DMC= and -DB_PANEL_IN_L1=0 override them (examples/bench_gemm_blocking.py). */
 static blocks cache_blocks(void) {
     long l1 = 32 << 10, l2 = 512 << 10;
@@ -135,7 +138,8 @@ static blocks cache_blocks(void) {
     int64_t kc = l1 / 2 / (NR * sizeof(float));
     kc = kc < 64 ? 64 : kc > 512 ? 512 : kc;
     int64_t mc = l2 / 4 / (kc * sizeof(float)) / MR * MR;
-    blocks bl = {kc, 4080 / NR * NR, mc < 4 * MR ? 4 * MR : mc, 1};
+    int64_t nc = 2 * l2 / (kc * (int64_t)sizeof(float)) / NR * NR;
+    blocks bl = {kc, nc < 4 * NR ? 4 * NR : nc, mc < 4 * MR ? 4 * MR : mc, 1};
 #ifdef KC
     bl.kc = KC;
 #endif

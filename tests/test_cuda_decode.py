@@ -58,6 +58,7 @@ def test_kv_write_and_its_checks(cuda):
         cuda.attention_decode(cuda.to_device(randn(rng, 2, 3, 1, 4)), d, d, 11)
 
 
-def test_cached_logits_equal_uncached_on_the_device(cuda):
+@pytest.mark.parametrize("inference", [False, True])
+def test_cached_logits_equal_uncached_on_the_device(cuda, inference):
     from tests.test_generate import test_logits_with_the_cache_equal_those_without_at_every_position as check
-    check("cuda")
+    check("cuda", inference)   # inference: CUDA has no fused block, so layer by layer either way
