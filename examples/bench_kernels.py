@@ -33,6 +33,7 @@ CHANNELS, VOCAB, ATTENTION_T = 384, 8192, 256            # the bench preset
 
 def best_of(repeats, fn):
     """The fastest of `repeats` calls after one warm-up, in seconds."""
+    time.sleep(0.3)   # let the previous row's worker threads (OpenBLAS, torch's) stop spinning
     fn()
     times = []
     for _ in range(repeats):
