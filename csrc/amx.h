@@ -27,14 +27,14 @@ typedef struct {
 } tile_config;
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define AMX_BUILT 1              /* the tile code is compiled: real, or emulated below */
 #include <immintrin.h>           /* first, so the emulation's names below replace its own */
+#endif
+#if defined(TINYLLM_AMX_EMU) || (defined(__x86_64__) && defined(__GNUC__))
+#define AMX_BUILT 1              /* the tile code is compiled: real, or emulated below */
 #endif
 #ifndef TINYLLM_AMX_EMU
 #define TARGET_AMX __attribute__((target("amx-tile,amx-bf16")))
 #else
-#undef AMX_BUILT
-#define AMX_BUILT 1
 #define TARGET_AMX
 typedef struct {
     int rows, colsb;

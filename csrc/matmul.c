@@ -28,11 +28,9 @@
 #include <stdlib.h>
 #include <math.h>
 #include <unistd.h>
+#include "parallel.h"
 #include "tinyllm.h"
 #include "bf16.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 /* ---------------------------------------------------------------------------------------------
  * The micro-kernel's vector vocabulary. One kernel body below is written in these names; each
@@ -320,10 +318,7 @@ void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, i
         for (int64_t i = 0; i < batch * M * N; i++) out[i] = 0.0f;
         return;
     }
-    int threads = 1;
-#ifdef _OPENMP
-    if (batch * M * N * K >= PARALLEL_MIN_FMAS) threads = omp_get_max_threads();
-#endif
+    int threads = gemm_threads(batch * M * N * K, PARALLEL_MIN_FMAS);
     int64_t tm, tn;
     split(batch, M, N, threads, &tm, &tn);
     /* a piece: tm-th of the row tiles by tn-th of the column tiles */
@@ -346,10 +341,7 @@ void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, i
     int64_t pieces = batch * tm * tn;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-#endif
+        int t = thread_index();
         float *ap = buffers + t * (ap_size + bp_size), *bp = ap + ap_size;
 #pragma omp for schedule(static)
         for (int64_t piece = 0; piece < pieces; piece++) {

@@ -29,10 +29,8 @@
 #include <stdlib.h>
 #include "amx.h"
 #include "bf16.h"
+#include "parallel.h"
 #include "tinyllm.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #ifdef AMX_BUILT
 #define TB 32                       /* rows of an A block, columns of a B panel */
@@ -104,10 +102,7 @@ TARGET_AMX static void block(const uint32_t *ap, const uint32_t *bp, int64_t kpa
 
 TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t batch, int64_t M,
                            int64_t N, int64_t K, int transpose_a, int transpose_b) {
-    int threads = 1;
-#ifdef _OPENMP
-    if (batch * M * N * K >= PARALLEL_MIN_FMAS) threads = omp_get_max_threads();
-#endif
+    int threads = gemm_threads(batch * M * N * K, PARALLEL_MIN_FMAS);
     int64_t kpad = ((K + 1) / 2 + TKP - 1) / TKP * TKP;
     int64_t panels = (N + TB - 1) / TB, blocks = (M + TB - 1) / TB;
     int64_t b_size = panels * kpad * TB, a_size = TB * kpad;
@@ -118,10 +113,7 @@ TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t b
     }
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-#endif
+        int t = thread_index();
 #pragma omp for schedule(static) collapse(2)
         for (int64_t bi = 0; bi < batch; bi++)
             for (int64_t j = 0; j < panels; j++) {   /* op(b)(k, n): b's (n, k) or (k, n) */

@@ -25,13 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include "parallel.h"
 #include "tinyllm.h"
 #include "avx512.h"
 #include "amx.h"
 #include "bf16.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 void f32_to_bf16(const float *x, uint16_t *y, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (n > (1 << 20))
@@ -173,10 +171,7 @@ TARGET_BF16 static void row_block(const float *a, int64_t ars, int64_t aqs, cons
 TARGET_BF16 static void avx512_bf16(const float *a, const float *b, float *out, int64_t batch,
                                     int64_t M, int64_t N, int64_t K, int transpose_a,
                                     int transpose_b) {
-    int threads = 1;
-#ifdef _OPENMP
-    if (batch * M * N * K >= PARALLEL_MIN_FMAS) threads = omp_get_max_threads();
-#endif
+    int threads = gemm_threads(batch * M * N * K, PARALLEL_MIN_FMAS);
     /* row blocks: whole MR tiles, at most MC rows, and enough of them to keep every thread busy */
     int64_t per_matrix = (threads + batch - 1) / batch, mt = (M + MR - 1) / MR;
     int64_t rows = ((mt + per_matrix - 1) / per_matrix) * MR;
@@ -193,10 +188,7 @@ TARGET_BF16 static void avx512_bf16(const float *a, const float *b, float *out, 
     int64_t kblocks = (K + KC - 1) / KC, panels = np / NR;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        int t = 0;
-#ifdef _OPENMP
-        t = omp_get_thread_num();
-#endif
+        int t = thread_index();
 #pragma omp for schedule(static) collapse(2)
         for (int64_t bk = 0; bk < batch * kblocks; bk++)
             for (int64_t j = 0; j < panels; j++) {

@@ -13,8 +13,29 @@
 #ifndef TINYLLM_PARALLEL_H
 #define TINYLLM_PARALLEL_H
 #include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define PARALLEL_MIN 32768
+
+/* The GEMMs' OpenMP bookkeeping: the threads a product of `fmas` multiply-adds gets (one below
+ * `min`, where waking the others costs more than they save), and which of them is running. */
+static inline int gemm_threads(int64_t fmas, int64_t min) {
+#ifdef _OPENMP
+    if (fmas >= min) return omp_get_max_threads();
+#endif
+    (void)fmas, (void)min;
+    return 1;
+}
+
+static inline int thread_index(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
 
 /* pool.c: task(ctx, i) for every chunk i < n, on this thread and the helpers that are running. */
 typedef void (*pool_task)(void *ctx, int64_t chunk);
