@@ -100,7 +100,8 @@ def describe_cpu():
     have = ", ".join(f"{name} {'✓' if FEATURES & bit else '✗'}" for name, bit in
                      (("AVX2+FMA", lib.CPU_AVX2), ("AVX-512", lib.CPU_AVX512),
                       ("AVX512-BF16", lib.CPU_AVX512_BF16), ("AMX-BF16", lib.CPU_AMX_BF16)))
-    emulated = " (emulated: bf16-rounded operands, fp32 arithmetic)" if BF16_PATH == "fp32" else ""
+    emulated = (" (emulated: fp32 arithmetic, the matmuls' operands bf16-rounded, attention's not)"
+                if BF16_PATH == "fp32" else "")
     return f"{have}; bf16 matmul path: {BF16_PATH}{emulated}; decode path: {DECODE_PATH}"
 
 
