@@ -9,16 +9,16 @@
  *
  * attention_forward_bf16 / attention_backward_bf16 are the same kernels with every tile
  * product in mixed precision (numpy_kernels.attention_forward_bf16 defines them): operands
- * rounded to bfloat16, float32 sums, by bf16.h's vdpbf16ps GEMM when the CPU has it, else as
- * float32 products of operands rounded beforehand (the same numbers: a product of two bf16s is
- * exact in float32). The softmax (scores scaled, running max and sum, lse, D) stays float32.
+ * rounded to bfloat16, float32 sums, by bf16.h's vdpbf16ps GEMM. The softmax (scores scaled,
+ * running max and sum, lse, D) stays float32. On a CPU without vdpbf16ps they are the float32
+ * kernels, unrounded: rounding there buys no speed and cost 1.2x the time (bf16_precision).
  *
  * Not here: the KV cache (generate.py keeps it), attention of a decoding step's few queries
  * against it (decode.c), and the matmul of the projections (matmul.c). Read softmax.c for the plain
  * row-wise softmax, and tests/test_c_kernels.py for how this is checked.
  */
 #include <math.h>
-#include <stdlib.h>
+#include <string.h>
 
 #include "bf16.h"
 #include "fastmath.h"
@@ -33,15 +33,13 @@
 
 typedef float Block[TILE][TILE];
 
-/* How the tile products multiply: float32; bf16 on vdpbf16ps (bf16_gemm_acc); or bf16
- * emulated, float32 products of operands already rounded (q, k, v, dout copies; p, ds blocks). */
-enum { FP32, BF16_AVX512, BF16_EMULATED };
+/* How the tile products multiply: float32, or bf16 on vdpbf16ps (bf16_gemm_acc). */
+enum { FP32, BF16_AVX512 };
 
 /* One (batch, head): its slices of every array, and the sizes they share. */
 typedef struct {
     const float *q, *dout, *out, *lse;            // (Tq, hs), (Tq, hs), (Tq, hs), (Tq,)
     const float *k, *v;                           // (Tk, hs) each
-    const float *dout_mm;                         // dout as the products read it (Tq, hs)
     float *dq, *dk, *dv;                          // (Tq, hs), (Tk, hs), (Tk, hs)
     int64_t Tq, Tk, hs;
     float scale;
@@ -53,7 +51,7 @@ typedef struct {
 static Head all_heads(const float *q, const float *k, const float *v, const float *dout,
                       const float *out, const float *lse, float *dq, float *dk, float *dv,
                       int64_t Tq, int64_t Tk, int64_t hs) {
-    Head h = {.q = q, .dout = dout, .out = out, .lse = lse, .k = k, .v = v, .dout_mm = dout,
+    Head h = {.q = q, .dout = dout, .out = out, .lse = lse, .k = k, .v = v,
               .dq = dq, .dk = dk, .dv = dv, .Tq = Tq, .Tk = Tk, .hs = hs,
               .scale = 1.0f / sqrtf((float)hs), .precision = FP32};
     return h;
@@ -64,7 +62,7 @@ static Head head_at(const Head *all, int64_t bh) {
     int64_t at_q = bh * h.Tq * h.hs, at_k = bh * h.Tk * h.hs;
     h.q += at_q, h.out += at_q, h.lse += bh * h.Tq, h.k += at_k, h.v += at_k;
     if (h.dout)   // NULL stays NULL (offsetting it would be undefined)
-        h.dout += at_q, h.dout_mm += at_q, h.dq += at_q, h.dk += at_k, h.dv += at_k;
+        h.dout += at_q, h.dq += at_q, h.dk += at_k, h.dv += at_k;
     return h;
 }
 
@@ -80,34 +78,55 @@ static int64_t visible_keys(int64_t pos, int64_t k0, int64_t nk) {
 /* c (M, N) += a (M, K) @ b (K, N): every tile matmul below. a's element (i, k)
  * is a[i * a_rs + k * a_cs], so a block is used as it is (a_rs = TILE, a_cs = 1)
  * or transposed (1, TILE) without a copy; b and c have row strides ldb, ldc.
- * An MR x NR block of c stays in registers while k runs (NR floats are one
- * AVX-512 register; MR of them hide the FMA latency): 2x the speed of a
+ * An mr x NR block of c stays in registers while k runs (NR floats are one
+ * AVX-512 register, two AVX2 ones; MR rows hide the FMA latency): 2x the speed of a
  * row-at-a-time axpy, which still takes the edges that do not fill a block.
+ * MR fills the register file without spilling: AVX-512's 32 registers hold 8 rows
+ * (8 sums); AVX2's 16 hold 6 rows (12 sums, 2 of b, 1 of a): at 8 rows GCC spilled 3 sums
+ * to the stack on every k (Zen 3). 64-row tiles then end in a block of 4 rows (60 + 4).
+ * On AVX2 the k loop is also unrolled 4 times: 64^3 in L1 went 65 -> 77 GFLOP/s on one Zen 3
+ * core (8 rows: 48).
  * fmaf, not a * b + c: -std=c11 turns off GCC's contraction into FMA. */
+#ifdef __AVX512F__
 #define MR 8
+#define UNROLL_K
+#else
+#define MR 6
+#define UNROLL_K _Pragma("GCC unroll 4")
+#endif
 #define NR 16
+
+/* The mr x NR block of c at row i0, column j0 (mr a constant where inlined: its loops unroll). */
+static inline __attribute__((always_inline)) void gemm_block(
+        const float *restrict a, int64_t a_rs, int64_t a_cs, const float *restrict b, int64_t ldb,
+        float *restrict c, int64_t ldc, int64_t i0, int64_t j0, int64_t K, const int mr) {
+    float acc[MR][NR];                                             // (mr, NR) block of c
+    for (int r = 0; r < mr; r++)
+#pragma omp simd
+        for (int j = 0; j < NR; j++) acc[r][j] = c[(i0 + r) * ldc + j0 + j];
+    UNROLL_K
+    for (int64_t k = 0; k < K; k++) {
+        const float *bk = b + k * ldb + j0;
+        for (int r = 0; r < mr; r++) {
+            float ark = a[(i0 + r) * a_rs + k * a_cs];
+#pragma omp simd
+            for (int j = 0; j < NR; j++) acc[r][j] = fmaf(ark, bk[j], acc[r][j]);
+        }
+    }
+    for (int r = 0; r < mr; r++)
+#pragma omp simd
+        for (int j = 0; j < NR; j++) c[(i0 + r) * ldc + j0 + j] = acc[r][j];
+}
 
 static void gemm_acc(const float *restrict a, int64_t a_rs, int64_t a_cs, const float *restrict b,
                      int64_t ldb, float *restrict c, int64_t ldc, int64_t M, int64_t N, int64_t K) {
-    int64_t M_full = M - M % MR, N_full = N - N % NR;
-    for (int64_t i0 = 0; i0 < M_full; i0 += MR)
-        for (int64_t j0 = 0; j0 < N_full; j0 += NR) {
-            float acc[MR][NR];                                     // (MR, NR) block of c
-            for (int r = 0; r < MR; r++)
-#pragma omp simd
-                for (int j = 0; j < NR; j++) acc[r][j] = c[(i0 + r) * ldc + j0 + j];
-            for (int64_t k = 0; k < K; k++) {
-                const float *bk = b + k * ldb + j0;
-                for (int r = 0; r < MR; r++) {
-                    float ark = a[(i0 + r) * a_rs + k * a_cs];
-#pragma omp simd
-                    for (int j = 0; j < NR; j++) acc[r][j] = fmaf(ark, bk[j], acc[r][j]);
-                }
-            }
-            for (int r = 0; r < MR; r++)
-#pragma omp simd
-                for (int j = 0; j < NR; j++) c[(i0 + r) * ldc + j0 + j] = acc[r][j];
-        }
+    int64_t M_full = 0, N_full = N - N % NR;
+    for (; M_full + MR <= M; M_full += MR)
+        for (int64_t j0 = 0; j0 < N_full; j0 += NR)
+            gemm_block(a, a_rs, a_cs, b, ldb, c, ldc, M_full, j0, K, MR);
+    for (; M_full + 4 <= M; M_full += 4)                           // AVX2: a tile's last 4 rows
+        for (int64_t j0 = 0; j0 < N_full; j0 += NR)
+            gemm_block(a, a_rs, a_cs, b, ldb, c, ldc, M_full, j0, K, 4);
     for (int64_t i = 0; i < M; i++) {                             // the edges: rows past M_full,
         int64_t j_start = i < M_full ? N_full : 0;                 // columns past N_full
         float *ci = c + i * ldc;
@@ -156,9 +175,6 @@ static void product(const Head *h, const float *a, int64_t a_rs, int64_t a_cs, c
         gemm_acc(a, a_rs, a_cs, b, ldb, c, ldc, M, N, K);
 }
 
-/* p or ds as a product reads it: rounded where computed when emulated (bf16_gemm_acc packs). */
-static inline float operand(int emulated, float x) { return emulated ? bf16_round(x) : x; }
-
 /* ---------------------------------------------------------------------------
  * forward: one query tile [q0, q0 + nq) of one head */
 
@@ -187,8 +203,6 @@ static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0
                 si[j] = exp_nonpositive(fmaf(si[j], h->scale, -m_new));
                 sum += si[j];                                      // l sums p unrounded
             }
-            if (h->precision == BF16_EMULATED)                     // p rounded while in L1
-                for (int64_t j = 0; j < n; j++) si[j] = bf16_round(si[j]);
             for (int64_t j = n; j < nk; j++) si[j] = 0.0f;        // masked: exp(-inf) = 0
             l[i] = l[i] * correction + sum;
             m[i] = m_new;
@@ -231,7 +245,6 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
 static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
                                int with_dq, int with_dkdv) {
     const int64_t hs = h->hs, offset = h->Tk - h->Tq;
-    const int emulated = h->precision == BF16_EMULATED;
     const float *q = h->q + q0 * hs, *dout = h->dout + q0 * hs;   // (nq, hs)
     const float *k = h->k + k0 * hs, *v = h->v + k0 * hs;          // (nk, hs)
     Block p, ds;                                                   // (nq, nk) each
@@ -243,22 +256,17 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
         for (int64_t j = 0; j < n; j++) p[i][j] = exp_nonpositive(fmaf(p[i][j], h->scale, -lse_i));
         for (int64_t j = n; j < nk; j++) p[i][j] = 0.0f;
     }
-    scores(h, h->dout_mm + q0 * hs, nq, v, nk, ds);                // dp = dout v^T
+    scores(h, dout, nq, v, nk, ds);                                // dp = dout v^T
     for (int64_t i = 0; i < nq; i++) {                             // forward: p = softmax(s)
         const float *o = h->out + (q0 + i) * hs, *g = dout + i * hs;
         float D = 0.0f;                                            // rowsum(dout * out) = p . dp
 #pragma omp simd reduction(+ : D)
         for (int64_t d = 0; d < hs; d++) D += g[d] * o[d];
 #pragma omp simd
-        for (int64_t j = 0; j < nk; j++) {                         // ds uses p unrounded
-            float pj = p[i][j];
-            ds[i][j] = operand(emulated, pj * (ds[i][j] - D) * h->scale);
-            p[i][j] = operand(emulated, pj);
-        }
+        for (int64_t j = 0; j < nk; j++) ds[i][j] = p[i][j] * (ds[i][j] - D) * h->scale;
     }
-    const float *dout_mm = h->dout_mm + q0 * hs;                   // (nq, hs)
     if (with_dkdv)                                                 // forward: out = p v
-        product(h, &p[0][0], 1, TILE, dout_mm, hs, h->dv + k0 * hs, hs, nk, hs, nq);  // dv += p^T dout
+        product(h, &p[0][0], 1, TILE, dout, hs, h->dv + k0 * hs, hs, nk, hs, nq);  // dv += p^T dout
     if (with_dq)                                                   // s = q k^T: dq += ds k
         product(h, &ds[0][0], TILE, 1, k, hs, h->dq + q0 * hs, hs, nq, hs, nk);
     if (with_dkdv)                                                 //            dk += ds^T q
@@ -338,63 +346,26 @@ void attention_backward(const float *dout, const float *q, const float *k, const
 /* ---------------------------------------------------------------------------
  * mixed precision: the same kernels, their tile products in bf16 */
 
-/* dst = src[0..count) (n[a] floats each) rounded to bf16, back to back: the emulated path's
- * operand copies, in one parallel region (one per array waited each time for the slowest). */
-static void round_copies(float *dst, int count, const float *const *src, const int64_t *n) {
-#pragma omp parallel if (n[0] >= PARALLEL_MIN)
-    {
-        float *d = dst;
-        for (int a = 0; a < count; a++) {
-#pragma omp for simd schedule(static) nowait
-            for (int64_t i = 0; i < n[a]; i++) d[i] = bf16_round(src[a][i]);
-            d += n[a];
-        }
-    }
-}
-
-/* The precision `path` (matmul_bf16's argument) runs at on this CPU. */
+/* The precision `path` (matmul_bf16's argument) runs at on this CPU. Without vdpbf16ps the
+ * float32 kernels run, unrounded: rounding q, k, v, dout (copies), p and ds there bought no
+ * speed and made the kernels 1.2x slower than float32 (Zen 3, BENCHMARKS.md); matmul_bf16's
+ * fp32 path still rounds, as it packs, where that costs nothing. */
 static int bf16_precision(int path) {
-    return path && (cpu_features() & CPU_AVX512_BF16) ? BF16_AVX512 : BF16_EMULATED;
-}
-
-static void fill_nan(float *x, int64_t n) {   /* no error channel: make a failure visible */
-    for (int64_t i = 0; i < n; i++) x[i] = NAN;
+    return path && (cpu_features() & CPU_AVX512_BF16) ? BF16_AVX512 : FP32;
 }
 
 void attention_forward_bf16(const float *q, const float *k, const float *v, float *out,
                             float *lse, int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs,
                             int path) {
     Head all = all_heads(q, k, v, NULL, out, lse, NULL, NULL, NULL, Tq, Tk, hs);
-    int64_t nq = B * nh * Tq * hs, nk = B * nh * Tk * hs;
-    float *copy = NULL;
     all.precision = bf16_precision(path);
-    if (all.precision == BF16_EMULATED) {
-        if (!(copy = malloc((size_t)(nq + 2 * nk) * sizeof(float)))) {
-            fill_nan(out, nq), fill_nan(lse, B * nh * Tq);
-            return;
-        }
-        round_copies(copy, 3, (const float *[]){q, k, v}, (int64_t[]){nq, nk, nk});
-        all.q = copy, all.k = copy + nq, all.v = copy + nq + nk;
-    }
     forward(&all, out, lse, B * nh);
-    free(copy);
 }
 
 void attention_backward_bf16(const float *dout, const float *q, const float *k, const float *v,
                              const float *out, const float *lse, float *dq, float *dk, float *dv,
                              int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs, int path) {
     Head all = all_heads(q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
-    int64_t nq = B * nh * Tq * hs, nk = B * nh * Tk * hs;
-    float *copy = NULL;
     all.precision = bf16_precision(path);
-    if (all.precision == BF16_EMULATED) {
-        if (!(copy = malloc((size_t)(2 * nq + 2 * nk) * sizeof(float)))) {
-            fill_nan(dq, nq), fill_nan(dk, nk), fill_nan(dv, nk);
-            return;
-        }
-        round_copies(copy, 4, (const float *[]){q, dout, k, v}, (int64_t[]){nq, nq, nk, nk});
-        all.q = copy, all.dout_mm = copy + nq, all.k = copy + 2 * nq, all.v = all.k + nk;
-    }
     backward(&all, B * nh);
-    free(copy);
 }

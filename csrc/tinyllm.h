@@ -123,6 +123,14 @@ int decode_block(const float *x, float *out, const float *ln_1, const float *ln_
                  int64_t C, int64_t nh, int64_t start, int64_t Tmax, float eps, int path,
                  int qpath);
 
+/* heads.c: x (B, T, P, nh, hs), the fused projection's output, holds P parts (q, k, v: P = 3;
+ * an attention output: P = 1). split_heads writes part p as out (B, nh, T, hs); merge_heads
+ * writes x (B, nh, T, hs) into part p of out (B, T, P, nh, hs), leaving the other parts. */
+void split_heads(const float *x, float *out, int64_t B, int64_t T, int64_t P, int64_t p,
+                 int64_t nh, int64_t hs);
+void merge_heads(const float *x, float *out, int64_t B, int64_t T, int64_t P, int64_t p,
+                 int64_t nh, int64_t hs);
+
 /* softmax.c: row-wise over the last axis. x, y, dy, dx: (N, C). */
 void softmax_forward(const float *x, float *y, int64_t N, int64_t C);
 void softmax_backward(const float *dy, const float *y, float *dx, int64_t N, int64_t C);
@@ -160,6 +168,8 @@ void add_forward(const float *a, const float *b, float *out, int64_t n);
 /* adamw.c: one AdamW step in place on param, m, v (n values each); step counts from 1. */
 void adamw_update(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                   float beta1, float beta2, float eps, float weight_decay, int64_t step);
+/* sum_of_squares: the sum of x[i]^2 over n values, in double (gradient clipping's norm). */
+double sum_of_squares(const float *x, int64_t n);
 
 /* threads.c: the number of OpenMP threads the kernels use (1 without OpenMP). */
 int num_threads(void);

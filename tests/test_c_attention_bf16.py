@@ -4,12 +4,15 @@ NumPy definition, on every bf16 path of the C backend.
 What it checks:
   - the definition (numpy_kernels.attention_forward_bf16) is what its docstring says: on one
     tile, s = bf16(q) bf16(k)^T / sqrt(hs), p = exp(s - max), out = bf16(p) bf16(v) / sum(p);
-  - the C kernels on each path of c_kernels.BF16_PATHS, forced (avx512_bf16: vdpbf16ps tiles;
-    fp32: float32 products of operands rounded first), at awkward sizes: one key, odd head sizes,
-    hs past the bf16 tile GEMM's 128-deep blocks, several 64-row tiles, Tq < Tk, and B * nh below
-    the thread count (the backward's two-pass split);
-  - that the bf16 path is taken (the numbers differ from fp32's, within bf16's error) and that a
-    path bit the CPU may lack (AMX) passed straight to C falls back instead of crashing.
+  - the C kernels on each path of c_kernels.BF16_PATHS, forced, at awkward sizes: one key, odd
+    head sizes, hs past the bf16 tile GEMM's 128-deep blocks, several 64-row tiles, Tq < Tk, and
+    B * nh below the thread count (the backward's two-pass split). With vdpbf16ps (avx512_bf16,
+    and amx_bf16 on a CPU that has both) against the definition; without it (the fp32 path, and
+    every path on a CPU without AVX512-BF16) the kernels are the float32 ones, bit for bit: there
+    rounding bought no speed and cost 1.2x the time (csrc/attention.c's bf16_precision);
+  - that the bf16 path is taken where it exists (the numbers differ from fp32's, within bf16's
+    error) and that a path bit the CPU may lack (AMX) passed straight to C falls back instead of
+    crashing.
 The float64 gradient checks of the float32 definition stay in tests/test_gradcheck.py: rounding
 has no derivative, and the bf16 backward is the float32 one with its products' operands rounded.
 
@@ -42,6 +45,11 @@ STEP = 2.0**-7               # one bfloat16 step, relative (8 significant bits)
 SLACK = 1e-5                 # float32 sums and exp, relative to the largest value
 RARE = 0.05                  # the share of elements that may exceed the slack (module docstring)
 PATHS = list(c_kernels.BF16_PATHS)
+
+
+def rounds(path):
+    """Whether attention_*_bf16 on `path` multiplies in bf16 here, not as the float32 kernel."""
+    return path != "fp32" and bool(c_kernels.FEATURES & c_kernels.lib.CPU_AVX512_BF16)
 # (B, nh, Tq, Tk, hs)
 SHAPES = [(1, 1, 1, 1, 1), (2, 3, 67, 67, 24), (1, 2, 130, 130, 64), (1, 1, 5, 77, 100),
           (3, 1, 64, 64, 130), (1, 1, 200, 200, 33)]
@@ -99,6 +107,13 @@ def test_definition_on_one_tile():
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_c_matches_the_definition(shape, path):
     q, k, v, dout = inputs(shape)
+    if not rounds(path):                     # the float32 kernels (tested against NumPy's)
+        out32 = c_kernels.attention_forward(q, k, v)
+        for got, want in zip((*c_kernels.attention_forward_bf16(q, k, v, path=path),
+                              *c_kernels.attention_backward_bf16(dout, q, k, v, *out32, path=path)),
+                             (*out32, *c_kernels.attention_backward(dout, q, k, v, *out32))):
+            np.testing.assert_array_equal(got, want)
+        return
     ref_out, ref_lse = ref_kernels.attention_forward_bf16(q, k, v, tile=C_TILE)
     ref_grads = ref_kernels.attention_backward_bf16(dout, q, k, v, ref_out, ref_lse, tile=C_TILE)
     out, lse = c_kernels.attention_forward_bf16(q, k, v, path=path)
@@ -113,6 +128,8 @@ def test_c_matches_the_definition(shape, path):
 def test_bf16_differs_from_fp32_within_its_rounding():
     """The bf16 kernels really round (so they are the ones running) and stay near float32's:
     the largest difference is a few bf16 steps of the largest value, nowhere near O(1)."""
+    if not rounds(c_kernels.BF16_PATH):
+        pytest.skip(f"bf16 path {c_kernels.BF16_PATH}: attention runs the float32 kernels here")
     q, k, v, dout = inputs((2, 3, 67, 67, 24), seed=1)
     fp32 = c_kernels.attention_forward(q, k, v)
     bf16 = c_kernels.attention_forward_bf16(q, k, v)

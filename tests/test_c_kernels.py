@@ -187,6 +187,28 @@ def test_add_matches_numpy(shape):
     assert_close("add", C.add_forward(a, b), K.add_forward(*f64(a, b)), ELEMENTWISE_TOL)
 
 
+@pytest.mark.parametrize("B, T, P, nh, hs", [(1, 1, 1, 1, 1), (2, 7, 3, 3, 5), (3, 65, 1, 2, 64),
+                                             (2, 130, 3, 6, 64)])
+def test_split_and_merge_heads_match_numpy(B, T, P, nh, hs):
+    """Copies, so exact; the last shape is past PARALLEL_MIN (the threaded loop)."""
+    x = randn(np.random.default_rng(T), B, T, P * nh * hs)           # (B, T, P*nh*hs)
+    parts = C.split_heads(x, P, nh)
+    for ours, ref in zip(parts, K.split_heads(x, P, nh)):
+        np.testing.assert_array_equal(ours, ref)                       # (B, nh, T, hs)
+    np.testing.assert_array_equal(C.merge_heads(parts), x)
+    np.testing.assert_array_equal(C.merge_heads(parts[::-1]), K.merge_heads(parts[::-1]))
+    with pytest.raises(ValueError, match="do not split"):
+        C.split_heads(x, 1, x.shape[-1] + 1)
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 65], [257, 100_000]])
+def test_sum_of_squares_matches_numpy(sizes):
+    """Sums in double of up to 1e5 terms: only the order differs from NumPy's."""
+    arrays = [randn(np.random.default_rng(n), n, scale=100.0) for n in sizes]
+    ref = K.sum_of_squares(arrays)
+    assert abs(C.sum_of_squares(arrays) - ref) <= 1e-12 * ref
+
+
 # ----------------------------------------------------------------------------
 # embedding, cross-entropy, AdamW
 

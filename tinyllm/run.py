@@ -177,10 +177,13 @@ def matmul_precision(backend, dtype):
                          f"--backend c or numpy, or --dtype fp32")
     path = getattr(backend, "BF16_PATH", "numpy")
     if path in ("fp32", "numpy"):
-        where = ("no AVX512-BF16 or AMX on this CPU, or TINYLLM_BF16_PATH=fp32" if path == "fp32"
-                 else "the numpy backend rounds in NumPy")
-        print(f"tinyllm: --dtype bf16 is emulated ({where}): bf16-rounded operands multiplied in "
-              f"fp32, the same numbers at no gain in speed", file=sys.stderr)
+        where, how = (("no AVX512-BF16 or AMX on this CPU, or TINYLLM_BF16_PATH=fp32",
+                       "the Linear layers' operands rounded to bf16 as they are packed, attention "
+                       "unrounded (csrc/attention.c), all multiplied in fp32")
+                      if path == "fp32" else ("the numpy backend rounds in NumPy",
+                                              "bf16-rounded operands multiplied in fp32"))
+        print(f"tinyllm: --dtype bf16 is emulated ({where}): {how}, at no gain in speed",
+              file=sys.stderr)
     return f"bf16 ({path})"
 
 

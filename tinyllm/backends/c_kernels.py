@@ -10,8 +10,8 @@ Every wrapper has the signature and the meaning of its twin in numpy_kernels.py,
 checks dtype, shape, contiguity and alignment before it calls into C (C never sees
 a bad buffer), and allocates its outputs; adamw_update, the one kernel that updates
 arrays in place, also checks they are writable. Kernels the C library does not
-implement (layernorm, used only by a model variant, and the memory-bound copies
-around the kernels) are NumPy's, re-exported at the bottom. TINYLLM_LIB names
+implement (layernorm, used only by a model variant, dropout and the KV cache's
+writes) are NumPy's, re-exported at the bottom. TINYLLM_LIB names
 another build of the library (the sanitizer build uses it).
 """
 
@@ -22,7 +22,8 @@ from tinyllm.backends import numpy_kernels as _reference
 from tinyllm.backends.c_library import (HEADER_PATH, LIB_PATH, _contiguous, _f32, _ids, _p,  # noqa: F401
                                         _pi, _writable, check_available, ffi, lib)
 from tinyllm.backends.checks import (BLOCK_WEIGHTS, attention_sizes, block_width, check_blocks,
-                                     decode_block_sizes, matmul_sizes, rows, shape as _shape)
+                                     decode_block_sizes, matmul_sizes, merge_sizes, rows,
+                                     shape as _shape, split_sizes)
 
 NAME = "c"
 
@@ -100,7 +101,8 @@ def describe_cpu():
     have = ", ".join(f"{name} {'✓' if FEATURES & bit else '✗'}" for name, bit in
                      (("AVX2+FMA", lib.CPU_AVX2), ("AVX-512", lib.CPU_AVX512),
                       ("AVX512-BF16", lib.CPU_AVX512_BF16), ("AMX-BF16", lib.CPU_AMX_BF16)))
-    emulated = " (emulated: bf16-rounded operands, fp32 arithmetic)" if BF16_PATH == "fp32" else ""
+    emulated = (" (emulated: fp32 arithmetic, the matmuls' operands bf16-rounded, attention's not)"
+                if BF16_PATH == "fp32" else "")
     return f"{have}; bf16 matmul path: {BF16_PATH}{emulated}; decode path: {DECODE_PATH}"
 
 
@@ -218,6 +220,26 @@ def attention_backward(dout, q, k, v, out, lse, _bf16=None):
 
 def attention_backward_bf16(dout, q, k, v, out, lse, path=None):
     return attention_backward(dout, q, k, v, out, lse, BF16_PATHS[bf16_path(path) if path else BF16_PATH])
+
+
+def split_heads(x, n_parts, n_head):
+    """As numpy_kernels.split_heads (csrc/heads.c: one copy per part, in parallel)."""
+    x = _f32("split_heads x", np.ascontiguousarray(x))
+    B, T, hs = split_sizes(x, n_parts, n_head)
+    parts = np.empty((n_parts, B, n_head, T, hs), np.float32)     # (P, B, nh, T, hs)
+    for p in range(n_parts):
+        lib.split_heads(_p(x), _p(parts[p]), B, T, n_parts, p, n_head, hs)
+    return list(parts)
+
+
+def merge_heads(parts):
+    """As numpy_kernels.merge_heads (csrc/heads.c)."""
+    parts = [_f32("merge_heads part", np.ascontiguousarray(x)) for x in parts]
+    B, nh, T, hs = merge_sizes(parts)
+    out = np.empty((B, T, len(parts) * nh * hs), np.float32)     # (B, T, P*nh*hs)
+    for p, x in enumerate(parts):
+        lib.merge_heads(_p(x), _p(out), B, T, len(parts), p, nh, hs)
+    return out
 
 
 # ----------------------------------------------------------------------------
@@ -338,14 +360,19 @@ def adamw_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
                      weight_decay, int(step))
 
 
+def sum_of_squares(arrays):
+    """As numpy_kernels.sum_of_squares: a float64 sum over float32 arrays (csrc/adamw.c)."""
+    arrays = [_f32("sum_of_squares array", np.ascontiguousarray(a)) for a in arrays]
+    return float(sum(lib.sum_of_squares(_p(a), a.size) for a in arrays))
+
+
 def num_threads():
     return lib.num_threads()
 
 
 # what has no C version runs in NumPy: a model variant's layernorm, and the memory-bound
-# dropout, copies (the KV cache's writes among them) and reductions around the kernels,
-# which NumPy runs near memory speed
+# dropout and KV-cache writes, which NumPy runs near memory speed
 layernorm_forward, layernorm_backward = _reference.layernorm_forward, _reference.layernorm_backward
-dropout, split_heads, merge_heads = _reference.dropout, _reference.split_heads, _reference.merge_heads
-asarray, sum_of_squares = _reference.asarray, _reference.sum_of_squares
+dropout = _reference.dropout
+asarray = _reference.asarray
 empty, kv_write = _reference.empty, _reference.kv_write

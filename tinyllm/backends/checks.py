@@ -76,6 +76,27 @@ def attention_sizes(q, k, v, dout=None, out=None, lse=None):
     return B, nh, Tq, Tk, hs
 
 
+def split_sizes(x, n_parts, n_head):
+    """(B, T, hs) of split_heads' x (B, T, n_parts * n_head * hs)."""
+    if x.ndim != 3:
+        raise ValueError(f"split_heads: x must be (B, T, channels), got shape {x.shape}")
+    B, T, width = x.shape
+    if width % (n_parts * n_head):
+        raise ValueError(f"split_heads: {width} channels do not split into {n_parts} parts of "
+                         f"{n_head} heads")
+    return B, T, width // (n_parts * n_head)
+
+
+def merge_sizes(parts):
+    """(B, nh, T, hs) of merge_heads' parts, each (B, nh, T, hs)."""
+    if not parts or parts[0].ndim != 4:
+        raise ValueError(f"merge_heads: expected parts of shape (B, nh, T, hs), got "
+                         f"{[x.shape for x in parts]}")
+    for x in parts:
+        shape("merge_heads part", x, parts[0].shape)
+    return parts[0].shape
+
+
 def check_ids(name, ids, low, high):
     """Integer ids, all in [low, high); returned as a NumPy array."""
     ids = np.asarray(ids)

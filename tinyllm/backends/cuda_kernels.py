@@ -19,7 +19,8 @@ import numpy as np
 
 from tinyllm.backends import cuda_runtime as runtime
 from tinyllm.backends import numpy_kernels as _reference
-from tinyllm.backends.checks import attention_sizes, check_ids, matmul_sizes, rows
+from tinyllm.backends.checks import (attention_sizes, check_ids, matmul_sizes, merge_sizes, rows,
+                                     split_sizes)
 from tinyllm.backends.checks import shape as _shape
 from tinyllm.backends.cuda_array import DeviceArray
 from tinyllm.backends.cuda_runtime import CudaError, check, ffi, lib  # noqa: F401 (re-exported)
@@ -117,11 +118,7 @@ def attention_backward(dout, q, k, v, out, lse):
 
 def split_heads(x, n_parts, n_head):
     x = _f32("split_heads x", x)
-    B, T, width = x.shape
-    if width % (n_parts * n_head):
-        raise ValueError(f"split_heads: {width} channels do not split into {n_parts} parts of "
-                         f"{n_head} heads")
-    hs = width // (n_parts * n_head)
+    B, T, hs = split_sizes(x, n_parts, n_head)
     parts = []
     for p in range(n_parts):
         part = DeviceArray((B, n_head, T, hs))                    # (B, nh, T, hs)
@@ -132,9 +129,7 @@ def split_heads(x, n_parts, n_head):
 
 def merge_heads(parts):
     parts = [_f32("merge_heads part", x) for x in parts]
-    B, nh, T, hs = parts[0].shape
-    for x in parts:
-        _shape("merge_heads part", x, parts[0].shape)
+    B, nh, T, hs = merge_sizes(parts)
     out = DeviceArray((B, T, len(parts) * nh * hs))               # (B, T, P*nh*hs)
     for p, x in enumerate(parts):
         check(lib.merge_heads(x.ptr, out.ptr, B, T, len(parts), p, nh, hs))
