@@ -4,38 +4,37 @@
  * Before each inclusion decode.c defines the vector vocabulary of one path: SUFFIX (pasted onto
  * every name here: rows_of_w_avx512), TARGET (the function attribute, empty for the portable
  * path), vec, VLEN, vloadu, vloadn (the first n < VLEN lanes, zeros beyond), vstoreu, vfma,
- * vzero, vset1, vadd, vsum, vsums (the sums of nb vectors, stored to nb floats), MB (rows of x
- * per block), NB_WIDE (rows of w per block when x has one or two rows), NB (when it has more)
- * and ROW_AT_A_TIME (1: one row of x takes rows_one_x instead of the blocks); this file
- * undefines them. A block keeps MB x NB vector accumulators, NB w vectors and one x vector in
- * registers:
+ * vzero, vset1, vsum, vsums (the sums of nb vectors, stored to nb floats), MB (rows of x per
+ * block), NB_WIDE (rows of w per block when x has one or two rows) and NB (when it has more);
+ * this file undefines them. A block keeps MB x NB vector accumulators, NB w vectors and one x
+ * vector in registers:
  *   AVX-512 (32 zmm): MB 4 x NB 4 (4 x 4 + 4 + 1 = 21), or 1-2 x 8 when x has one or two rows
  *     (2 x 8 + 8 + 1 = 25): a pass then loads x once per eight FMAs (1.3x faster on cached
  *     weights, measured, one thread);
  *   AVX2+FMA (16 ymm): 2 x 4 (2 x 4 + 4 + 1 = 13); portable: one float per "vector", 2 x 4.
- * One row of x goes row by row on AVX2 and portable (measured faster on Zen 3, rows_one_x);
- * AVX-512 keeps its 1 x 8 block, measured on Zen 4/5, until rows_one_x is measured there.
+ * A block's rows of w are one from each of NB_WIDE parts of a chunk (rows_of_w says why).
  * Read decode.c first.
  */
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define FN(name) CAT(name, SUFFIX)
 
-/* out[i][j] = x[i] . w[j] for i < mb, j < nb, rows of length K; x and out have row strides K
- * and N. mb and nb are constants at every call (always inlined), so the loops unroll and the
- * sums stay in registers. No software prefetch: the hardware's stream prefetcher follows the
- * rows (a prefetch of the next block's rows into L2 was measured 0.7x as fast on cached 864 x 288
- * weights and no faster from DRAM, one thread, A/B interleaved in one process). */
+/* out[i][j * ws] = x[i] . w[j * ws] for i < mb, j < nb, rows of length K: a block's rows of w
+ * (and its outputs) lie ws rows apart; x and out have row strides K and N. mb and nb are
+ * constants at every call (always inlined), so the loops unroll and the sums stay in registers.
+ * No software prefetch: the hardware's stream prefetcher follows the rows (a prefetch of the next
+ * block's rows into L2 was measured 0.7x as fast on cached 864 x 288 weights and no faster from
+ * DRAM, one thread, A/B interleaved in one process). */
 TARGET static inline __attribute__((always_inline)) void FN(block)(
     const float *restrict x, const float *restrict w, float *restrict out,
-    int64_t N, int64_t K, const int mb, const int nb) {
+    int64_t N, int64_t K, int64_t ws, const int mb, const int nb) {
     vec acc[MB][NB_WIDE];
     for (int i = 0; i < mb; i++)
         for (int j = 0; j < nb; j++) acc[i][j] = vzero();
-    int64_t k = 0;
+    int64_t k = 0, wstep = ws * K;
     for (; k + VLEN <= K; k += VLEN) {
         vec wv[NB_WIDE];
-        for (int j = 0; j < nb; j++) wv[j] = vloadu(w + j * K + k);
+        for (int j = 0; j < nb; j++) wv[j] = vloadu(w + j * wstep + k);
         for (int i = 0; i < mb; i++) {
             vec xv = vloadu(x + i * K + k);
             for (int j = 0; j < nb; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
@@ -44,97 +43,70 @@ TARGET static inline __attribute__((always_inline)) void FN(block)(
     if (k < K) {                             /* the last K % VLEN: lanes past K load as zeros */
         int r = (int)(K - k);
         vec wv[NB_WIDE];
-        for (int j = 0; j < nb; j++) wv[j] = vloadn(w + j * K + k, r);
+        for (int j = 0; j < nb; j++) wv[j] = vloadn(w + j * wstep + k, r);
         for (int i = 0; i < mb; i++) {
             vec xv = vloadn(x + i * K + k, r);
             for (int j = 0; j < nb; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < mb; i++) vsums(acc[i], nb, out + i * N);
+    for (int i = 0; i < mb; i++) {
+        float sums[NB_WIDE];
+        vsums(acc[i], nb, sums);
+        for (int j = 0; j < nb; j++) out[i * N + j * ws] = sums[j];
+    }
 }
 
-/* mb (<= MB) rows of x against nb rows of w: the (mb, nb) instantiation with constant sizes. */
+/* mb (<= MB) rows of x against nb rows of w ws rows apart: the (mb, nb) instantiation with
+ * constant sizes. */
 TARGET static inline __attribute__((always_inline)) void FN(blocks)(
-    const float *x, const float *w, float *out, int64_t N, int64_t K, int mb,
+    const float *x, const float *w, float *out, int64_t N, int64_t K, int64_t ws, int mb,
     int nb) {
     if (nb == NB_WIDE && mb <= 2) {
-        if (mb == 1) FN(block)(x, w, out, N, K, 1, NB_WIDE);
-        else FN(block)(x, w, out, N, K, 2, NB_WIDE);
+        if (mb == 1) FN(block)(x, w, out, N, K, ws, 1, NB_WIDE);
+        else FN(block)(x, w, out, N, K, ws, 2, NB_WIDE);
     } else if (nb == NB_WIDE) {               /* mb 3 or 4 (AVX-512 only): NB rows at a time */
         for (int j = 0; j < NB_WIDE; j += NB) {
 #if MB > 2
-            if (mb == 3) FN(block)(x, w + j * K, out + j, N, K, 3, NB);
-            else FN(block)(x, w + j * K, out + j, N, K, MB, NB);
+            const float *wj = w + j * ws * K;
+            if (mb == 3) FN(block)(x, wj, out + j * ws, N, K, ws, 3, NB);
+            else FN(block)(x, wj, out + j * ws, N, K, ws, MB, NB);
 #endif
         }
     } else {                                   /* the last rows of w, one at a time */
         for (int j = 0; j < nb; j++) {
             const float *wj = w + j * K;
             switch (mb) {
-                case 1: FN(block)(x, wj, out + j, N, K, 1, 1); break;
+                case 1: FN(block)(x, wj, out + j, N, K, 1, 1, 1); break;
 #if MB > 2
-                case 3: FN(block)(x, wj, out + j, N, K, 3, 1); break;
-                case 4: FN(block)(x, wj, out + j, N, K, 4, 1); break;
+                case 3: FN(block)(x, wj, out + j, N, K, 1, 3, 1); break;
+                case 4: FN(block)(x, wj, out + j, N, K, 1, 4, 1); break;
 #endif
-                default: FN(block)(x, wj, out + j, N, K, 2, 1); break;
+                default: FN(block)(x, wj, out + j, N, K, 1, 2, 1); break;
             }
         }
     }
 }
 
-#if ROW_AT_A_TIME
-/* x (K,) . w (K,) as a vector of partial sums: four accumulators, so that an FMA's latency is
- * never what a pass waits for. */
-TARGET static inline __attribute__((always_inline)) vec FN(row_dot)(
-    const float *restrict x, const float *restrict w, int64_t K) {
-    vec a0 = vzero(), a1 = vzero(), a2 = vzero(), a3 = vzero();
-    int64_t k = 0;
-    for (; k + 4 * VLEN <= K; k += 4 * VLEN) {
-        a0 = vfma(vloadu(x + k), vloadu(w + k), a0);
-        a1 = vfma(vloadu(x + k + VLEN), vloadu(w + k + VLEN), a1);
-        a2 = vfma(vloadu(x + k + 2 * VLEN), vloadu(w + k + 2 * VLEN), a2);
-        a3 = vfma(vloadu(x + k + 3 * VLEN), vloadu(w + k + 3 * VLEN), a3);
-    }
-    for (; k + VLEN <= K; k += VLEN) a0 = vfma(vloadu(x + k), vloadu(w + k), a0);
-    if (k < K) a1 = vfma(vloadn(x + k, (int)(K - k)), vloadn(w + k, (int)(K - k)), a1);
-    return vadd(vadd(a0, a1), vadd(a2, a3));
-}
-
-/* Rows [n0, n1) of w against the one row of x, each row of w whole before the next: the weights
- * are read in address order, one stream that the hardware prefetchers follow across rows. The
- * blocks below read NB_WIDE rows side by side, NB_WIDE streams of K floats each, which ran at
- * 0.7x this on 32000 x 288 weights from DRAM and at 0.45x on cached 864 x 288 ones (AVX2, one
- * thread, Zen 3). Eight rows' sums are reduced together. */
-TARGET static void FN(rows_one_x)(const float *x, const float *w, float *out, int64_t K,
-                                  int64_t n0, int64_t n1) {
-    int64_t n = n0;
-    for (; n + 8 <= n1; n += 8) {
-        vec acc[8];
-        for (int j = 0; j < 8; j++) acc[j] = FN(row_dot)(x, w + (n + j) * K, K);
-        vsums(acc, 8, out + n);
-    }
-    for (; n < n1; n++) out[n] = vsum(FN(row_dot)(x, w + n * K, K));
-}
-#endif
-
-/* Rows [n0, n1) of w against every row of x, NB_WIDE rows of w at a time: each row of w is read
- * from memory once for all M rows of x (which stay in L1/L2). One row of x goes row by row
- * where the path says so (ROW_AT_A_TIME). */
+/* Rows [n0, n1) of w against every row of x; each row of w is read from memory once for all M
+ * rows of x (which stay in L1/L2). The rows are cut into NB_WIDE equal parts, and a block takes
+ * the next row of each part: NB_WIDE streams that run through whole parts, which the hardware
+ * prefetchers keep ahead of. NB_WIDE adjacent rows a block, as before, are NB_WIDE streams
+ * that end after K floats, too short for the prefetchers when K is small: this ran 1.3-1.8x
+ * as fast at K 288-384 and 1.0-1.4x at K 768-3072 from DRAM (AVX2, one thread, Zen 3; at K 288
+ * 1.3x faster than one row after the other too). The rows past NB_WIDE whole parts go one at
+ * a time. */
 TARGET static void FN(rows_of_w)(const float *x, const float *w, float *out, int64_t M,
                                  int64_t N, int64_t K, int64_t n0, int64_t n1) {
-#if ROW_AT_A_TIME
-    if (M == 1) {
-        FN(rows_one_x)(x, w, out, K, n0, n1);
-        return;
-    }
-#endif
-    for (int64_t n = n0; n < n1; n += NB_WIDE) {
-        int nb = n1 - n < NB_WIDE ? (int)(n1 - n) : NB_WIDE;
-        const float *wn = w + n * K;
+    int64_t part = (n1 - n0) / NB_WIDE;
+    for (int64_t n = n0; n < n0 + part; n++)
         for (int64_t m = 0; m < M; m += MB) {
             int mb = M - m < MB ? (int)(M - m) : MB;
-            FN(blocks)(x + m * K, wn, out + m * N + n, N, K, mb, nb);
+            FN(blocks)(x + m * K, w + n * K, out + m * N + n, N, K, part, mb, NB_WIDE);
         }
+    int64_t rest = n0 + NB_WIDE * part;
+    for (int64_t m = 0; m < M && rest < n1; m += MB) {
+        int mb = M - m < MB ? (int)(M - m) : MB;
+        FN(blocks)(x + m * K, w + rest * K, out + m * N + rest, N, K, 1, mb, (int)(n1 - rest));
     }
 }
 
@@ -208,8 +180,6 @@ TARGET static void FN(decode_chunk)(void *ctx, int64_t i) {
 #undef MB
 #undef NB
 #undef NB_WIDE
-#undef ROW_AT_A_TIME
-#undef vadd
 #undef vloadu
 #undef vstoreu
 #undef vfma
