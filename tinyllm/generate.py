@@ -13,8 +13,9 @@ attention_decode), so a step costs one pass over the weights and the cache,
 with no copy of the history. A decoding step's block is one kernel call
 (KVCache.decode_block: the backends' decode_block, where they have it), as a
 small model's step spends more time in Python around ~15 calls a block than
-in the kernels; so is the whole step after the embeddings (KVCache.decode_step:
-every block, ln_f and the lm_head), where every block can be fused. Once a sequence fills block_size, the learned
+in the kernels; so is the whole step after the embeddings where every block
+fuses (KVCache.decode_step: the blocks, ln_f and the lm_head). Once a sequence
+fills block_size, the learned
 positions of its window all shift by one per token, so the cache is refilled
 from the last block_size tokens for each further token (a prefill per token,
 as before the cache existed).

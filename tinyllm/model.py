@@ -232,7 +232,8 @@ class GPT(nn.Module):
         if head is None or any(b is None or b[1:] != blocks[0][1:] for b in blocks) \
                 or self.transformer.ln_f.eps != blocks[0][2]:
             return None
-        return (tuple(b[0] for b in blocks), self.transformer.ln_f.weight.data, head), *blocks[0][1:]
+        arrays = tuple(b[0] for b in blocks), self.transformer.ln_f.weight.data, head
+        return arrays, *blocks[0][1:]
 
     def hidden(self, idx, cache=None):
         """idx (B, T) -> the final hidden states (B, T, C), after ln_f (heads read them)."""
