@@ -13,6 +13,8 @@
  * are those of the unfused C path. A weight is float32 or quantized (q8_0 / q4_0 blocks,
  * tinyllm/quant/formats.py), each its own format.
  *
+ * decode_step chains the blocks of a whole decoding step, then the final norm and the head.
+ *
  * What it is not: a prefill (an empty cache, or more rows than gemv's 16, take the GEMM and
  * flash-attention path), a bf16 or LoRA block (Python falls back to the unfused path),
  * or a backward. The meaning is numpy_kernels.decode_block, the composition of those kernels'
@@ -88,5 +90,36 @@ int decode_block(const float *x, float *out, const float *ln_1, const float *ln_
     product(&w[3], act, proj, M, C, 4 * C, path, qpath, qscratch);                // mlp.c_proj
     add_forward(x1, proj, out, M * C);                                            // residual
     free(h);
+    return 0;
+}
+
+/* A whole decoding step after the embeddings: every block, then ln_f and the lm_head on each
+ * row's last position. Between blocks a small model's step went back to Python for ~40 us a
+ * block, a tenth of the 15M shape's step (BENCHMARKS.md, "Decoding on Zen 3, fourth pass"). */
+int decode_step(const float *x, float *logits, const float *const *norms, const decode_weight *w,
+                float *const *caches, int64_t L, int64_t B, int64_t T, int64_t C, int64_t nh,
+                int64_t V, int64_t start, int64_t Tmax, float eps, int path, int qpath) {
+    int64_t M = B * T;
+    // float32 scratch: two (M, C) for the blocks' in and out, last (B, C), h (B, C), rstd (B,);
+    // then the quantized x of the lm_head
+    float *a = malloc((size_t)(2 * M * C + 2 * B * C + B) * sizeof(float) +
+                      (size_t)matmul_q_i8_scratch(B, C));
+    if (!a) return -1;
+    float *b = a + M * C, *last = b + M * C, *h = last + B * C, *rstd = h + B * C;
+    const float *in = x;
+    for (int64_t l = 0; l < L; l++) {
+        float *out = l % 2 ? b : a;
+        if (decode_block(in, out, norms[2 * l], norms[2 * l + 1], w + 4 * l, caches[2 * l],
+                         caches[2 * l + 1], B, T, C, nh, start, Tmax, eps, path, qpath)) {
+            free(a);
+            return -1;
+        }
+        in = out;
+    }
+    for (int64_t r = 0; r < B; r++)                                   // row r's position T - 1
+        for (int64_t c = 0; c < C; c++) last[r * C + c] = in[(r * T + T - 1) * C + c];
+    rmsnorm_forward(last, norms[2 * L], h, rstd, B, C, eps);                      // ln_f
+    product(&w[4 * L], h, logits, B, V, C, path, qpath, rstd + B);                // lm_head
+    free(a);
     return 0;
 }

@@ -122,6 +122,13 @@ int decode_block(const float *x, float *out, const float *ln_1, const float *ln_
                  const decode_weight *w, float *k_cache, float *v_cache, int64_t B, int64_t T,
                  int64_t C, int64_t nh, int64_t start, int64_t Tmax, float eps, int path,
                  int qpath);
+/* decode_step: a decoding step after the embeddings, x (B, T, C) -> logits (B, V) of each row's
+ * last position: the L blocks as decode_block (block l: norms[2l], norms[2l + 1], w[4l..4l + 3],
+ * caches[2l] its keys, caches[2l + 1] its values), then ln_f (norms[2L]) and the lm_head
+ * (w[4L], (V, C)). Returns 0, or -1 when scratch memory could not be allocated. */
+int decode_step(const float *x, float *logits, const float *const *norms, const decode_weight *w,
+                float *const *caches, int64_t L, int64_t B, int64_t T, int64_t C, int64_t nh,
+                int64_t V, int64_t start, int64_t Tmax, float eps, int path, int qpath);
 
 /* heads.c: x (B, T, P, nh, hs), the fused projection's output, holds P parts (q, k, v: P = 3;
  * an attention output: P = 1). split_heads writes part p as out (B, nh, T, hs); merge_heads

@@ -124,29 +124,36 @@ def test_numpy_block_is_the_block_run_layer_by_layer(fmt):
     np.testing.assert_array_equal(fused, unfused)
 
 
-def decode_logits(model, idx, fuse, calls=None):
+def decode_logits(model, idx, fuse, calls=None, kernel="decode_block"):
     """Logits (B, T - 3, V) of a prefill of 3 tokens and then one token a step, with the fused
-    block (fuse) or layer by layer (KVCache(fused=False)); calls gets a 1 per decode_block call."""
+    kernels (fuse) or layer by layer (KVCache(fused=False)); calls gets a 1 per call of kernel:
+    decode_block (the steps through model's forward) or decode_step (through last_logits)."""
     kernels = backends.get_backend()
     cache, out = KVCache(model.config, fused=fuse), []
-    model(idx[:, :3], cache=cache)
-    original = kernels.decode_block
+    step = ((lambda ids: model(ids, cache=cache)[0].data) if kernel == "decode_block" else
+            (lambda ids: model.last_logits(ids, cache=cache)[:, None]))   # (B, 1, V) each
+    step(idx[:, :3])
+    original = getattr(kernels, kernel)
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
-    kernels.decode_block = counted if calls is not None else original
+    setattr(kernels, kernel, counted if calls is not None else original)
     try:
         for t in range(3, idx.shape[1]):
-            out.append(model(idx[:, t:t + 1], cache=cache)[0].data)
+            out.append(step(idx[:, t:t + 1]))
     finally:
-        kernels.decode_block = original
+        setattr(kernels, kernel, original)
+    assert cache.length == idx.shape[1]
     return np.concatenate(out, axis=1)
 
 
+@pytest.mark.parametrize("kernel,per_step", [("decode_block", 3), ("decode_step", 1)])
 @pytest.mark.parametrize("fmt", ["fp32", "q8_0", "q4_0"])
 @pytest.mark.parametrize("backend", ["numpy", "c"])
-def test_model_logits_with_fused_steps_equal_those_without(backend, fmt):
+def test_model_logits_with_fused_steps_equal_those_without(backend, fmt, kernel, per_step):
+    """Through forward every block of a step is one decode_block call; through last_logits
+    the whole step is one decode_step call (tests/test_c_decode_step.py)."""
     config = GPTConfig(vocab_size=60, block_size=20, n_layer=3, n_head=3, n_embd=96, seed=2)
     model = GPT(config).eval()
     if fmt != "fp32":
@@ -154,10 +161,10 @@ def test_model_logits_with_fused_steps_equal_those_without(backend, fmt):
     idx = np.random.default_rng(1).integers(0, 60, (3, 12))
     calls = []
     with backends.using(backend), no_grad():
-        fused = decode_logits(model, idx, True, calls)
-        assert len(calls) == 3 * 9   # every block of every decoding step, none of the prefill
-        unfused = decode_logits(model, idx, False, calls)
-    assert len(calls) == 3 * 9       # none more layer by layer
+        fused = decode_logits(model, idx, True, calls, kernel)
+        assert len(calls) == per_step * 9   # every decoding step, none of the prefill
+        unfused = decode_logits(model, idx, False, calls, kernel)
+    assert len(calls) == per_step * 9       # none more layer by layer
     np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-6)
 
 

@@ -34,8 +34,9 @@ def rel_err(ours, ref):
 def test_gemv_equals_numpy_for_every_row_count(M, path):
     rng = np.random.default_rng(M)
     # N: below, at and past the 8-row blocks and a pool chunk (32768 / K rows); K: below a
-    # vector, odd, past one vector by one
-    for N, Kd in ((1, 1), (3, 5), (7, 17), (9, 15), (33, 64), (130, 257), (65, 1000), (300, 129)):
+    # vector, odd, past one vector by one, past four vectors by three and a few
+    for N, Kd in ((1, 1), (3, 5), (7, 17), (9, 15), (33, 64), (130, 257), (65, 1000), (300, 129),
+                  (11, 283), (3, 33000)):   # K past a pool chunk's 32768 weights: 8 rows a chunk
         x, w = randn(rng, M, Kd), randn(rng, N, Kd)
         err = rel_err(C.gemv(x, w, path), K.gemv(x.astype(np.float64), w.astype(np.float64)))
         assert err <= TOL, f"gemv [{path}] M={M} N={N} K={Kd}: relative error {err:.3g}"

@@ -13,7 +13,9 @@ attention_decode), so a step costs one pass over the weights and the cache,
 with no copy of the history. A decoding step's block is one kernel call
 (KVCache.decode_block: the backends' decode_block, where they have it), as a
 small model's step spends more time in Python around ~15 calls a block than
-in the kernels. Once a sequence fills block_size, the learned
+in the kernels; so is the whole step after the embeddings where every block
+fuses (KVCache.decode_step: the blocks, ln_f and the lm_head). Once a sequence
+fills block_size, the learned
 positions of its window all shift by one per token, so the cache is refilled
 from the last block_size tokens for each further token (a prefill per token,
 as before the cache existed).
@@ -53,6 +55,7 @@ class KVCache:
         self.k = [None] * config.n_layer   # per layer: (B, nh, block_size, hs)
         self.v = [None] * config.n_layer
         self._weights = [None] * config.n_layer   # per layer: (key, decode_block's weights)
+        self._step_weights = None                 # (key, decode_step's weights)
         self.length = 0                    # positions filled so far (the model advances it)
 
     def reset(self):
@@ -86,10 +89,7 @@ class KVCache:
           - a layer the kernel does not know (weights() is None: LoRA's, a bf16 Linear).
         """
         kernels = get_backend()
-        B, T, C = x.shape
-        if (not self.fused or not hasattr(kernels, "decode_block") or self.length == 0
-                or B * T > FUSED_MAX_ROWS or is_grad_enabled() or self.k[layer] is None
-                or self.k[layer].shape[0] != B):
+        if not self._fusable(kernels, "decode_block", x.shape, [self.k[layer]]):
             return None
         found = weights()
         if found is None:
@@ -103,6 +103,34 @@ class KVCache:
         out = kernels.decode_block(x.data, self._weights[layer][1], n_head, eps, self.k[layer],
                                    self.v[layer], self.length)
         return Tensor(out, dtype=out.dtype)                                 # (B, T, C)
+
+    def decode_step(self, x, weights):
+        """The rest of a decoding step after the embeddings, x (B, T, C) -> the logits (B, V) of
+        each row's last position, in one call of the backend's decode_step kernel: every block
+        as decode_block, then ln_f and the lm_head; weights() gives what it takes
+        (model.GPT.decode_step_weights). None where decode_block would not apply to every
+        block, or the kernel does not know the head (weights() is None); the step then goes
+        block by block. It does not advance length (the model does)."""
+        kernels = get_backend()
+        if not self._fusable(kernels, "decode_step", x.shape, self.k):
+            return None
+        found = weights()
+        if found is None:
+            return None
+        (blocks, ln_f, head), n_head, eps = found
+        key = (kernels.NAME, *(id(a) for b in blocks for a in b), id(ln_f), id(head))
+        if self._step_weights is None or self._step_weights[0] != key:   # as decode_block's
+            self._step_weights = key, kernels.decode_step_weights((blocks, ln_f, head))
+        return kernels.decode_step(x.data, self._step_weights[1], n_head, eps, self.k, self.v,
+                                   self.length)
+
+    def _fusable(self, kernels, kernel, shape, caches):
+        """Whether the backend's `kernel` may run a decoding step's rows of this shape (B, T, C)
+        against these layers' caches: see decode_block for each reason it may not."""
+        B, T, _ = shape
+        return (self.fused and hasattr(kernels, kernel) and self.length > 0
+                and B * T <= FUSED_MAX_ROWS and not is_grad_enabled()
+                and all(k is not None and k.shape[0] == B for k in caches))
 
 
 @dataclass

@@ -210,14 +210,37 @@ class GPT(nn.Module):
 
     def last_logits(self, idx, cache=None):
         """idx (B, T) -> the last position's logits (B, V), all a decoding step samples from: the
-        lm_head, the biggest matmul, then runs on B rows, not B x T (a prefill skips T - 1)."""
-        last = self.hidden(idx, cache).data[:, -1, :]                    # (B, C)
+        lm_head, the biggest matmul, then runs on B rows, not B x T (a prefill skips T - 1).
+        A decoding step past the embeddings is one kernel where the cache can fuse it."""
+        x = self.embed(idx, cache)                                        # (B, T, C)
+        if cache is not None and not self.training:
+            logits = cache.decode_step(x, self.decode_step_weights)       # or None
+            if logits is not None:
+                cache.length += x.shape[1]
+                return logits
+        last = self.blocks(x, cache).data[:, -1, :]                       # (B, C)
         if isinstance(last, np.ndarray):
             last = np.ascontiguousarray(last)
         return self.lm_head(Tensor(last, dtype=last.dtype)).data         # (B, V)
 
+    def decode_step_weights(self):
+        """((blocks' weights, ln_f, lm_head), n_head, eps) as the backends' decode_step takes
+        them, or None when a block's decode_weights is None, the lm_head is not a plain product
+        (LoRA's, a bf16 Linear) or the norms' eps differ."""
+        blocks = [block.decode_weights() for block in self.transformer.h]
+        head = getattr(self.lm_head, "decode_weight", lambda: None)()
+        if head is None or any(b is None or b[1:] != blocks[0][1:] for b in blocks) \
+                or self.transformer.ln_f.eps != blocks[0][2]:
+            return None
+        arrays = tuple(b[0] for b in blocks), self.transformer.ln_f.weight.data, head
+        return arrays, *blocks[0][1:]
+
     def hidden(self, idx, cache=None):
         """idx (B, T) -> the final hidden states (B, T, C), after ln_f (heads read them)."""
+        return self.blocks(self.embed(idx, cache), cache)
+
+    def embed(self, idx, cache=None):
+        """idx (B, T), the positions after the cache's -> the blocks' input (B, T, C)."""
         idx = self._check_ids(idx)
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -228,12 +251,15 @@ class GPT(nn.Module):
                              f"larger block_size")
         t = self.transformer
         pos = np.broadcast_to(np.arange(start, start + T), (B, T))        # (B, T)
-        x = self.dropout(t.wte(idx) + t.wpe(pos))                          # (B, T, C)
-        for block in t.h:
+        return self.dropout(t.wte(idx) + t.wpe(pos))                       # (B, T, C)
+
+    def blocks(self, x, cache=None):
+        """x (B, T, C) through every block (the cache then holds T more positions) and ln_f."""
+        for block in self.transformer.h:
             x = block(x, cache)
         if cache is not None:
-            cache.length += T
-        return t.ln_f(x)                                                   # (B, T, C)
+            cache.length += x.shape[1]
+        return self.transformer.ln_f(x)                                    # (B, T, C)
 
     def _check_ids(self, idx):
         idx = np.asarray(idx)

@@ -96,6 +96,10 @@ def _decode_bits(path):
     return DECODE_PATHS[decode_path(path) if path else DECODE_PATH]
 
 
+def _quant_bits(qpath):
+    return QUANT_PATHS[cpu_paths.named("quantized matmul", QUANT_PATHS, qpath) if qpath else _QUANT_DEFAULT]
+
+
 def describe_cpu():
     """The features found and the paths chosen, in words (for `make` and the benchmarks)."""
     have = ", ".join(f"{name} {'✓' if FEATURES & bit else '✗'}" for name, bit in
@@ -172,10 +176,9 @@ def decode_block(x, weights, n_head, eps, k_cache, v_cache, start, path=None, qp
     B, T, Tmax = decode_block_sizes(x, w.C, n_head, k_cache, v_cache, start, GEMV_MAX_ROWS)
     k_cache, v_cache = (_writable(f"decode_block {n}", _f32(f"decode_block {n}", c))
                         for n, c in (("k_cache", k_cache), ("v_cache", v_cache)))
-    qbits = QUANT_PATHS[cpu_paths.named("quantized matmul", QUANT_PATHS, qpath) if qpath else _QUANT_DEFAULT]
     out = np.empty_like(x)                                        # (B, T, C)
     if lib.decode_block(_p(x), _p(out), w.ln_1, w.ln_2, w.linears, _p(k_cache), _p(v_cache), B, T,
-                        w.C, n_head, start, Tmax, eps, _decode_bits(path), qbits):
+                        w.C, n_head, start, Tmax, eps, _decode_bits(path), _quant_bits(qpath)):
         raise MemoryError(f"decode_block: no memory for its scratch (~{64 * B * T * w.C:,} bytes)")
     return out
 
@@ -194,6 +197,52 @@ class BlockWeights:
 def decode_weights(weights):
     """What decode_block takes for a block's weights, converted once (BlockWeights)."""
     return BlockWeights(weights)
+
+
+def decode_step(x, weights, n_head, eps, k_caches, v_caches, start, path=None, qpath=None):
+    """As numpy_kernels.decode_step, in one C call (csrc/decode_block.c), B * T <= 16 rows;
+    weights as there or from decode_step_weights; path and qpath as decode_block's."""
+    w = weights if isinstance(weights, StepWeights) else decode_step_weights(weights)
+    x = _f32("decode_step x", x)
+    if len(k_caches) != len(w.blocks) or len(v_caches) != len(w.blocks):
+        raise ValueError(f"decode_step: {len(w.blocks)} blocks need as many k and v caches, "
+                         f"got {len(k_caches)} and {len(v_caches)}")
+    caches, Tmax = [], k_caches[0].shape[2] if k_caches[0].ndim == 4 else -1
+    for k, v in zip(k_caches, v_caches):   # every cache as decode_block's, of one length Tmax
+        B, T, _ = decode_block_sizes(x, w.C, n_head, k, v, start, GEMV_MAX_ROWS)
+        _shape("decode_step k_cache", k, k_caches[0].shape)
+        caches += [_p(_writable(f"decode_step {n}", _f32(f"decode_step {n}", c)))
+                   for n, c in (("k_cache", k), ("v_cache", v))]
+    logits = np.empty((B, w.V), np.float32)                       # (B, V)
+    if lib.decode_step(_p(x), _p(logits), w.norms, w.linears, caches, len(w.blocks), B, T, w.C,
+                       n_head, w.V, start, Tmax, eps, _decode_bits(path), _quant_bits(qpath)):
+        raise MemoryError(f"decode_step: no memory for its scratch (~{64 * B * T * w.C:,} bytes)")
+    return logits
+
+
+class StepWeights:
+    """A decoding step's weights checked and pointed at once (decode_step_weights): each
+    block's as BlockWeights, then ln_f's and the lm_head's."""
+
+    def __init__(self, weights):
+        blocks, ln_f, head = weights
+        self.blocks = [decode_weights(b) for b in blocks]
+        if not self.blocks or any(b.C != self.blocks[0].C for b in self.blocks):
+            raise ValueError(f"decode_step: expected one or more blocks of one width, got widths "
+                             f"{[b.C for b in self.blocks]}")
+        self.C, self.V = self.blocks[0].C, head.shape[0]
+        if tuple(head.shape) != (self.V, self.C):
+            raise ValueError(f"decode_step: lm_head has shape {tuple(head.shape)}; (V, {self.C}) wanted")
+        ln_f = _f32("decode_step ln_f", ln_f)
+        _shape("decode_step ln_f", ln_f, (self.C,))
+        self.held = ln_f, head, _p(ln_f), _block_weight(head, "decode_step lm_head")   # pointed at
+        self.norms = ffi.new("float *[]", [p for b in self.blocks for p in (b.ln_1, b.ln_2)] +
+                             [self.held[2]])
+        self.linears = ffi.new("decode_weight[]", [part for b in self.blocks for part in b.parts] +
+                               [self.held[3]])
+
+
+decode_step_weights = StepWeights   # what decode_step takes for (blocks, ln_f, lm_head), made once
 
 
 def _block_weight(w, name):

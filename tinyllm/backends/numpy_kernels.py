@@ -210,6 +210,23 @@ def decode_block(x, weights, n_head, eps, k_cache, v_cache, start):
     return add_forward(rows, _product(hidden, mlp_proj)).reshape(B, T, C)
 
 
+def decode_step(x, weights, n_head, eps, k_caches, v_caches, start):
+    """x (B, T, C), the embedded new rows of a decoding step -> the logits (B, V) of each row's
+    last position: every block as decode_block (block l: weights[0][l], k_caches[l],
+    v_caches[l]), then ln_f (C,) and the lm_head (V, C): weights is (blocks, ln_f, lm_head).
+    The definition is this composition; csrc/decode_block.c's decode_step is its compiled twin."""
+    blocks, ln_f, head = weights
+    for w, k, v in zip(blocks, k_caches, v_caches):
+        x = decode_block(x, w, n_head, eps, k, v, start)                 # (B, T, C)
+    last = np.ascontiguousarray(x[:, -1, :])                             # (B, C)
+    return _product(rmsnorm_forward(last, ln_f, eps)[0], head)           # (B, V)
+
+
+def decode_step_weights(weights):
+    """decode_step's weights as it takes them: the same tuple, as decode_weights."""
+    return tuple(weights)
+
+
 def decode_weights(weights):
     """decode_block's weights as it takes them: here the same tuple (the C backend converts
     them once into pointers)."""
