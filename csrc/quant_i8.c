@@ -50,17 +50,19 @@ _Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
  * do: a helper the OS has parked never holds a step up. */
 #define QUANT_PARALLEL_MIN (1 << 18)
 #define ROW_CHUNK 64   /* rows of W a thread takes at a time, for every row of x */
+#define GROUP 8        /* blocks whose sums the AVX2 kernels gather into one vector */
 
 typedef struct {                 /* x, quantized: what every path reads */
     const int8_t *qx;            /* (M, K) */
     const float *dx;             /* (M, K / 32) */
     const int32_t *nc;           /* (M, K / 4): -8 * the sum of each 4 bytes of qx (q4_0) */
     int64_t K, nb;
+    int64_t nbx;                 /* blocks a row of qx holds: nb, or AVX2's nb padded to GROUP */
 } acts;
 
-void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K) {
-    int64_t nb = K / QBLOCK;
-    for (int64_t r = 0; r < M * nb; r++) {
+/* quantize_rows_q8's portable loop over n blocks of 32 values */
+static void quantize_portable(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t n) {
+    for (int64_t r = 0; r < n; r++) {
         const float *xb = x + r * QBLOCK;
         int8_t *q = qx + r * QBLOCK;
         float amax = 0.0f;
@@ -94,6 +96,30 @@ static void vnni_layout(int8_t *qx, int32_t *nc, int64_t M, int64_t nb, int q4) 
             int32_t *cq = nc + (row * nb + g) * 4;   /* packs (nb, 4) below the (nb, 8) read */
             for (int j = 0; j < 4 * r; j++)
                 cq[j] = times * (ntmp[(j / 4) * 8 + j % 4] + ntmp[(j / 4) * 8 + 4 + j % 4]);
+        }
+}
+
+/* x as the AVX2 kernels read it, from quantize_rows_q8's qx, dx: each row padded with zero
+ * blocks to nbx, a multiple of GROUP (px, pdx); q4_0's blocks in pairs, [values 0-15 of b, of
+ * b + 1, values 16-31 of b, of b + 1], as 32 bytes of its nibbles hold them; xs (M, nbx): 8 *
+ * each block's sum, q4_0's offset times x (q8_0 leaves it unread). */
+static void avx2_layout(const int8_t *qx, const float *dx, int64_t M, int64_t nb, int64_t nbx,
+                        int q4, int8_t *px, float *pdx, int32_t *xs) {
+    for (int64_t row = 0; row < M; row++)
+        for (int64_t b = 0; b < nbx; b++) {
+            int8_t *to = px + (row * nbx + (b & ~1)) * QBLOCK + (q4 ? 16 : 32) * (b & 1);
+            int64_t r = row * nbx + b, s = 0;
+            if (b < nb) {
+                const int8_t *from = qx + (row * nb + b) * QBLOCK;
+                memcpy(to, from, q4 ? 16 : 32);
+                if (q4) memcpy(to + 32, from + 16, 16);
+                for (int k = 0; k < QBLOCK; k++) s += from[k];
+            } else {
+                memset(to, 0, q4 ? 16 : 32);
+                if (q4) memset(to + 32, 0, 16);
+            }
+            pdx[r] = b < nb ? dx[row * nb + b] : 0.0f;
+            xs[r] = (int32_t)(8 * s);
         }
 }
 
@@ -153,40 +179,111 @@ static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale
 /* ---------------------------------------------------------------- AVX2 */
 #define AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
-/* block b of row n, as 32 bytes: q8_0 the signed values; q4_0 the unsigned q + 8, in order */
-AVX2 __m256i block_avx2(const uint8_t *q, int64_t at, int q4) {
-    if (!q4) return _mm256_loadu_si256((const __m256i *)(q + at * QBLOCK));
-    __m128i t = _mm_loadu_si128((const __m128i *)(q + at * QBLOCK / 2));
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
+/* quantize_portable's loop in vectors: the same IEEE division and round half to even
+ * (vroundps), so the same bytes; a block's 32 int32 packed to bytes by vpackssdw / vpacksswb,
+ * whose lane order vpermd undoes */
+AVX2 void quantize_avx2(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t r = 0; r < n; r++) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            v[j] = _mm256_loadu_ps(x + r * QBLOCK + 8 * j);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        float d = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h))) / 127.0f;
+        dx[r] = d;
+        __m256i i[4], q = _mm256_setzero_si256();
+        if (d != 0.0f) {
+            for (int j = 0; j < 4; j++)
+                i[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(v[j], _mm256_set1_ps(d)),
+                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]),
+                                                               _mm256_packs_epi32(i[2], i[3])), order);
+        }
+        _mm256_storeu_si256((__m256i *)(qx + r * QBLOCK), q);
+        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+        _mm256_storeu_si256((__m256i *)(nc + r * 8), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s4, 3)));
+    }
 }
 
-/* block b of row n against mt rows of x, into acc[mt] */
-AVX2 void block_step_avx2(const acts *a, const uint8_t *q, const uint16_t *scale, int64_t n,
-                          int64_t m0, const int mt, int q4, int64_t b, __m256 *acc) {
+/* One pair of blocks (2 p, 2 p + 1 of a group) against row x of x, as int32 partial sums.
+ * q4_0: 32 bytes of nibbles are both blocks' 16 bytes; the low nibbles hold values 0-15 of
+ * each, the high ones 16-31, and avx2_layout stored x to match, so the unsigned q + 8 goes
+ * straight into vpmaddubsw, two products' 16-bit sums add without overflow (4 * 15 * 127)
+ * and one vpmaddwd gives [first block x4 | second x4]; the 8 sum(x) is taken off later.
+ * q8_0: the sign of w moved onto x, one block a ymm, vphaddd: [a a b b | a a b b]. */
+AVX2 __m256i pair_avx2(const __m256i *w, const int8_t *x, const int q4) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i w = block_avx2(q, n * a->nb + b, q4), wa = q4 ? w : _mm256_sign_epi8(w, w);
-    float dw = _cvtsh_ss(scale[n * a->nb + b]);
+    __m256i x0 = _mm256_loadu_si256((const __m256i *)x), x1 = _mm256_loadu_si256((const __m256i *)(x + 32));
+    if (q4)
+        return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[0], x0),
+                                                  _mm256_maddubs_epi16(w[1], x1)), ones);
+    __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w[2], _mm256_sign_epi8(x0, w[0])), ones);
+    __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(w[3], _mm256_sign_epi8(x1, w[1])), ones);
+    return _mm256_hadd_epi32(s0, s1);
+}
+
+/* pair p's weights: q4_0 [low nibbles, high nibbles]; q8_0 [w0, w1, |w0|, |w1|] */
+AVX2 void pair_weights(const uint8_t *q, int p, const int q4, __m256i *w) {
+    if (q4) {
+        __m256i t = _mm256_loadu_si256((const __m256i *)(q + 32 * p)), nib = _mm256_set1_epi8(0x0F);
+        w[0] = _mm256_and_si256(t, nib);
+        w[1] = _mm256_and_si256(_mm256_srli_epi16(t, 4), nib);
+        return;
+    }
+    w[0] = _mm256_loadu_si256((const __m256i *)(q + 64 * p));
+    w[1] = _mm256_loadu_si256((const __m256i *)(q + 64 * p + 32));
+    w[2] = _mm256_sign_epi8(w[0], w[0]);
+    w[3] = _mm256_sign_epi8(w[1], w[1]);
+}
+
+/* A group of GROUP blocks (q, s: its weights and fp16 scales) against mt rows of x (the
+ * group's start in row m0), into acc[mt]. Each row's eight block sums S meet in one vector
+ * (vphaddd trees), then one conversion and one FMA with the eight scales dw * dx. */
+AVX2 void group_avx2(const acts *a, const uint8_t *q, const uint16_t *s, int64_t at,
+                     const int mt, const int q4, __m256 *acc) {
+    __m256i half[MT], pend[MT], w[4];
+    for (int p = 0; p < GROUP / 2; p++) {
+        pair_weights(q, p, q4, w);
+        for (int i = 0; i < mt; i++) {
+            __m256i v = pair_avx2(w, a->qx + (at + i * a->nbx) * QBLOCK + 64 * p, q4);
+            if (!(p & 1)) { pend[i] = v; continue; }
+            v = _mm256_hadd_epi32(pend[i], v);  /* q8_0 [0 1 2 3 | 0 1 2 3], q4_0 [0 0 2 2 | 1 1 3 3] */
+            if (p == 1) half[i] = v;
+            else if (q4) half[i] = _mm256_hadd_epi32(half[i], v);   /* [0 2 4 6 | 1 3 5 7] */
+            else half[i] = _mm256_add_epi32(_mm256_blend_epi32(half[i], v, 0xF0),
+                                            _mm256_permute2x128_si256(half[i], v, 0x21));
+        }
+    }
+    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
     for (int i = 0; i < mt; i++) {
-        int64_t r = (m0 + i) * a->nb + b;
-        __m256i xv = _mm256_loadu_si256((const __m256i *)(a->qx + r * QBLOCK));
-        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, q4 ? xv : _mm256_sign_epi8(xv, w)), ones);
-        if (q4) s = _mm256_add_epi32(s, _mm256_loadu_si256((const __m256i *)(a->nc + r * 8)));
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a->dx[r]), acc[i]);
+        __m256i S = half[i];
+        if (q4) S = _mm256_sub_epi32(_mm256_permutevar8x32_epi32(S, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)),
+                                     _mm256_loadu_si256((const __m256i *)(a->nc + at + i * a->nbx)));
+        __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(a->dx + at + i * a->nbx));
+        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), d, acc[i]);
     }
 }
 
 AVX2 void rows_avx2_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
                       int64_t n, int64_t m0, const int mt, int64_t N, const int q4) {
-    __m256 acc0[MT], acc1[MT];   /* even and odd blocks: two FMA chains in flight */
-    for (int i = 0; i < mt; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 1 < a->nb; b += 2) {
-        block_step_avx2(a, q, scale, n, m0, mt, q4, b, acc0);
-        block_step_avx2(a, q, scale, n, m0, mt, q4, b + 1, acc1);
+    int64_t nb = a->nb, bb = q4 ? QBLOCK / 2 : QBLOCK, b = 0;
+    __m256 acc[MT];
+    for (int i = 0; i < mt; i++) acc[i] = _mm256_setzero_ps();
+    for (; b + GROUP <= nb; b += GROUP)
+        group_avx2(a, q + (n * nb + b) * bb, scale + n * nb + b, m0 * a->nbx + b, mt, q4, acc);
+    if (b < nb) {   /* the last blocks, copied into a group of zeros (x is padded with zeros) */
+        uint8_t wq[GROUP * QBLOCK] = {0};
+        uint16_t ws[GROUP] = {0};
+        memcpy(wq, q + (n * nb + b) * bb, (size_t)((nb - b) * bb));
+        memcpy(ws, scale + n * nb + b, (size_t)(nb - b) * sizeof(uint16_t));
+        group_avx2(a, wq, ws, m0 * a->nbx + b, mt, q4, acc);
     }
-    if (b < a->nb) block_step_avx2(a, q, scale, n, m0, mt, q4, b, acc0);
     for (int i = 0; i < mt; i++) {
-        __m256 v = _mm256_add_ps(acc0[i], acc1[i]);
+        __m256 v = acc[i];
         __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         out[(m0 + i) * N + n] = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
@@ -281,6 +378,17 @@ int quant_path(int wanted) {
     return QPATH_PORTABLE;
 }
 
+void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K,
+                      int path) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (quant_path(path) != QPATH_PORTABLE) {
+        quantize_avx2(x, qx, dx, nc, M * K / QBLOCK);
+        return;
+    }
+#endif
+    quantize_portable(x, qx, dx, nc, M * K / QBLOCK);
+}
+
 typedef void (*rows_fn)(const acts *, const uint8_t *, const uint16_t *, float *, int64_t,
                         int64_t, int64_t, int, int64_t, int);
 
@@ -303,25 +411,35 @@ static void q_chunk(void *ctx, int64_t c) {
                 w->N, w->q4);
 }
 
-int64_t matmul_q_i8_scratch(int64_t M, int64_t K) {   /* nc, dx, qx, as matmul_q_i8_into lays them */
-    return M * K / 4 * (int64_t)sizeof(int32_t) + M * K / QBLOCK * (int64_t)sizeof(float) + M * K;
+static int64_t padded(int64_t nb) { return (nb + GROUP - 1) / GROUP * GROUP; }
+
+/* nc, dx, AVX2's xs and pdx, qx, AVX2's px, as matmul_q_i8_into lays them */
+int64_t matmul_q_i8_scratch(int64_t M, int64_t K) {
+    int64_t nb = K / QBLOCK, nbx = padded(nb);
+    return M * (K + nb * 4 + nbx * 8 + K + nbx * QBLOCK);
 }
 
 void matmul_q_i8_into(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
                       int64_t N, int64_t K, int q4, int path, void *scratch) {
-    int64_t nb = K / QBLOCK;
+    int64_t nb = K / QBLOCK, nbx = padded(nb);
     int32_t *nc = scratch;                          /* (M, K / 4) */
     float *dx = (float *)(nc + M * K / 4);          /* (M, nb) */
-    int8_t *qx = (int8_t *)(dx + M * nb);           /* (M, K) */
-    quantize_rows_q8(x, qx, dx, nc, M, K);
-    QWork w = {{qx, dx, nc, K, nb}, rows_portable, q, scale, out, M, N, q4};
+    int32_t *xs = (int32_t *)(dx + M * nb);         /* (M, nbx) */
+    float *pdx = (float *)(xs + M * nbx);           /* (M, nbx) */
+    int8_t *qx = (int8_t *)(pdx + M * nbx);         /* (M, K) */
+    int8_t *px = qx + M * K;                        /* (M, nbx * 32) */
+    quantize_rows_q8(x, qx, dx, nc, M, K, path);
+    QWork w = {{qx, dx, nc, K, nb, nb}, rows_portable, q, scale, out, M, N, q4};
 #if defined(__x86_64__) && defined(__GNUC__)
     int chosen = quant_path(path);
     if (chosen == QPATH_AVX512_VNNI) {
         vnni_layout(qx, nc, M, nb, q4);
         w.rows = rows_vnni;
+    } else if (chosen == QPATH_AVX2) {
+        avx2_layout(qx, dx, M, nb, nbx, q4, px, pdx, xs);
+        w.a = (acts){px, pdx, xs, K, nb, nbx};
+        w.rows = rows_avx2;
     }
-    else if (chosen == QPATH_AVX2) w.rows = rows_avx2;
 #endif
     int64_t chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
     if (N * K >= QUANT_PARALLEL_MIN) pool_run(q_chunk, &w, chunks);

@@ -98,7 +98,8 @@ enum { QPATH_PORTABLE = 0, QPATH_AVX2 = 1, QPATH_AVX512_VNNI = 2 };
 int quant_path(int wanted);
 int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
                 int64_t N, int64_t K, int q4, int path);
-void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K);
+void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K,
+                      int path);
 /* matmul_q_i8_into: matmul_q_i8 with its scratch (quantized x) given: matmul_q_i8_scratch(M, K)
  * bytes, 4-byte aligned; it cannot fail. */
 int64_t matmul_q_i8_scratch(int64_t M, int64_t K);

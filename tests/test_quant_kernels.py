@@ -42,7 +42,8 @@ def test_this_cpu_has_its_paths():
         C.quant_path("sse9")
 
 
-def test_activation_quantization_is_bit_for_bit():
+@pytest.mark.parametrize("path", PATHS)
+def test_activation_quantization_is_bit_for_bit(path):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 96)).astype(np.float32) * 5
     x[1, 32:64] = 0.0                                   # an all-zero block: dx = 0, qx = 0
@@ -51,7 +52,7 @@ def test_activation_quantization_is_bit_for_bit():
     x[2, 64:68] = [127.0, 2.5, -3.5, 0.5]               # ... here dx = 1: ties to even
     qx, dx = quantize_activations(x)
     assert list(qx[2, 2, :4]) == [127, 2, -4, 0] and dx[1, 1] == 0 and not qx[1, 1].any()
-    cq, cd = C.quantize_activations(x)
+    cq, cd = C.quantize_activations(x, path=path)
     assert np.array_equal(cq, qx) and np.array_equal(cd, dx)
 
 
