@@ -99,30 +99,6 @@ static void vnni_layout(int8_t *qx, int32_t *nc, int64_t M, int64_t nb, int q4) 
         }
 }
 
-/* x as the AVX2 kernels read it, from quantize_rows_q8's qx, dx: each row padded with zero
- * blocks to nbx, a multiple of GROUP (px, pdx); q4_0's blocks in pairs, [values 0-15 of b, of
- * b + 1, values 16-31 of b, of b + 1], as 32 bytes of its nibbles hold them; xs (M, nbx): 8 *
- * each block's sum, q4_0's offset times x (q8_0 leaves it unread). */
-static void avx2_layout(const int8_t *qx, const float *dx, int64_t M, int64_t nb, int64_t nbx,
-                        int q4, int8_t *px, float *pdx, int32_t *xs) {
-    for (int64_t row = 0; row < M; row++)
-        for (int64_t b = 0; b < nbx; b++) {
-            int8_t *to = px + (row * nbx + (b & ~1)) * QBLOCK + (q4 ? 16 : 32) * (b & 1);
-            int64_t r = row * nbx + b, s = 0;
-            if (b < nb) {
-                const int8_t *from = qx + (row * nb + b) * QBLOCK;
-                memcpy(to, from, q4 ? 16 : 32);
-                if (q4) memcpy(to + 32, from + 16, 16);
-                for (int k = 0; k < QBLOCK; k++) s += from[k];
-            } else {
-                memset(to, 0, q4 ? 16 : 32);
-                if (q4) memset(to + 32, 0, 16);
-            }
-            pdx[r] = b < nb ? dx[row * nb + b] : 0.0f;
-            xs[r] = (int32_t)(8 * s);
-        }
-}
-
 /* ---------------------------------------------------------------- portable */
 
 static void row_portable(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
@@ -179,54 +155,94 @@ static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale
 /* ---------------------------------------------------------------- AVX2 */
 #define AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 
-/* quantize_portable's loop in vectors: the same IEEE division and round half to even
- * (vroundps), so the same bytes; a block's 32 int32 packed to bytes by vpackssdw / vpacksswb,
- * whose lane order vpermd undoes */
-AVX2 void quantize_avx2(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t n) {
+/* quantize_portable's block in vectors: the same IEEE division and round half to even
+ * (vroundps), so the same bytes; its 32 int32 packed to bytes by vpackssdw / vpacksswb, whose
+ * lane order vpermd undoes. *d: the block's scale; *sum: the sum of its values. */
+AVX2 __m256i quantize_block_avx2(const float *x, float *d, int32_t *sum) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256 v[4], m = _mm256_setzero_ps();
+    for (int j = 0; j < 4; j++) {
+        v[j] = _mm256_loadu_ps(x + 8 * j);
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
+    }
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    *d = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h))) / 127.0f;
+    *sum = 0;
+    if (*d == 0.0f) return _mm256_setzero_si256();
+    __m256i i[4];
+    for (int j = 0; j < 4; j++)
+        i[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(v[j], _mm256_set1_ps(*d)),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i t = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+    __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+    u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0x4E));
+    *sum = _mm_cvtsi128_si32(_mm_add_epi32(u, _mm_shuffle_epi32(u, 0xB1)));
+    return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]),
+                                                          _mm256_packs_epi32(i[2], i[3])),
+                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* quantize_rows_q8 on n blocks, in vectors; nc: -8 * each 4 values' sum, by vpmaddubsw */
+AVX2 void quantize_avx2(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t n) {
     for (int64_t r = 0; r < n; r++) {
-        __m256 v[4], m = _mm256_setzero_ps();
-        for (int j = 0; j < 4; j++) {
-            v[j] = _mm256_loadu_ps(x + r * QBLOCK + 8 * j);
-            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
-        }
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        float d = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h))) / 127.0f;
-        dx[r] = d;
-        __m256i i[4], q = _mm256_setzero_si256();
-        if (d != 0.0f) {
-            for (int j = 0; j < 4; j++)
-                i[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(v[j], _mm256_set1_ps(d)),
-                                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            q = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]),
-                                                               _mm256_packs_epi32(i[2], i[3])), order);
-        }
+        int32_t sum;
+        __m256i q = quantize_block_avx2(x + r * QBLOCK, dx + r, &sum);
         _mm256_storeu_si256((__m256i *)(qx + r * QBLOCK), q);
         __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
         _mm256_storeu_si256((__m256i *)(nc + r * 8), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s4, 3)));
     }
 }
 
-/* One pair of blocks (2 p, 2 p + 1 of a group) against row x of x, as int32 partial sums.
+/* x (M, K) quantized as the AVX2 kernels read it: each row padded with zero blocks to nbx, a
+ * multiple of GROUP (px, pdx). q4_0: the blocks in pairs, [values 0-15 of b, of b + 1, values
+ * 16-31 of b, of b + 1], as 32 bytes of its nibbles hold them, and xs (M, nbx) 8 * each
+ * block's sum, its offset times x. q8_0: each block's 32 values, then their absolute values
+ * (vpmaddubsw's unsigned operand, so that one vpsignb moves x's sign onto w). */
+AVX2 void quantize_layout_avx2(const float *x, int64_t M, int64_t nb, int64_t nbx, const int q4,
+                               int8_t *px, float *pdx, int32_t *xs) {
+    int64_t xb = q4 ? QBLOCK : 2 * QBLOCK;   /* bytes of px a block */
+    for (int64_t row = 0; row < M; row++) {
+        int64_t first = q4 ? nb & ~(int64_t)1 : nb;   /* padding from this block's bytes on */
+        memset(px + (row * nbx + first) * xb, 0, (size_t)((nbx - first) * xb));
+        for (int64_t b = nb; b < nbx; b++) pdx[row * nbx + b] = 0.0f, xs[row * nbx + b] = 0;
+        for (int64_t b = 0; b < nb; b++) {
+            int64_t r = row * nbx + b;
+            int32_t sum;
+            __m256i q = quantize_block_avx2(x + (row * nb + b) * QBLOCK, pdx + r, &sum);
+            xs[r] = 8 * sum;
+            if (!q4) {
+                _mm256_storeu_si256((__m256i *)(px + r * xb), q);
+                _mm256_storeu_si256((__m256i *)(px + r * xb + QBLOCK), _mm256_abs_epi8(q));
+                continue;
+            }
+            int8_t *to = px + (r & ~(int64_t)1) * xb + 16 * (b & 1);
+            _mm_storeu_si128((__m128i *)to, _mm256_castsi256_si128(q));
+            _mm_storeu_si128((__m128i *)(to + 32), _mm256_extracti128_si256(q, 1));
+        }
+    }
+}
+
+/* One pair of blocks (2 p, 2 p + 1 of a group) against a row of x, as int32 partial sums.
  * q4_0: 32 bytes of nibbles are both blocks' 16 bytes; the low nibbles hold values 0-15 of
  * each, the high ones 16-31, and avx2_layout stored x to match, so the unsigned q + 8 goes
  * straight into vpmaddubsw, two products' 16-bit sums add without overflow (4 * 15 * 127)
  * and one vpmaddwd gives [first block x4 | second x4]; the 8 sum(x) is taken off later.
- * q8_0: the sign of w moved onto x, one block a ymm, vphaddd: [a a b b | a a b b]. */
+ * q8_0: |x| times w with x's sign (no 16-bit sum overflows: 2 * 127 * 127 < 32767), one
+ * block a ymm, then vphaddd: [a a b b | a a b b]. */
 AVX2 __m256i pair_avx2(const __m256i *w, const int8_t *x, const int q4) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i x0 = _mm256_loadu_si256((const __m256i *)x), x1 = _mm256_loadu_si256((const __m256i *)(x + 32));
+#define LOAD(at) _mm256_loadu_si256((const __m256i *)(x + (at)))
     if (q4)
-        return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[0], x0),
-                                                  _mm256_maddubs_epi16(w[1], x1)), ones);
-    __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w[2], _mm256_sign_epi8(x0, w[0])), ones);
-    __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(w[3], _mm256_sign_epi8(x1, w[1])), ones);
+        return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[0], LOAD(0)),
+                                                  _mm256_maddubs_epi16(w[1], LOAD(32))), ones);
+    __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(LOAD(32), _mm256_sign_epi8(w[0], LOAD(0))), ones);
+    __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(LOAD(96), _mm256_sign_epi8(w[1], LOAD(64))), ones);
+#undef LOAD
     return _mm256_hadd_epi32(s0, s1);
 }
 
-/* pair p's weights: q4_0 [low nibbles, high nibbles]; q8_0 [w0, w1, |w0|, |w1|] */
+/* pair p's weights: q4_0 [low nibbles, high nibbles]; q8_0 the two blocks */
 AVX2 void pair_weights(const uint8_t *q, int p, const int q4, __m256i *w) {
     if (q4) {
         __m256i t = _mm256_loadu_si256((const __m256i *)(q + 32 * p)), nib = _mm256_set1_epi8(0x0F);
@@ -236,8 +252,6 @@ AVX2 void pair_weights(const uint8_t *q, int p, const int q4, __m256i *w) {
     }
     w[0] = _mm256_loadu_si256((const __m256i *)(q + 64 * p));
     w[1] = _mm256_loadu_si256((const __m256i *)(q + 64 * p + 32));
-    w[2] = _mm256_sign_epi8(w[0], w[0]);
-    w[3] = _mm256_sign_epi8(w[1], w[1]);
 }
 
 /* A group of GROUP blocks (q, s: its weights and fp16 scales) against mt rows of x (the
@@ -245,11 +259,12 @@ AVX2 void pair_weights(const uint8_t *q, int p, const int q4, __m256i *w) {
  * (vphaddd trees), then one conversion and one FMA with the eight scales dw * dx. */
 AVX2 void group_avx2(const acts *a, const uint8_t *q, const uint16_t *s, int64_t at,
                      const int mt, const int q4, __m256 *acc) {
-    __m256i half[MT], pend[MT], w[4];
+    __m256i half[MT], pend[MT], w[2];
+    int64_t xb = q4 ? QBLOCK : 2 * QBLOCK;   /* bytes of x a block */
     for (int p = 0; p < GROUP / 2; p++) {
         pair_weights(q, p, q4, w);
         for (int i = 0; i < mt; i++) {
-            __m256i v = pair_avx2(w, a->qx + (at + i * a->nbx) * QBLOCK + 64 * p, q4);
+            __m256i v = pair_avx2(w, a->qx + (at + i * a->nbx) * xb + 2 * xb * p, q4);
             if (!(p & 1)) { pend[i] = v; continue; }
             v = _mm256_hadd_epi32(pend[i], v);  /* q8_0 [0 1 2 3 | 0 1 2 3], q4_0 [0 0 2 2 | 1 1 3 3] */
             if (p == 1) half[i] = v;
@@ -416,7 +431,7 @@ static int64_t padded(int64_t nb) { return (nb + GROUP - 1) / GROUP * GROUP; }
 /* nc, dx, AVX2's xs and pdx, qx, AVX2's px, as matmul_q_i8_into lays them */
 int64_t matmul_q_i8_scratch(int64_t M, int64_t K) {
     int64_t nb = K / QBLOCK, nbx = padded(nb);
-    return M * (K + nb * 4 + nbx * 8 + K + nbx * QBLOCK);
+    return M * (K + nb * 4 + nbx * 8 + K + nbx * 2 * QBLOCK);
 }
 
 void matmul_q_i8_into(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
@@ -427,18 +442,21 @@ void matmul_q_i8_into(const float *x, const void *q, const uint16_t *scale, floa
     int32_t *xs = (int32_t *)(dx + M * nb);         /* (M, nbx) */
     float *pdx = (float *)(xs + M * nbx);           /* (M, nbx) */
     int8_t *qx = (int8_t *)(pdx + M * nbx);         /* (M, K) */
-    int8_t *px = qx + M * K;                        /* (M, nbx * 32) */
-    quantize_rows_q8(x, qx, dx, nc, M, K, path);
+    int8_t *px = qx + M * K;                        /* (M, nbx * 64): q4_0 uses half */
     QWork w = {{qx, dx, nc, K, nb, nb}, rows_portable, q, scale, out, M, N, q4};
-#if defined(__x86_64__) && defined(__GNUC__)
     int chosen = quant_path(path);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (chosen == QPATH_AVX2) {
+        quantize_layout_avx2(x, M, nb, nbx, q4, px, pdx, xs);
+        w.a = (acts){px, pdx, xs, K, nb, nbx};
+        w.rows = rows_avx2;
+    }
+#endif
+    if (chosen != QPATH_AVX2) quantize_rows_q8(x, qx, dx, nc, M, K, path);
+#if defined(__x86_64__) && defined(__GNUC__)
     if (chosen == QPATH_AVX512_VNNI) {
         vnni_layout(qx, nc, M, nb, q4);
         w.rows = rows_vnni;
-    } else if (chosen == QPATH_AVX2) {
-        avx2_layout(qx, dx, M, nb, nbx, q4, px, pdx, xs);
-        w.a = (acts){px, pdx, xs, K, nb, nbx};
-        w.rows = rows_avx2;
     }
 #endif
     int64_t chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
