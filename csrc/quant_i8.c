@@ -37,11 +37,9 @@
 #include <string.h>
 #include "half.h"
 #include "parallel.h"
+#include "quant_i8.h"
 #include "tinyllm.h"
 
-#define QBLOCK 32
-#define MT 4   /* rows of x that share one pass over a row of W (DISPATCH lists 1..4) */
-_Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
 /* below this many weights one thread does it: handing chunks to other threads costs a few
  * microseconds on a quiet machine; 2^18 (256 KiB of q8_0) threads every gpt2-preset product, which
  * on 2 quiet cores took a decoding step's products from 5.3 / 3.2 ms (one thread) to 3.3 / 2.2 ms
@@ -50,15 +48,6 @@ _Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
  * do: a helper the OS has parked never holds a step up. */
 #define QUANT_PARALLEL_MIN (1 << 18)
 #define ROW_CHUNK 64   /* rows of W a thread takes at a time, for every row of x */
-#define GROUP 8        /* blocks whose sums the AVX2 kernels gather into one vector */
-
-typedef struct {                 /* x, quantized: what every path reads */
-    const int8_t *qx;            /* (M, K) */
-    const float *dx;             /* (M, K / 32) */
-    const int32_t *nc;           /* (M, K / 4): -8 * the sum of each 4 bytes of qx (q4_0) */
-    int64_t K, nb;
-    int64_t nbx;                 /* blocks a row of qx holds: nb, or AVX2's nb padded to GROUP */
-} acts;
 
 /* quantize_rows_q8's portable loop over n blocks of 32 values */
 static void quantize_portable(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t n) {
@@ -131,182 +120,6 @@ static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* NAME(..., n0, n1, m0, mt, ..., q4): rows [n0, n1) of W against rows [m0, m0 + mt) of x, by
- * NAME_t (inlined) with a constant row count and format, so that its accumulators stay in
- * registers, no format test runs inside its loops and no call is made per row of W */
-#define ROWS_LOOP(NAME, MT_, Q4_)                                                                  \
-    for (int64_t n = n0; n < n1; n++) NAME##_t(a, q, scale, out, n, m0, MT_, N, Q4_)
-#define DISPATCH(NAME, TARGET)                                                                     \
-    __attribute__((target(TARGET))) static void NAME(const acts *a, const uint8_t *q,              \
-        const uint16_t *scale, float *out, int64_t n0, int64_t n1, int64_t m0, int mt,             \
-        int64_t N, int q4) {                                                                       \
-        switch (q4 * MT + mt) {                                                                    \
-        case 1: ROWS_LOOP(NAME, 1, 0); break;                                                      \
-        case 2: ROWS_LOOP(NAME, 2, 0); break;                                                      \
-        case 3: ROWS_LOOP(NAME, 3, 0); break;                                                      \
-        case 4: ROWS_LOOP(NAME, 4, 0); break;                                                      \
-        case MT + 1: ROWS_LOOP(NAME, 1, 1); break;                                                 \
-        case MT + 2: ROWS_LOOP(NAME, 2, 1); break;                                                 \
-        case MT + 3: ROWS_LOOP(NAME, 3, 1); break;                                                 \
-        default: ROWS_LOOP(NAME, 4, 1);                                                            \
-        }                                                                                          \
-    }
-
-/* ---------------------------------------------------------------- AVX2 */
-#define AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
-
-/* quantize_portable's block in vectors: the same IEEE division and round half to even
- * (vroundps), so the same bytes; its 32 int32 packed to bytes by vpackssdw / vpacksswb, whose
- * lane order vpermd undoes. *d: the block's scale; *sum: the sum of its values. */
-AVX2 __m256i quantize_block_avx2(const float *x, float *d, int32_t *sum) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 v[4], m = _mm256_setzero_ps();
-    for (int j = 0; j < 4; j++) {
-        v[j] = _mm256_loadu_ps(x + 8 * j);
-        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[j]));
-    }
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    *d = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h))) / 127.0f;
-    *sum = 0;
-    if (*d == 0.0f) return _mm256_setzero_si256();
-    __m256i i[4];
-    for (int j = 0; j < 4; j++)
-        i[j] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(v[j], _mm256_set1_ps(*d)),
-                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    __m256i t = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-    __m128i u = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-    u = _mm_add_epi32(u, _mm_shuffle_epi32(u, 0x4E));
-    *sum = _mm_cvtsi128_si32(_mm_add_epi32(u, _mm_shuffle_epi32(u, 0xB1)));
-    return _mm256_permutevar8x32_epi32(_mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]),
-                                                          _mm256_packs_epi32(i[2], i[3])),
-                                       _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-}
-
-/* quantize_rows_q8 on n blocks, in vectors; nc: -8 * each 4 values' sum, by vpmaddubsw */
-AVX2 void quantize_avx2(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t n) {
-    for (int64_t r = 0; r < n; r++) {
-        int32_t sum;
-        __m256i q = quantize_block_avx2(x + r * QBLOCK, dx + r, &sum);
-        _mm256_storeu_si256((__m256i *)(qx + r * QBLOCK), q);
-        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
-        _mm256_storeu_si256((__m256i *)(nc + r * 8), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s4, 3)));
-    }
-}
-
-/* x (M, K) quantized as the AVX2 kernels read it: each row padded with zero blocks to nbx, a
- * multiple of GROUP (px, pdx). q4_0: the blocks in pairs, [values 0-15 of b, of b + 1, values
- * 16-31 of b, of b + 1], as 32 bytes of its nibbles hold them, and xs (M, nbx) 8 * each
- * block's sum, its offset times x. q8_0: each block's 32 values, then their absolute values
- * (vpmaddubsw's unsigned operand, so that one vpsignb moves x's sign onto w). */
-AVX2 void quantize_layout_avx2(const float *x, int64_t M, int64_t nb, int64_t nbx, const int q4,
-                               int8_t *px, float *pdx, int32_t *xs) {
-    int64_t xb = q4 ? QBLOCK : 2 * QBLOCK;   /* bytes of px a block */
-    for (int64_t row = 0; row < M; row++) {
-        int64_t first = q4 ? nb & ~(int64_t)1 : nb;   /* padding from this block's bytes on */
-        memset(px + (row * nbx + first) * xb, 0, (size_t)((nbx - first) * xb));
-        for (int64_t b = nb; b < nbx; b++) pdx[row * nbx + b] = 0.0f, xs[row * nbx + b] = 0;
-        for (int64_t b = 0; b < nb; b++) {
-            int64_t r = row * nbx + b;
-            int32_t sum;
-            __m256i q = quantize_block_avx2(x + (row * nb + b) * QBLOCK, pdx + r, &sum);
-            xs[r] = 8 * sum;
-            if (!q4) {
-                _mm256_storeu_si256((__m256i *)(px + r * xb), q);
-                _mm256_storeu_si256((__m256i *)(px + r * xb + QBLOCK), _mm256_abs_epi8(q));
-                continue;
-            }
-            int8_t *to = px + (r & ~(int64_t)1) * xb + 16 * (b & 1);
-            _mm_storeu_si128((__m128i *)to, _mm256_castsi256_si128(q));
-            _mm_storeu_si128((__m128i *)(to + 32), _mm256_extracti128_si256(q, 1));
-        }
-    }
-}
-
-/* One pair of blocks (2 p, 2 p + 1 of a group) against a row of x, as int32 partial sums.
- * q4_0: 32 bytes of nibbles are both blocks' 16 bytes; the low nibbles hold values 0-15 of
- * each, the high ones 16-31, and avx2_layout stored x to match, so the unsigned q + 8 goes
- * straight into vpmaddubsw, two products' 16-bit sums add without overflow (4 * 15 * 127)
- * and one vpmaddwd gives [first block x4 | second x4]; the 8 sum(x) is taken off later.
- * q8_0: |x| times w with x's sign (no 16-bit sum overflows: 2 * 127 * 127 < 32767), one
- * block a ymm, then vphaddd: [a a b b | a a b b]. */
-AVX2 __m256i pair_avx2(const __m256i *w, const int8_t *x, const int q4) {
-    const __m256i ones = _mm256_set1_epi16(1);
-#define LOAD(at) _mm256_loadu_si256((const __m256i *)(x + (at)))
-    if (q4)
-        return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[0], LOAD(0)),
-                                                  _mm256_maddubs_epi16(w[1], LOAD(32))), ones);
-    __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(LOAD(32), _mm256_sign_epi8(w[0], LOAD(0))), ones);
-    __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(LOAD(96), _mm256_sign_epi8(w[1], LOAD(64))), ones);
-#undef LOAD
-    return _mm256_hadd_epi32(s0, s1);
-}
-
-/* pair p's weights: q4_0 [low nibbles, high nibbles]; q8_0 the two blocks */
-AVX2 void pair_weights(const uint8_t *q, int p, const int q4, __m256i *w) {
-    if (q4) {
-        __m256i t = _mm256_loadu_si256((const __m256i *)(q + 32 * p)), nib = _mm256_set1_epi8(0x0F);
-        w[0] = _mm256_and_si256(t, nib);
-        w[1] = _mm256_and_si256(_mm256_srli_epi16(t, 4), nib);
-        return;
-    }
-    w[0] = _mm256_loadu_si256((const __m256i *)(q + 64 * p));
-    w[1] = _mm256_loadu_si256((const __m256i *)(q + 64 * p + 32));
-}
-
-/* A group of GROUP blocks (q, s: its weights and fp16 scales) against mt rows of x (the
- * group's start in row m0), into acc[mt]. Each row's eight block sums S meet in one vector
- * (vphaddd trees), then one conversion and one FMA with the eight scales dw * dx. */
-AVX2 void group_avx2(const acts *a, const uint8_t *q, const uint16_t *s, int64_t at,
-                     const int mt, const int q4, __m256 *acc) {
-    __m256i half[MT], pend[MT], w[2];
-    int64_t xb = q4 ? QBLOCK : 2 * QBLOCK;   /* bytes of x a block */
-    for (int p = 0; p < GROUP / 2; p++) {
-        pair_weights(q, p, q4, w);
-        for (int i = 0; i < mt; i++) {
-            __m256i v = pair_avx2(w, a->qx + (at + i * a->nbx) * xb + 2 * xb * p, q4);
-            if (!(p & 1)) { pend[i] = v; continue; }
-            v = _mm256_hadd_epi32(pend[i], v);  /* q8_0 [0 1 2 3 | 0 1 2 3], q4_0 [0 0 2 2 | 1 1 3 3] */
-            if (p == 1) half[i] = v;
-            else if (q4) half[i] = _mm256_hadd_epi32(half[i], v);   /* [0 2 4 6 | 1 3 5 7] */
-            else half[i] = _mm256_add_epi32(_mm256_blend_epi32(half[i], v, 0xF0),
-                                            _mm256_permute2x128_si256(half[i], v, 0x21));
-        }
-    }
-    __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
-    for (int i = 0; i < mt; i++) {
-        __m256i S = half[i];
-        if (q4) S = _mm256_sub_epi32(_mm256_permutevar8x32_epi32(S, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)),
-                                     _mm256_loadu_si256((const __m256i *)(a->nc + at + i * a->nbx)));
-        __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(a->dx + at + i * a->nbx));
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), d, acc[i]);
-    }
-}
-
-AVX2 void rows_avx2_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
-                      int64_t n, int64_t m0, const int mt, int64_t N, const int q4) {
-    int64_t nb = a->nb, bb = q4 ? QBLOCK / 2 : QBLOCK, b = 0;
-    __m256 acc[MT];
-    for (int i = 0; i < mt; i++) acc[i] = _mm256_setzero_ps();
-    for (; b + GROUP <= nb; b += GROUP)
-        group_avx2(a, q + (n * nb + b) * bb, scale + n * nb + b, m0 * a->nbx + b, mt, q4, acc);
-    if (b < nb) {   /* the last blocks, copied into a group of zeros (x is padded with zeros) */
-        uint8_t wq[GROUP * QBLOCK] = {0};
-        uint16_t ws[GROUP] = {0};
-        memcpy(wq, q + (n * nb + b) * bb, (size_t)((nb - b) * bb));
-        memcpy(ws, scale + n * nb + b, (size_t)(nb - b) * sizeof(uint16_t));
-        group_avx2(a, wq, ws, m0 * a->nbx + b, mt, q4, acc);
-    }
-    for (int i = 0; i < mt; i++) {
-        __m256 v = acc[i];
-        __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        out[(m0 + i) * N + n] = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
-    }
-}
-
-DISPATCH(rows_avx2, "avx2,fma,f16c")
-
 /* ---------------------------------------------------------------- AVX-512 VNNI */
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"), always_inline)) \
     static inline
@@ -354,7 +167,7 @@ VNNI void quad_vnni(const acts *a, const uint8_t *q, int64_t n, int64_t m0, cons
     }
 }
 
-VNNI void rows_vnni_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
+VNNI void quant_rows_vnni_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
                       int64_t n, int64_t m0, const int mt, int64_t N, const int q4) {
     int64_t nb = a->nb;
     __m512 acc0[MT], acc1[MT], d[MT];   /* two FMA chains in flight a row */
@@ -376,7 +189,7 @@ VNNI void rows_vnni_t(const acts *a, const uint8_t *q, const uint16_t *scale, fl
         out[(m0 + i) * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[i], acc1[i]));
 }
 
-DISPATCH(rows_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")
+DISPATCH(quant_rows_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")
 #endif
 
 /* ---------------------------------------------------------------- dispatch */
@@ -404,9 +217,6 @@ void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_
     quantize_portable(x, qx, dx, nc, M * K / QBLOCK);
 }
 
-typedef void (*rows_fn)(const acts *, const uint8_t *, const uint16_t *, float *, int64_t,
-                        int64_t, int64_t, int, int64_t, int);
-
 typedef struct {                 /* one product, as the pool's chunks see it */
     acts a;
     rows_fn rows;
@@ -426,37 +236,35 @@ static void q_chunk(void *ctx, int64_t c) {
                 w->N, w->q4);
 }
 
-static int64_t padded(int64_t nb) { return (nb + GROUP - 1) / GROUP * GROUP; }
-
-/* nc, dx, AVX2's xs and pdx, qx, AVX2's px, as matmul_q_i8_into lays them */
+/* Bytes a row of x takes quantized: 72 a block (AVX2's q8_0 layout: x and |x|, dx, nc) for
+ * nb padded to GROUP blocks; the others need less (68: qx, dx, and nc a 4 bytes). */
 int64_t matmul_q_i8_scratch(int64_t M, int64_t K) {
-    int64_t nb = K / QBLOCK, nbx = padded(nb);
-    return M * (K + nb * 4 + nbx * 8 + K + nbx * 2 * QBLOCK);
+    return M * 72 * ((K / QBLOCK + GROUP - 1) / GROUP * GROUP);
 }
 
 void matmul_q_i8_into(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
                       int64_t N, int64_t K, int q4, int path, void *scratch) {
-    int64_t nb = K / QBLOCK, nbx = padded(nb);
-    int32_t *nc = scratch;                          /* (M, K / 4) */
-    float *dx = (float *)(nc + M * K / 4);          /* (M, nb) */
-    int32_t *xs = (int32_t *)(dx + M * nb);         /* (M, nbx) */
-    float *pdx = (float *)(xs + M * nbx);           /* (M, nbx) */
-    int8_t *qx = (int8_t *)(pdx + M * nbx);         /* (M, K) */
-    int8_t *px = qx + M * K;                        /* (M, nbx * 64): q4_0 uses half */
-    QWork w = {{qx, dx, nc, K, nb, nb}, rows_portable, q, scale, out, M, N, q4};
+    int64_t nb = K / QBLOCK;
     int chosen = quant_path(path);
+    int64_t nbx = nb, ncs = K / 4;                  /* blocks and nc a row of x */
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (chosen == QPATH_AVX2) nbx = ncs = quant_avx2_blocks(nb);
+#endif
+    int32_t *nc = scratch;                          /* (M, ncs) */
+    float *dx = (float *)(nc + M * ncs);            /* (M, nbx) */
+    int8_t *qx = (int8_t *)(dx + M * nbx);          /* (M, nbx, 32 or 64) */
+    QWork w = {{qx, dx, nc, K, nb, nbx}, rows_portable, q, scale, out, M, N, q4};
 #if defined(__x86_64__) && defined(__GNUC__)
     if (chosen == QPATH_AVX2) {
-        quantize_layout_avx2(x, M, nb, nbx, q4, px, pdx, xs);
-        w.a = (acts){px, pdx, xs, K, nb, nbx};
-        w.rows = rows_avx2;
+        quantize_layout_avx2(x, M, nb, q4, qx, dx, nc);
+        w.rows = quant_rows_avx2;
     }
 #endif
     if (chosen != QPATH_AVX2) quantize_rows_q8(x, qx, dx, nc, M, K, path);
 #if defined(__x86_64__) && defined(__GNUC__)
     if (chosen == QPATH_AVX512_VNNI) {
         vnni_layout(qx, nc, M, nb, q4);
-        w.rows = rows_vnni;
+        w.rows = quant_rows_vnni;
     }
 #endif
     int64_t chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
