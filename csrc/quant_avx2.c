@@ -31,8 +31,7 @@
 
 #define AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
 /* rows of W ahead that a row's pass prefetches: one core streamed the gpt2 preset's step 3-19 %
- * faster with it (4, 8 and 16 alike, CPU time of one thread, BENCHMARKS.md); a prefetch past
- * the weights' end is dropped, never a fault */
+ * faster with it (4, 8 and 16 alike, CPU time of one thread, BENCHMARKS.md) */
 #define AHEAD 4
 
 /* quantize_portable's block in vectors: the same IEEE division and round half to even
@@ -171,9 +170,11 @@ AVX2 void quant_rows_avx2_t(const acts *a, const uint8_t *q, const uint16_t *sca
     int64_t nb = a->nb, bb = q4 ? QBLOCK / 2 : QBLOCK, b = 0;
     __m256 acc[MT];
     for (int i = 0; i < mt; i++) acc[i] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < nb * bb; k += 64)   /* row n + AHEAD's blocks and scales on their way */
-        _mm_prefetch((const char *)(q + (n + AHEAD) * nb * bb + k), _MM_HINT_T0);
-    _mm_prefetch((const char *)(scale + (n + AHEAD) * nb), _MM_HINT_T0);
+    if (n + AHEAD < N) {   /* row n + AHEAD's blocks and scales on their way */
+        for (int64_t k = 0; k < nb * bb; k += 64)
+            _mm_prefetch((const char *)(q + (n + AHEAD) * nb * bb + k), _MM_HINT_T0);
+        _mm_prefetch((const char *)(scale + (n + AHEAD) * nb), _MM_HINT_T0);
+    }
     for (; b + GROUP <= nb; b += GROUP)
         group_avx2(a, q + (n * nb + b) * bb, scale + n * nb + b, m0 * a->nbx + b, mt, q4, GROUP, acc);
     if (b < nb) {   /* the last blocks: their scales copied beside zeros, so none past the row is read */
