@@ -15,11 +15,12 @@
  *                      correction precomputed per 4 bytes of x (nc) as dpbusd's start value;
  *                      q8_0's weights are signed, so x goes in offset by 128 and
  *                      S = dpbusd(qx + 128, w) - dpbusd(128, w)
- *   QPATH_AVX2         one block a ymm, vpmaddubsw + vpmaddwd (llama.cpp's AVX2 way: the
- *                      sign of w moved onto x so the unsigned operand is |w| <= 127, and no
- *                      16-bit sum saturates: 2 * 127 * 127 < 32767)
+ *   QPATH_AVX2         quant_avx2.c: vpmaddubsw + vpmaddwd a block, eight blocks' sums
+ *                      gathered into one vector for their scales; x quantized in vectors
+ *                      into a layout of its own (quant_avx2.c says why)
  *   QPATH_PORTABLE     plain C integer loops
  * All three give the same integer S; only the float32 sum over the blocks differs in order.
+ * x's quantization is the same bytes on every path (portable C, or AVX2 vectors).
  *
  * matmul_q_i8_into is the same product into scratch the caller gives (decode_block.c's fused
  * step calls it for each product, with one allocation per step); matmul_q_i8 allocates it.
@@ -28,8 +29,8 @@
  * GEMM, quant.c's dequantize_q) or the float32-activation kernels (quant.c's matmul_q8_0).
  * K must be a multiple of 32 (c_kernels.py checks).
  *
- * Read next: tinyllm/quant/formats.py (quantize_activations, matmul_q_i8), tinyllm.h,
- * tests/test_quant_i8.py (every path against the definition).
+ * Read next: tinyllm/quant/formats.py (quantize_activations, matmul_q_i8), quant_avx2.c,
+ * tinyllm.h, tests/test_quant_kernels.py (every path against the definition).
  */
 #include <math.h>
 #include <stdint.h>
