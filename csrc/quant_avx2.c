@@ -180,7 +180,10 @@ AVX2 void quant_rows_avx2_t(const acts *a, const uint8_t *q, const uint16_t *sca
     if (b < nb) {   /* the last blocks: their scales copied beside zeros, so none past the row is read */
         uint16_t s[GROUP] = {0};
         memcpy(s, scale + n * nb + b, (size_t)(nb - b) * sizeof(uint16_t));
-        group_avx2(a, q + (n * nb + b) * bb, s, m0 * a->nbx + b, mt, q4, (int)(nb - b), acc);
+        if (nb - b == GROUP / 2)   /* half a group (C = 384: 12 blocks), unrolled as a whole one */
+            group_avx2(a, q + (n * nb + b) * bb, s, m0 * a->nbx + b, mt, q4, GROUP / 2, acc);
+        else
+            group_avx2(a, q + (n * nb + b) * bb, s, m0 * a->nbx + b, mt, q4, (int)(nb - b), acc);
     }
     for (int i = 0; i < mt; i++) {
         __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i]), _mm256_extractf128_ps(acc[i], 1));
