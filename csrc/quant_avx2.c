@@ -69,8 +69,10 @@ __attribute__((target("avx2,fma,f16c"))) void quantize_avx2(const float *x, int8
         int32_t sum;
         __m256i q = quantize_block_avx2(x + r * QBLOCK, dx + r, &sum);
         _mm256_storeu_si256((__m256i *)(qx + r * QBLOCK), q);
-        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
-        _mm256_storeu_si256((__m256i *)(nc + r * 8), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s4, 3)));
+        __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q),
+                                       _mm256_set1_epi16(1));
+        _mm256_storeu_si256((__m256i *)(nc + r * 8),
+                            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s4, 3)));
     }
 }
 
@@ -112,8 +114,10 @@ AVX2 __m256i pair_avx2(const __m256i *w, const int8_t *x, const int q4) {
     if (q4)
         return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[0], LOAD(0)),
                                                   _mm256_maddubs_epi16(w[1], LOAD(32))), ones);
-    __m256i s0 = _mm256_madd_epi16(_mm256_maddubs_epi16(LOAD(32), _mm256_sign_epi8(w[0], LOAD(0))), ones);
-    __m256i s1 = _mm256_madd_epi16(_mm256_maddubs_epi16(LOAD(96), _mm256_sign_epi8(w[1], LOAD(64))), ones);
+    __m256i s0 = _mm256_maddubs_epi16(LOAD(32), _mm256_sign_epi8(w[0], LOAD(0)));
+    __m256i s1 = _mm256_maddubs_epi16(LOAD(96), _mm256_sign_epi8(w[1], LOAD(64)));
+    s0 = _mm256_madd_epi16(s0, ones);
+    s1 = _mm256_madd_epi16(s1, ones);
 #undef LOAD
     return _mm256_hadd_epi32(s0, s1);
 }
@@ -148,7 +152,8 @@ AVX2 void group_avx2(const acts *a, const uint8_t *q, const uint16_t *s, int64_t
             __m256i v = 2 * p < r ? pair_avx2(w, a->qx + (at + i * a->nbx) * xb + 2 * xb * p, q4)
                                   : _mm256_setzero_si256();
             if (!(p & 1)) { pend[i] = v; continue; }
-            v = _mm256_hadd_epi32(pend[i], v);  /* q8_0 [0 1 2 3 | 0 1 2 3], q4_0 [0 0 2 2 | 1 1 3 3] */
+            /* block sums by lane: q8_0 [0 1 2 3 | 0 1 2 3], q4_0 [0 0 2 2 | 1 1 3 3] */
+            v = _mm256_hadd_epi32(pend[i], v);
             if (p == 1) half[i] = v;
             else if (q4) half[i] = _mm256_hadd_epi32(half[i], v);   /* [0 2 4 6 | 1 3 5 7] */
             else half[i] = _mm256_add_epi32(_mm256_blend_epi32(half[i], v, 0xF0),
@@ -156,10 +161,11 @@ AVX2 void group_avx2(const acts *a, const uint8_t *q, const uint16_t *s, int64_t
         }
     }
     __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)s));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);   /* q4_0's to 0 .. 7 */
     for (int i = 0; i < mt; i++) {
         __m256i S = half[i];
-        if (q4) S = _mm256_sub_epi32(_mm256_permutevar8x32_epi32(S, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)),
-                                     _mm256_loadu_si256((const __m256i *)(a->nc + at + i * a->nbx)));
+        const __m256i *nc = (const __m256i *)(a->nc + at + i * a->nbx);
+        if (q4) S = _mm256_sub_epi32(_mm256_permutevar8x32_epi32(S, order), _mm256_loadu_si256(nc));
         __m256 d = _mm256_mul_ps(dw, _mm256_loadu_ps(a->dx + at + i * a->nbx));
         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(S), d, acc[i]);
     }
@@ -176,8 +182,9 @@ AVX2 void quant_rows_avx2_t(const acts *a, const uint8_t *q, const uint16_t *sca
         _mm_prefetch((const char *)(scale + (n + AHEAD) * nb), _MM_HINT_T0);
     }
     for (; b + GROUP <= nb; b += GROUP)
-        group_avx2(a, q + (n * nb + b) * bb, scale + n * nb + b, m0 * a->nbx + b, mt, q4, GROUP, acc);
-    if (b < nb) {   /* the last blocks: their scales copied beside zeros, so none past the row is read */
+        group_avx2(a, q + (n * nb + b) * bb, scale + n * nb + b, m0 * a->nbx + b, mt, q4, GROUP,
+                   acc);
+    if (b < nb) {   /* the last blocks: their scales copied beside zeros (none past the row read) */
         uint16_t s[GROUP] = {0};
         memcpy(s, scale + n * nb + b, (size_t)(nb - b) * sizeof(uint16_t));
         if (nb - b == GROUP / 2)   /* half a group (C = 384: 12 blocks), unrolled as a whole one */
