@@ -34,9 +34,9 @@
  * faster with it (4, 8 and 16 alike, CPU time of one thread, BENCHMARKS.md) */
 #define AHEAD 4
 
-/* quantize_portable's block in vectors: the same IEEE division and round half to even
- * (vroundps), so the same bytes; its 32 int32 packed to bytes by vpackssdw / vpacksswb, whose
- * lane order vpermd undoes. *d: the block's scale; *sum: the sum of its values. */
+/* quantize_portable's block in vectors: for finite x the same IEEE division and round half to
+ * even (vroundps), so the same bytes; its 32 int32 packed to bytes by vpackssdw / vpacksswb,
+ * whose lane order vpermd undoes. *d: the block's scale; *sum: the sum of its values. */
 AVX2 __m256i quantize_block_avx2(const float *x, float *d, int32_t *sum) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
     __m256 v[4], m = _mm256_setzero_ps();
