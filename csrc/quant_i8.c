@@ -15,11 +15,12 @@
  *                      correction precomputed per 4 bytes of x (nc) as dpbusd's start value;
  *                      q8_0's weights are signed, so x goes in offset by 128 and
  *                      S = dpbusd(qx + 128, w) - dpbusd(128, w)
- *   QPATH_AVX2         one block a ymm, vpmaddubsw + vpmaddwd (llama.cpp's AVX2 way: the
- *                      sign of w moved onto x so the unsigned operand is |w| <= 127, and no
- *                      16-bit sum saturates: 2 * 127 * 127 < 32767)
+ *   QPATH_AVX2         quant_avx2.c: vpmaddubsw + vpmaddwd a block, eight blocks' sums
+ *                      gathered into one vector for their scales; x quantized in vectors
+ *                      into a layout of its own (quant_avx2.c says why)
  *   QPATH_PORTABLE     plain C integer loops
  * All three give the same integer S; only the float32 sum over the blocks differs in order.
+ * x's quantization is the same bytes on every path (portable C, or AVX2 vectors).
  *
  * matmul_q_i8_into is the same product into scratch the caller gives (decode_block.c's fused
  * step calls it for each product, with one allocation per step); matmul_q_i8 allocates it.
@@ -28,8 +29,8 @@
  * GEMM, quant.c's dequantize_q) or the float32-activation kernels (quant.c's matmul_q8_0).
  * K must be a multiple of 32 (c_kernels.py checks).
  *
- * Read next: tinyllm/quant/formats.py (quantize_activations, matmul_q_i8), tinyllm.h,
- * tests/test_quant_i8.py (every path against the definition).
+ * Read next: tinyllm/quant/formats.py (quantize_activations, matmul_q_i8), quant_avx2.c,
+ * tinyllm.h, tests/test_quant_kernels.py (every path against the definition).
  */
 #include <math.h>
 #include <stdint.h>
@@ -37,11 +38,9 @@
 #include <string.h>
 #include "half.h"
 #include "parallel.h"
+#include "quant_i8.h"
 #include "tinyllm.h"
 
-#define QBLOCK 32
-#define MT 4   /* rows of x that share one pass over a row of W (DISPATCH lists 1..4) */
-_Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
 /* below this many weights one thread does it: handing chunks to other threads costs a few
  * microseconds on a quiet machine; 2^18 (256 KiB of q8_0) threads every gpt2-preset product, which
  * on 2 quiet cores took a decoding step's products from 5.3 / 3.2 ms (one thread) to 3.3 / 2.2 ms
@@ -51,16 +50,9 @@ _Static_assert(MT == 4, "DISPATCH below lists the row counts 1..4");
 #define QUANT_PARALLEL_MIN (1 << 18)
 #define ROW_CHUNK 64   /* rows of W a thread takes at a time, for every row of x */
 
-typedef struct {                 /* x, quantized: what every path reads */
-    const int8_t *qx;            /* (M, K) */
-    const float *dx;             /* (M, K / 32) */
-    const int32_t *nc;           /* (M, K / 4): -8 * the sum of each 4 bytes of qx (q4_0) */
-    int64_t K, nb;
-} acts;
-
-void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K) {
-    int64_t nb = K / QBLOCK;
-    for (int64_t r = 0; r < M * nb; r++) {
+/* quantize_rows_q8's portable loop over n blocks of 32 values */
+static void quantize_portable(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t n) {
+    for (int64_t r = 0; r < n; r++) {
         const float *xb = x + r * QBLOCK;
         int8_t *q = qx + r * QBLOCK;
         float amax = 0.0f;
@@ -129,72 +121,6 @@ static void rows_portable(const acts *a, const uint8_t *q, const uint16_t *scale
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* NAME(..., n0, n1, m0, mt, ..., q4): rows [n0, n1) of W against rows [m0, m0 + mt) of x, by
- * NAME_t (inlined) with a constant row count and format, so that its accumulators stay in
- * registers, no format test runs inside its loops and no call is made per row of W */
-#define ROWS_LOOP(NAME, MT_, Q4_)                                                                  \
-    for (int64_t n = n0; n < n1; n++) NAME##_t(a, q, scale, out, n, m0, MT_, N, Q4_)
-#define DISPATCH(NAME, TARGET)                                                                     \
-    __attribute__((target(TARGET))) static void NAME(const acts *a, const uint8_t *q,              \
-        const uint16_t *scale, float *out, int64_t n0, int64_t n1, int64_t m0, int mt,             \
-        int64_t N, int q4) {                                                                       \
-        switch (q4 * MT + mt) {                                                                    \
-        case 1: ROWS_LOOP(NAME, 1, 0); break;                                                      \
-        case 2: ROWS_LOOP(NAME, 2, 0); break;                                                      \
-        case 3: ROWS_LOOP(NAME, 3, 0); break;                                                      \
-        case 4: ROWS_LOOP(NAME, 4, 0); break;                                                      \
-        case MT + 1: ROWS_LOOP(NAME, 1, 1); break;                                                 \
-        case MT + 2: ROWS_LOOP(NAME, 2, 1); break;                                                 \
-        case MT + 3: ROWS_LOOP(NAME, 3, 1); break;                                                 \
-        default: ROWS_LOOP(NAME, 4, 1);                                                            \
-        }                                                                                          \
-    }
-
-/* ---------------------------------------------------------------- AVX2 */
-#define AVX2 __attribute__((target("avx2,fma,f16c"), always_inline)) static inline
-
-/* block b of row n, as 32 bytes: q8_0 the signed values; q4_0 the unsigned q + 8, in order */
-AVX2 __m256i block_avx2(const uint8_t *q, int64_t at, int q4) {
-    if (!q4) return _mm256_loadu_si256((const __m256i *)(q + at * QBLOCK));
-    __m128i t = _mm_loadu_si128((const __m128i *)(q + at * QBLOCK / 2));
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F));
-}
-
-/* block b of row n against mt rows of x, into acc[mt] */
-AVX2 void block_step_avx2(const acts *a, const uint8_t *q, const uint16_t *scale, int64_t n,
-                          int64_t m0, const int mt, int q4, int64_t b, __m256 *acc) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i w = block_avx2(q, n * a->nb + b, q4), wa = q4 ? w : _mm256_sign_epi8(w, w);
-    float dw = _cvtsh_ss(scale[n * a->nb + b]);
-    for (int i = 0; i < mt; i++) {
-        int64_t r = (m0 + i) * a->nb + b;
-        __m256i xv = _mm256_loadu_si256((const __m256i *)(a->qx + r * QBLOCK));
-        __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, q4 ? xv : _mm256_sign_epi8(xv, w)), ones);
-        if (q4) s = _mm256_add_epi32(s, _mm256_loadu_si256((const __m256i *)(a->nc + r * 8)));
-        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dw * a->dx[r]), acc[i]);
-    }
-}
-
-AVX2 void rows_avx2_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
-                      int64_t n, int64_t m0, const int mt, int64_t N, const int q4) {
-    __m256 acc0[MT], acc1[MT];   /* even and odd blocks: two FMA chains in flight */
-    for (int i = 0; i < mt; i++) acc0[i] = acc1[i] = _mm256_setzero_ps();
-    int64_t b = 0;
-    for (; b + 1 < a->nb; b += 2) {
-        block_step_avx2(a, q, scale, n, m0, mt, q4, b, acc0);
-        block_step_avx2(a, q, scale, n, m0, mt, q4, b + 1, acc1);
-    }
-    if (b < a->nb) block_step_avx2(a, q, scale, n, m0, mt, q4, b, acc0);
-    for (int i = 0; i < mt; i++) {
-        __m256 v = _mm256_add_ps(acc0[i], acc1[i]);
-        __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        out[(m0 + i) * N + n] = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
-    }
-}
-
-DISPATCH(rows_avx2, "avx2,fma,f16c")
-
 /* ---------------------------------------------------------------- AVX-512 VNNI */
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma"), always_inline)) \
     static inline
@@ -242,7 +168,7 @@ VNNI void quad_vnni(const acts *a, const uint8_t *q, int64_t n, int64_t m0, cons
     }
 }
 
-VNNI void rows_vnni_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
+VNNI void quant_rows_vnni_t(const acts *a, const uint8_t *q, const uint16_t *scale, float *out,
                       int64_t n, int64_t m0, const int mt, int64_t N, const int q4) {
     int64_t nb = a->nb;
     __m512 acc0[MT], acc1[MT], d[MT];   /* two FMA chains in flight a row */
@@ -264,7 +190,7 @@ VNNI void rows_vnni_t(const acts *a, const uint8_t *q, const uint16_t *scale, fl
         out[(m0 + i) * N + n] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[i], acc1[i]));
 }
 
-DISPATCH(rows_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")
+DISPATCH(quant_rows_vnni, "avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")
 #endif
 
 /* ---------------------------------------------------------------- dispatch */
@@ -281,8 +207,16 @@ int quant_path(int wanted) {
     return QPATH_PORTABLE;
 }
 
-typedef void (*rows_fn)(const acts *, const uint8_t *, const uint16_t *, float *, int64_t,
-                        int64_t, int64_t, int, int64_t, int);
+void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K,
+                      int path) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (quant_path(path) != QPATH_PORTABLE) {
+        quantize_avx2(x, qx, dx, nc, M * K / QBLOCK);
+        return;
+    }
+#endif
+    quantize_portable(x, qx, dx, nc, M * K / QBLOCK);
+}
 
 typedef struct {                 /* one product, as the pool's chunks see it */
     acts a;
@@ -303,25 +237,36 @@ static void q_chunk(void *ctx, int64_t c) {
                 w->N, w->q4);
 }
 
-int64_t matmul_q_i8_scratch(int64_t M, int64_t K) {   /* nc, dx, qx, as matmul_q_i8_into lays them */
-    return M * K / 4 * (int64_t)sizeof(int32_t) + M * K / QBLOCK * (int64_t)sizeof(float) + M * K;
+/* Bytes a row of x takes quantized: 72 a block (AVX2's q8_0 layout: x and |x|, dx, nc) for
+ * nb padded to GROUP blocks; the others need less (68: qx, dx, and nc a 4 bytes). */
+int64_t matmul_q_i8_scratch(int64_t M, int64_t K) {
+    return M * 72 * ((K / QBLOCK + GROUP - 1) / GROUP * GROUP);
 }
 
 void matmul_q_i8_into(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
                       int64_t N, int64_t K, int q4, int path, void *scratch) {
     int64_t nb = K / QBLOCK;
-    int32_t *nc = scratch;                          /* (M, K / 4) */
-    float *dx = (float *)(nc + M * K / 4);          /* (M, nb) */
-    int8_t *qx = (int8_t *)(dx + M * nb);           /* (M, K) */
-    quantize_rows_q8(x, qx, dx, nc, M, K);
-    QWork w = {{qx, dx, nc, K, nb}, rows_portable, q, scale, out, M, N, q4};
-#if defined(__x86_64__) && defined(__GNUC__)
     int chosen = quant_path(path);
+    int64_t nbx = nb, ncs = K / 4;                  /* blocks and nc a row of x */
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (chosen == QPATH_AVX2) nbx = ncs = quant_avx2_blocks(nb);
+#endif
+    int32_t *nc = scratch;                          /* (M, ncs) */
+    float *dx = (float *)(nc + M * ncs);            /* (M, nbx) */
+    int8_t *qx = (int8_t *)(dx + M * nbx);          /* (M, nbx, 32 or 64) */
+    QWork w = {{qx, dx, nc, K, nb, nbx}, rows_portable, q, scale, out, M, N, q4};
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (chosen == QPATH_AVX2) {
+        quantize_layout_avx2(x, M, nb, q4, qx, dx, nc);
+        w.rows = quant_rows_avx2;
+    }
+#endif
+    if (chosen != QPATH_AVX2) quantize_rows_q8(x, qx, dx, nc, M, K, path);
+#if defined(__x86_64__) && defined(__GNUC__)
     if (chosen == QPATH_AVX512_VNNI) {
         vnni_layout(qx, nc, M, nb, q4);
-        w.rows = rows_vnni;
+        w.rows = quant_rows_vnni;
     }
-    else if (chosen == QPATH_AVX2) w.rows = rows_avx2;
 #endif
     int64_t chunks = (N + ROW_CHUNK - 1) / ROW_CHUNK;
     if (N * K >= QUANT_PARALLEL_MIN) pool_run(q_chunk, &w, chunks);

@@ -93,12 +93,14 @@ void dequantize_q(const void *q, const uint16_t *scale, float *out, int64_t N, i
  * for q8_0, 1 for q4_0; path one of QPATH_* (quant_path(path) is what runs: the best the CPU
  * has at or below it). Returns 0, or -1 when the few bytes for quantized x could not be
  * allocated. quantize_rows_q8 is that quantization: qx (M, K), dx (M, K / 32), and
- * nc (M, K / 4) = -8 * the sum of each 4 bytes of qx. */
+ * nc (M, K / 4) = -8 * the sum of each 4 bytes of qx, the same bytes on every path (path:
+ * QPATH_PORTABLE's C loops, else AVX2's vectors where the CPU has them). */
 enum { QPATH_PORTABLE = 0, QPATH_AVX2 = 1, QPATH_AVX512_VNNI = 2 };
 int quant_path(int wanted);
 int matmul_q_i8(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
                 int64_t N, int64_t K, int q4, int path);
-void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K);
+void quantize_rows_q8(const float *x, int8_t *qx, float *dx, int32_t *nc, int64_t M, int64_t K,
+                      int path);
 /* matmul_q_i8_into: matmul_q_i8 with its scratch (quantized x) given: matmul_q_i8_scratch(M, K)
  * bytes, 4-byte aligned; it cannot fail. */
 int64_t matmul_q_i8_scratch(int64_t M, int64_t K);

@@ -84,17 +84,18 @@ def _modules(module, prefix=""):
         yield from _modules(child, prefix + attr + ".")
 
 
-def kernel_rows(name, models, repeats):
-    """The second table: one step's products alone, best of `repeats`, per recipe and path."""
+def kernel_rows(name, models, repeats, clock=time.perf_counter):
+    """The second table: one step's products alone, best of `repeats`, per recipe and path,
+    timed by `clock` (time.thread_time: this thread's CPU time)."""
     runs = [(r, p) for r in models for p in (["-"] if r == "fp32" else c_quant.available_paths())]
     best = {}
     for _ in range(repeats):
         for recipe, path in runs:
             calls = step_products(models[recipe])
-            t = time.perf_counter()
+            t = clock()
             for _, call in calls:
                 call(None if path == "-" else path)
-            best[recipe, path] = min(best.get((recipe, path), 1e9), time.perf_counter() - t)
+            best[recipe, path] = min(best.get((recipe, path), 1e9), clock() - t)
             best[recipe, "bytes"] = sum(nbytes for nbytes, _ in calls)
     t0 = best["fp32", "-"]
     for recipe, path in runs:
@@ -112,6 +113,10 @@ def main():
     p.add_argument("--layer-by-layer", action="store_true",
                    help="add rows whose decoding steps run every block layer by layer, not as "
                         "one fused decode_block call")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time the products alone by this thread's CPU time, not wall time: with "
+                        "OMP_NUM_THREADS=1 the kernels' own time, which other work on a busy "
+                        "machine stretches less")
     args = p.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), "unknown CPU")
@@ -123,10 +128,12 @@ def main():
           f"{'vs fp32':>7} {'decode tok/s':>12} {'vs fp32':>7} {'ceiling tok/s':>12}")
     models = {name: rows(name, GPTConfig(**CONFIGS[name]), args.prompt_tokens, args.decode_tokens,
                          args.repeats, gbps, args.layer_by_layer) for name in args.configs}
-    print(f"\none decoding step's Linear products alone (M = 1):\n{'shape':<6} {'weights':<9} "
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    print(f"\none decoding step's Linear products alone (M = 1, {'CPU' if args.cpu_time else 'wall'} "
+          f"time):\n{'shape':<6} {'weights':<9} "
           f"{'path':<12} {'ms':>9} {'GB/s':>7} {'vs fp32':>7}")
     for name, m in models.items():
-        kernel_rows(name, m, args.repeats)
+        kernel_rows(name, m, args.repeats, clock)
 
 
 if __name__ == "__main__":

@@ -243,8 +243,9 @@ def test_a_build_without_march_native_runs_every_path(tmp_path):
     this CPU lacks runs as the best one below it)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     lib = tmp_path / "libtinyllm.so"
-    sources = [os.path.join(root, "csrc", f) for f in ("decode_block.c", "decode.c", "quant_i8.c",
-               "norm.c", "activation.c", "elementwise.c", "pool.c", "cpu.c", "threads.c")]
+    sources = [os.path.join(root, "csrc", f) for f in (
+        "decode_block.c", "decode.c", "quant_i8.c", "quant_avx2.c", "norm.c", "activation.c",
+        "elementwise.c", "pool.c", "cpu.c", "threads.c")]
     cc = os.environ.get("CC", "cc")
     build = subprocess.run([cc, "-O2", "-std=c11", "-fopenmp", "-fPIC", "-shared", "-o", str(lib),
                             *sources, "-lm"], capture_output=True, text=True)

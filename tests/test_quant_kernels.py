@@ -42,7 +42,8 @@ def test_this_cpu_has_its_paths():
         C.quant_path("sse9")
 
 
-def test_activation_quantization_is_bit_for_bit():
+@pytest.mark.parametrize("path", PATHS)
+def test_activation_quantization_is_bit_for_bit(path):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 96)).astype(np.float32) * 5
     x[1, 32:64] = 0.0                                   # an all-zero block: dx = 0, qx = 0
@@ -51,7 +52,7 @@ def test_activation_quantization_is_bit_for_bit():
     x[2, 64:68] = [127.0, 2.5, -3.5, 0.5]               # ... here dx = 1: ties to even
     qx, dx = quantize_activations(x)
     assert list(qx[2, 2, :4]) == [127, 2, -4, 0] and dx[1, 1] == 0 and not qx[1, 1].any()
-    cq, cd = C.quantize_activations(x)
+    cq, cd = C.quantize_activations(x, path=path)
     assert np.array_equal(cq, qx) and np.array_equal(cd, dx)
 
 
@@ -99,6 +100,37 @@ def test_read_only_weights_are_fine():
     x, blocks = case("q4_0", 2, 7, 64)
     blocks.q.flags.writeable = blocks.scale.flags.writeable = False
     assert rel_err(C.matmul_q4_0(x, blocks.q, blocks.scale), matmul_q_i8(x, blocks)) < TOL
+
+
+def _against_a_guard_page(a):
+    """A copy of a that ends where an unreadable page begins: a read past its end faults."""
+    import ctypes
+    import mmap
+    page = mmap.PAGESIZE
+    size = -(-a.nbytes // page) * page
+    buf = mmap.mmap(-1, size + page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(base + size, page, 0) == 0, "mprotect failed"   # PROT_NONE
+    out = np.frombuffer(buf, np.uint8, a.nbytes, size - a.nbytes).view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out, buf
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("K", [96, 224, 288])
+def test_no_read_past_the_last_row(path, fmt, K):
+    # the vector paths read a row's blocks in pairs and groups; a row whose block count is odd
+    # or not a multiple of 8 must stop at its last one, even where nothing readable follows
+    x, blocks = case(fmt, 2, 5, K, seed=K)
+    q, keep_q = _against_a_guard_page(blocks.q)
+    scale, keep_scale = _against_a_guard_page(blocks.scale)
+    ours = getattr(C, f"matmul_{fmt}")(x, q, scale, path=path)
+    assert rel_err(ours, matmul_q_i8(x, blocks)) < TOL
+    del q, scale, ours
+    keep_q.close(), keep_scale.close()
 
 
 def test_kernel_refuses_bad_arguments():

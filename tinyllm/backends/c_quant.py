@@ -78,11 +78,13 @@ def _blocks(kind, q, scale, q4, x=None, path=None):
     return out
 
 
-def quantize_activations(x):
-    """As tinyllm.quant.formats.quantize_activations (the C twin, for the bit-for-bit test)."""
+def quantize_activations(x, path=None):
+    """As tinyllm.quant.formats.quantize_activations (the C twin, for the bit-for-bit test), on
+    `path`'s instructions (portable C, or AVX2 for the vector paths)."""
     x = _f32("quantize_activations x", x)
     M, K = x.shape
     qx, dx = np.empty((M, K // 32, 32), np.int8), np.empty((M, K // 32), np.float32)
     lib.quantize_rows_q8(_p(x), ffi.from_buffer("int8_t[]", qx), _p(dx),
-                         ffi.from_buffer("int32_t[]", np.empty(M * K // 4, np.int32)), M, K)
+                         ffi.from_buffer("int32_t[]", np.empty(M * K // 4, np.int32)), M, K,
+                         QUANT_PATHS[quant_path(path) if path else QUANT_PATH])
     return qx, dx
