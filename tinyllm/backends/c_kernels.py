@@ -11,18 +11,19 @@ checks dtype, shape, contiguity and alignment before it calls into C (C never se
 a bad buffer), and allocates its outputs; adamw_update, the one kernel that updates
 arrays in place, also checks they are writable. Kernels the C library does not
 implement (layernorm, used only by a model variant, dropout and the KV cache's
-writes) are NumPy's, re-exported at the bottom. TINYLLM_LIB names
-another build of the library (the sanitizer build uses it).
+writes) are NumPy's, re-exported at the bottom, as are a decoding step's fused calls
+(c_decode.py). TINYLLM_LIB names another build of the library (the sanitizer build uses it).
 """
 
 import numpy as np
 
-from tinyllm.backends import BackendUnavailable, cpu_paths
 from tinyllm.backends import numpy_kernels as _reference
+from tinyllm.backends.c_paths import (BF16_PATH, BF16_PATHS, DECODE_PATH, DECODE_PATHS,  # noqa: F401
+                                      FEATURES, GEMV_MAX_ROWS, QUANT_PATHS, _decode_bits,
+                                      bf16_path, decode_path, describe_cpu)
 from tinyllm.backends.c_library import (HEADER_PATH, LIB_PATH, _contiguous, _f32, _ids, _p,  # noqa: F401
                                         _pi, _writable, check_available, ffi, lib)
-from tinyllm.backends.checks import (BLOCK_WEIGHTS, attention_sizes, block_width, check_blocks,
-                                     decode_block_sizes, matmul_sizes, merge_sizes, rows,
+from tinyllm.backends.checks import (attention_sizes, matmul_sizes, merge_sizes, rows,
                                      shape as _shape, split_sizes)
 
 NAME = "c"
@@ -45,11 +46,6 @@ def matmul(a, b, transpose_a=False, transpose_b=False):
     return out
 
 
-# M <= this many rows and matmul(x, w, transpose_b=True) runs gemv: the weight streamed once,
-# no packing (a decoding step); past it the GEMM's tiling reuses w from cache and wins
-GEMV_MAX_ROWS = 16
-
-
 def gemv(x, w, path=None):
     """As numpy_kernels.gemv: x (M, K) @ w (N, K)^T -> (M, N), on `path` (a DECODE_PATHS name)."""
     x, w = _f32("gemv x", x), _f32("gemv w", w)
@@ -59,55 +55,6 @@ def gemv(x, w, path=None):
     out = np.empty((M, N), np.float32)
     lib.gemv(_p(x), _p(w), _p(out), M, N, K, _decode_bits(path))
     return out
-
-
-# ----------------------------------------------------------------------------
-# the instructions: chosen here, once, from what this CPU has (cpu_paths.py), or forced
-
-try:   # a library (and its header) built from older sources lacks it: say so, once
-    FEATURES = lib.cpu_features()
-except AttributeError as e:
-    raise BackendUnavailable(f"{LIB_PATH} is from older sources (no {e}): run `make`") from None
-# name -> matmul_bf16's path argument, fastest first; "amx_bf16": tiles (csrc/matmul_amx.c);
-# "fp32": the rounded operands through the float32 matmul, the fallback every CPU has
-BF16_PATHS = {"amx_bf16": lib.CPU_AMX_BF16, "avx512_bf16": lib.CPU_AVX512_BF16, "fp32": 0}
-# name -> gemv's and attention_decode's path argument (csrc/decode.c)
-DECODE_PATHS = {"avx512": lib.CPU_AVX512, "avx2": lib.CPU_AVX2, "portable": 0}
-# name -> matmul_q_i8's path argument (csrc/quant_i8.c), fastest first, as c_quant.py names them
-QUANT_PATHS = {"avx512_vnni": lib.QPATH_AVX512_VNNI, "avx2": lib.QPATH_AVX2,
-               "portable": lib.QPATH_PORTABLE}
-_QUANT_DEFAULT = cpu_paths.named("quantized matmul", QUANT_PATHS, env="TINYLLM_QUANT_PATH")
-
-
-def bf16_path(wanted=None):
-    """The path matmul_bf16 runs on: `wanted` (or $TINYLLM_BF16_PATH), else the fastest."""
-    return cpu_paths.choose("bf16", BF16_PATHS, FEATURES, wanted, "TINYLLM_BF16_PATH")
-
-
-def decode_path(wanted=None):
-    """The path gemv and attention_decode run on: `wanted` (or $TINYLLM_DECODE_PATH), else the fastest."""
-    return cpu_paths.choose("decode", DECODE_PATHS, FEATURES, wanted, "TINYLLM_DECODE_PATH")
-
-
-BF16_PATH, DECODE_PATH = bf16_path(), decode_path()
-
-
-def _decode_bits(path):
-    return DECODE_PATHS[decode_path(path) if path else DECODE_PATH]
-
-
-def _quant_bits(qpath):
-    return QUANT_PATHS[cpu_paths.named("quantized matmul", QUANT_PATHS, qpath) if qpath else _QUANT_DEFAULT]
-
-
-def describe_cpu():
-    """The features found and the paths chosen, in words (for `make` and the benchmarks)."""
-    have = ", ".join(f"{name} {'✓' if FEATURES & bit else '✗'}" for name, bit in
-                     (("AVX2+FMA", lib.CPU_AVX2), ("AVX-512", lib.CPU_AVX512),
-                      ("AVX512-BF16", lib.CPU_AVX512_BF16), ("AMX-BF16", lib.CPU_AMX_BF16)))
-    emulated = (" (emulated: fp32 arithmetic, the matmuls' operands bf16-rounded, attention's not)"
-                if BF16_PATH == "fp32" else "")
-    return f"{have}; bf16 matmul path: {BF16_PATH}{emulated}; decode path: {DECODE_PATH}"
 
 
 def matmul_bf16(a, b, transpose_a=False, transpose_b=False, path=None):
@@ -166,92 +113,6 @@ def attention_decode(q, k_cache, v_cache, Tk, path=None):
     lib.attention_decode(_p(q), _p(k_cache), _p(v_cache), _p(out), B, nh, Tq, Tk, Tmax, hs,
                          _decode_bits(path))
     return out
-
-
-def decode_block(x, weights, n_head, eps, k_cache, v_cache, start, path=None, qpath=None):
-    """As numpy_kernels.decode_block, in one C call (csrc/decode_block.c), B * T <= 16 rows;
-    weights as there or from decode_weights; path as gemv's, qpath a QUANT_PATHS name."""
-    w = weights if isinstance(weights, BlockWeights) else decode_weights(weights)
-    x = _f32("decode_block x", x)
-    B, T, Tmax = decode_block_sizes(x, w.C, n_head, k_cache, v_cache, start, GEMV_MAX_ROWS)
-    k_cache, v_cache = (_writable(f"decode_block {n}", _f32(f"decode_block {n}", c))
-                        for n, c in (("k_cache", k_cache), ("v_cache", v_cache)))
-    out = np.empty_like(x)                                        # (B, T, C)
-    if lib.decode_block(_p(x), _p(out), w.ln_1, w.ln_2, w.linears, _p(k_cache), _p(v_cache), B, T,
-                        w.C, n_head, start, Tmax, eps, _decode_bits(path), _quant_bits(qpath)):
-        raise MemoryError(f"decode_block: no memory for its scratch (~{64 * B * T * w.C:,} bytes)")
-    return out
-
-
-class BlockWeights:
-    """A block's weights checked and pointed at once (decode_weights): a decoding step reuses
-    them (generate.KVCache keeps them per layer) instead of converting every array again."""
-
-    def __init__(self, weights):
-        self.C, self.held = block_width(weights), tuple(weights)   # held: alive while pointed at
-        self.ln_1, self.ln_2 = (_p(_f32(f"decode_block {BLOCK_WEIGHTS[i]}", weights[i])) for i in (0, 3))
-        self.parts = [_block_weight(weights[i], f"decode_block {BLOCK_WEIGHTS[i]}") for i in (1, 2, 4, 5)]
-        self.linears = ffi.new("decode_weight[4]", self.parts)
-
-
-def decode_weights(weights):
-    """What decode_block takes for a block's weights, converted once (BlockWeights)."""
-    return BlockWeights(weights)
-
-
-def decode_step(x, weights, n_head, eps, k_caches, v_caches, start, path=None, qpath=None):
-    """As numpy_kernels.decode_step, in one C call (csrc/decode_block.c), B * T <= 16 rows;
-    weights as there or from decode_step_weights; path and qpath as decode_block's."""
-    w = weights if isinstance(weights, StepWeights) else decode_step_weights(weights)
-    x = _f32("decode_step x", x)
-    if len(k_caches) != len(w.blocks) or len(v_caches) != len(w.blocks):
-        raise ValueError(f"decode_step: {len(w.blocks)} blocks need as many k and v caches, "
-                         f"got {len(k_caches)} and {len(v_caches)}")
-    caches, Tmax = [], k_caches[0].shape[2] if k_caches[0].ndim == 4 else -1
-    for k, v in zip(k_caches, v_caches):   # every cache as decode_block's, of one length Tmax
-        B, T, _ = decode_block_sizes(x, w.C, n_head, k, v, start, GEMV_MAX_ROWS)
-        _shape("decode_step k_cache", k, k_caches[0].shape)
-        caches += [_p(_writable(f"decode_step {n}", _f32(f"decode_step {n}", c)))
-                   for n, c in (("k_cache", k), ("v_cache", v))]
-    logits = np.empty((B, w.V), np.float32)                       # (B, V)
-    if lib.decode_step(_p(x), _p(logits), w.norms, w.linears, caches, len(w.blocks), B, T, w.C,
-                       n_head, w.V, start, Tmax, eps, _decode_bits(path), _quant_bits(qpath)):
-        raise MemoryError(f"decode_step: no memory for its scratch (~{64 * B * T * w.C:,} bytes)")
-    return logits
-
-
-class StepWeights:
-    """A decoding step's weights checked and pointed at once (decode_step_weights): each
-    block's as BlockWeights, then ln_f's and the lm_head's."""
-
-    def __init__(self, weights):
-        blocks, ln_f, head = weights
-        self.blocks = [decode_weights(b) for b in blocks]
-        if not self.blocks or any(b.C != self.blocks[0].C for b in self.blocks):
-            raise ValueError(f"decode_step: expected one or more blocks of one width, got widths "
-                             f"{[b.C for b in self.blocks]}")
-        self.C, self.V = self.blocks[0].C, head.shape[0]
-        if tuple(head.shape) != (self.V, self.C):
-            raise ValueError(f"decode_step: lm_head has shape {tuple(head.shape)}; (V, {self.C}) wanted")
-        ln_f = _f32("decode_step ln_f", ln_f)
-        _shape("decode_step ln_f", ln_f, (self.C,))
-        self.held = ln_f, head, _p(ln_f), _block_weight(head, "decode_step lm_head")   # pointed at
-        self.norms = ffi.new("float *[]", [p for b in self.blocks for p in (b.ln_1, b.ln_2)] +
-                             [self.held[2]])
-        self.linears = ffi.new("decode_weight[]", [part for b in self.blocks for part in b.parts] +
-                               [self.held[3]])
-
-
-decode_step_weights = StepWeights   # what decode_step takes for (blocks, ln_f, lm_head), made once
-
-
-def _block_weight(w, name):
-    """decode_weight's fields for w, float32 (N, K) or quantized (.fmt, .q, .scale: quant's Blocks)."""
-    if isinstance(w, np.ndarray):
-        return _p(_f32(name, w)), ffi.NULL, lib.DECODE_FP32
-    q, scale = (_contiguous(name, a) for a in check_blocks(name, w))
-    fmt = lib.DECODE_Q8_0 if w.fmt == "q8_0" else lib.DECODE_Q4_0
-    return ffi.from_buffer(q), ffi.from_buffer("uint16_t[]", scale), fmt
 
 
 def attention_backward(dout, q, k, v, out, lse, _bf16=None):
@@ -425,3 +286,7 @@ layernorm_forward, layernorm_backward = _reference.layernorm_forward, _reference
 dropout = _reference.dropout
 asarray = _reference.asarray
 empty, kv_write = _reference.empty, _reference.kv_write
+
+# a decoding step's fused calls, in their own file
+from tinyllm.backends.c_decode import (decode_block, decode_step, decode_step_weights,  # noqa: E402,F401
+                                       decode_weights)
