@@ -30,6 +30,10 @@ SHAPES = [(2048, 1152, 384, 0, 1), (2048, 384, 1152, 0, 0), (1152, 384, 2048, 1,
           (1536, 384, 2048, 1, 0), (2048, 384, 1536, 0, 1), (2048, 1536, 384, 0, 0),
           (384, 1536, 2048, 1, 0), (2048, 8192, 384, 0, 1), (2048, 384, 8192, 0, 0),
           (8192, 384, 2048, 1, 0), (1024, 1024, 1024, 0, 0), (2048, 2048, 2048, 0, 0)]
+# --shapes prefill: a 32-token prompt's Linears, x @ W^T at batch 1 and 8 (M = 32, 256), for
+# the bench preset (C 384), the 15M shape (C 288) and gpt2 (C 768): qkv, proj, fc, the MLP's proj
+PREFILL = [(M, N, K, 0, 1) for C in (384, 288, 768) for M in (32, 256)
+           for N, K in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C))]
 
 MAIN = r"""
 #include <stdio.h>
@@ -105,10 +109,30 @@ int main(void) {
 """
 
 
-def run(variants, cc):
+def parse_shapes(names):
+    """[(M, N, K, ta, tb)] of --shapes' words."""
+    shapes = []
+    for name in names:
+        if name in ("train", "prefill"):
+            shapes += SHAPES if name == "train" else PREFILL
+            continue
+        size, _, op = name.partition(":")
+        try:
+            M, N, K = map(int, size.split("x"))
+        except ValueError:
+            sys.exit(f"--shapes: {name!r} is not 'train', 'prefill' or MxNxK[:op], e.g. 32x1152x384:NT")
+        if op not in ("", "NN", "NT", "TN", "TT"):
+            sys.exit(f"--shapes: op {op!r} in {name!r} must be NN, NT, TN or TT")
+        shapes.append((M, N, K, op[:1] == "T", op[1:] == "T"))
+    return shapes
+
+
+def run(variants, cc, shapes=SHAPES):
     """-> (rows [(M, N, K, ta, tb, [seconds per variant])], peak FLOP/s)."""
     with tempfile.TemporaryDirectory() as tmp:
-        objects = []
+        objects = [os.path.join(tmp, "pool.o")]   # the skinny path's pool_run (one thread here)
+        subprocess.run([cc, "-O3", "-std=c11", "-c", os.path.join(ROOT, "csrc", "pool.c"), "-o",
+                        objects[0]], check=True)
         for i, flags in enumerate(variants):
             obj = os.path.join(tmp, f"v{i}.o")
             subprocess.run([cc, "-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-c",
@@ -119,7 +143,7 @@ def run(variants, cc):
         decls = "\n".join(f"void matmul_v{i}(const float *, const float *, float *, int64_t, "
                           f"int64_t, int64_t, int64_t, int, int);" for i in range(len(variants)))
         source = MAIN % dict(decls=decls, fns=", ".join(f"matmul_v{i}" for i in range(len(variants))),
-                             shapes=", ".join("{%d, %d, %d, %d, %d}" % s for s in SHAPES))
+                             shapes=", ".join("{%d, %d, %d, %d, %d}" % s for s in shapes))
         main_c, exe = os.path.join(tmp, "main.c"), os.path.join(tmp, "bench")
         with open(main_c, "w") as f:
             f.write(source)
@@ -137,8 +161,11 @@ def main():
     p.add_argument("--variants", nargs="+", default=["", "-DMC=3072"],
                    help="-D flags of each build of csrc/matmul.c; '' is the one in use "
                         "(default: %(default)s)")
+    p.add_argument("--shapes", nargs="+", default=["train"],
+                   help="'train' (the training step's, default), 'prefill' (a 32-token prompt's), "
+                        "or MxNxK[:op] with op NN, NT, TN or TT (default NN)")
     args = p.parse_args()
-    rows, peak = run(args.variants, os.environ.get("CC", "cc"))
+    rows, peak = run(args.variants, os.environ.get("CC", "cc"), parse_shapes(args.shapes))
     names = [v or "(as built)" for v in args.variants]
     print(f"one thread, thread CPU time; fp32 peak by the FMA loop beside them: {peak / 1e9:.1f} "
           f"GFLOP/s (load average {os.getloadavg()[0]:.1f})")
