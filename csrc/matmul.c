@@ -335,7 +335,7 @@ void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, i
     int threads = gemm_threads(batch * M * N * K, PARALLEL_MIN_FMAS);
     operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1, round};
     operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N, round};   /* rows: out's columns */
-    if (batch == 1 && M <= SKINNY_MAX_ROWS && !round) {
+    if (batch == 1 && M <= SKINNY_MAX_ROWS && transpose_b && !round) {
         skinny(A, B, out, M, N, K, threads);
         return;
     }

@@ -1,5 +1,5 @@
 /* skinny.h: matmul.c's path for a product with few rows of out (a prefill's x @ W^T, M = 32
- * for a 32-token prompt): op(b) read in place, never packed.
+ * for a 32-token prompt, 256 for 8 of them): op(b) read in place, never packed.
  *
  * Why: every float of op(b) takes M multiply-adds. The GEMM packs op(b) into panels first, and
  * for x @ W^T that is a transpose at 0.23-0.29 ns a float on Zen 3, while the M = 32
@@ -16,18 +16,21 @@
  * microseconds waited milliseconds at its join for a descheduled thread.
  *
  * What it is not: for many rows (the packed GEMM's reuse of op(b) from cache wins there), for
- * the bf16-rounded operands (matmul_rounded's round: b would be read unrounded) or batches.
+ * b (K, N) (see SKINNY_MAX_ROWS), for the bf16-rounded operands (matmul_rounded's round: b would be read unrounded) or batches.
  * Included by matmul.c alone, after its micro-kernel (kernel) and packing (pack).
  */
 #ifndef TINYLLM_SKINNY_H
 #define TINYLLM_SKINNY_H
 
-/* M <= this many rows of out (and one matrix, no rounding) runs here. AVX2 only, where it was
- * measured (BENCHMARKS.md, "Prefill GEMMs on Zen 3"); 0 elsewhere: the AVX-512 and portable
- * builds keep the packed GEMM for every shape. */
+/* M <= this many rows of out, op(b) = b^T (its rows run along K, so each broadcast row of
+ * op(b)^T is read in order; b (K, N) read N apart per step was slower than packing it), one
+ * matrix and no rounding run here. AVX2 only, where it was measured (BENCHMARKS.md, "Prefill
+ * GEMMs on Zen 3": 1.1-1.5x the packed GEMM on one core from M = 24 to 256, even at 256 x 768 x
+ * 3072 where op(a)^T, 3 MiB, is read from L3; even at M = 384-512); 0 elsewhere: the AVX-512
+ * and portable builds keep the packed GEMM for every shape. */
 #ifndef SKINNY_MAX_ROWS
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-#define SKINNY_MAX_ROWS 64
+#define SKINNY_MAX_ROWS 256
 #else
 #define SKINNY_MAX_ROWS 0
 #endif

@@ -93,12 +93,13 @@ def test_matmul_writes_every_output_and_nothing_else(batch, M, N, K, transpose_a
 
 
 @pytest.mark.parametrize("transpose_a, transpose_b", TRANSPOSES)
-def test_skinny_path_matches_float64(transpose_a, transpose_b):
-    """Few rows of out (M <= SKINNY_MAX_ROWS, csrc/skinny.h: op(b) read in place, its last
-    N % MR columns packed): every M of 1..70 (across the skinny limit of the AVX2 build, 64, and
-    the 16-row panels of op(a)^T), N odd and around MR = 6 (edge panels alone, whole ones and
-    both), K odd; (40, 517, 263) is big enough for both threads and several chunks each."""
-    for M in range(1, 71):
+def test_few_rows_match_float64(transpose_a, transpose_b):
+    """Few rows of out: with transpose_b, M <= SKINNY_MAX_ROWS runs csrc/skinny.h (op(b) read in
+    place, its last N % MR columns packed), the other transposes the packed GEMM. Every M of
+    1..70 (op(a)^T's 16-row panels whole, partial and several) and 255..257 (across the limit
+    of the AVX2 build, 256); N odd and around MR = 6 (edge panels alone, whole ones and both), K
+    odd; (40, 517, 263) is big enough for both threads and several chunks each."""
+    for M in [*range(1, 71), 255, 256, 257]:
         for N, K in ((1, 3), (5, 17), (13, 1), (37, 65)) + (((517, 263),) if M == 40 else ()):
             rng = np.random.default_rng([M, N, K])
             a, b = operands(rng, None, M, N, K, transpose_a, transpose_b)
