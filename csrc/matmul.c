@@ -13,6 +13,8 @@
  * 64-byte aligned, padded with zeros to whole MR/NR tiles; it also absorbs the transposes, so
  * all four (transpose_a, transpose_b) cases run the same micro-kernel. Edge tiles are computed
  * whole into a scratch tile and only their valid part is written back.
+ * Few rows of out against op(b) = b^T (a prefill's x @ W^T, M <= SKINNY_MAX_ROWS) take
+ * skinny.h's path instead: W read in place by the same micro-kernel, never packed.
  * Threads: out is cut into independent rectangles (per batch matrix, and within a matrix when
  * the batch alone does not keep every thread busy); each thread packs its own operands into
  * its own buffers, so there is no barrier and no shared writable state.

@@ -1,7 +1,11 @@
 """The fp32 GEMM's cache blocks (csrc/matmul.c: KC, NC, MC), side by side on one core.
 
   python examples/bench_gemm_blocking.py                                  # ours against MC=3072
-  python examples/bench_gemm_blocking.py --variants "" "-DKC=384" "-DMC=192 -DKC=384"
+  python examples/bench_gemm_blocking.py --variants "" " -DKC=384" " -DMC=192 -DKC=384"
+  python examples/bench_gemm_blocking.py --variants "" " -DSKINNY_MAX_ROWS=0" --shapes prefill
+  python examples/bench_gemm_blocking.py --shapes 32x1152x384:NT 2048x2048x2048
+
+(A variant's leading space keeps argparse from reading "-D..." as an option.)
 
 Each variant is csrc/matmul.c compiled with its -D flags into one program (matmul renamed per
 variant), which times every variant on each shape in turn, best of several, by the thread's
@@ -9,7 +13,8 @@ CPU time (a loaded machine's descheduled time is not counted), and times the CPU
 beside them: a register-only loop of independent FMAs (16 AVX-512 chains, or 12 AVX2 ones where
 the CPU has no AVX-512; two units of latency 4 need 8). "% peak" is GFLOP/s against that loop.
 The shapes are the training step's (the bench preset
-at batch 8: every Linear's forward, dx and dW) and squares. The default pair is the blocking
+at batch 8: every Linear's forward, dx and dW) and squares; --shapes prefill gives a 32-token
+prompt's Linears instead (csrc/skinny.h's rows), or name shapes. The default pair is the blocking
 in use against MC=3072, the A block in L3 as before (for N <= NC the same loop order).
 On one thread only: the variants differ in cache blocking, which a second thread would blur.
 
