@@ -11,9 +11,11 @@
  * out^T is written into out transposed, once: there are no K slices, so a tile's depth is
  * the whole K and out is never read back. A last panel of fewer than MR columns is packed
  * (zero-padded) so that the kernel never reads past b.
- * Threads: the pool (pool.c), over chunks of out's columns, because it never waits for a
- * thread that is not running: on a loaded machine an OpenMP region of a few hundred
- * microseconds waited milliseconds at its join for a descheduled thread.
+ * Threads: OpenMP, chunks of out's columns claimed in turn (schedule dynamic), ~8 a thread.
+ * The decode pool (pool.c), which never waits for a descheduled thread, was measured too: a
+ * prefill runs the rest of its kernels on OpenMP, and the pool's helper spinning beside
+ * OpenMP's worker (three threads on two cores) made the prefill slower: 0.75-1.01x NumPy
+ * against 0.95-1.48x on OpenMP (best of 6, two alternating runs each, load 1.2-1.6; 2 cores).
  *
  * What it is not: for many rows (the packed GEMM's reuse of op(b) from cache wins there), for
  * b (K, N) (see SKINNY_MAX_ROWS), for the bf16-rounded operands (matmul_rounded's round: b would be read unrounded) or batches.
@@ -57,7 +59,7 @@ static void skinny_columns(const skinny_work *s, const float *a, int64_t ars, in
     }
 }
 
-/* The pool's task: chunk c is `panels` panels of MR columns of out. */
+/* Chunk c: `panels` panels of MR columns of out. */
 static void skinny_chunk(void *ctx, int64_t c) {
     const skinny_work *s = ctx;
     int64_t whole = s->N / MR;
@@ -84,7 +86,9 @@ static void skinny(operand A, operand B, float *out, int64_t M, int64_t N, int64
     /* ~8 chunks per thread: a late helper then leaves little undone for the others */
     int64_t total = (N + MR - 1) / MR, panels = (total + 8 * threads - 1) / (8 * threads);
     skinny_work s = {B, at, at + at_size, out, M, N, K, threads > 1 ? panels : total};
-    pool_run(skinny_chunk, &s, (total + s.panels - 1) / s.panels);
+    int64_t chunks = (total + s.panels - 1) / s.panels;
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads > 1)
+    for (int64_t c = 0; c < chunks; c++) skinny_chunk(&s, c);
     free(at);
 }
 #endif
