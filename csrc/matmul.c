@@ -13,6 +13,8 @@
  * 64-byte aligned, padded with zeros to whole MR/NR tiles; it also absorbs the transposes, so
  * all four (transpose_a, transpose_b) cases run the same micro-kernel. Edge tiles are computed
  * whole into a scratch tile and only their valid part is written back.
+ * Few rows of out against op(b) = b^T (a prefill's x @ W^T, M <= SKINNY_MAX_ROWS) take
+ * skinny.h's path instead: W read in place by the same micro-kernel, never packed.
  * Threads: out is cut into independent rectangles (per batch matrix, and within a matrix when
  * the batch alone does not keep every thread busy); each thread packs its own operands into
  * its own buffers, so there is no barrier and no shared writable state.
@@ -158,10 +160,16 @@ static blocks cache_blocks(void) {
 #define PARALLEL_MIN_FMAS (1 << 18)
 
 /* ---------------------------------------------------------------------------------------------
- * micro-kernel: c[0:MR, 0:NR] (row stride ldc) = (accumulate ? c : 0) + ap @ bp, where ap is
- * kc columns of MR floats and bp is kc rows of NR floats (both packed, 64-byte aligned). */
-static void micro_kernel(int64_t kc, const float *restrict ap, const float *restrict bp,
-                         float *restrict c, int64_t ldc, int accumulate) {
+ * micro-kernel: c[0:MR, 0:NR] (row stride ldc) = (accumulate ? c : 0) + A @ bp, where A's
+ * element (i, p) is a[i * ars + p * aqs] and bp is kc rows of NR floats (packed, 64-byte
+ * aligned). A is a packed panel (ars 1, aqs MR: micro_kernel) or, in skinny.h, rows of an
+ * operand read in place (its MR broadcasts a step are loads either way). Inlined into both, so
+ * the packed one keeps its constant strides. */
+static inline __attribute__((always_inline)) void kernel(int64_t kc, const float *restrict a,
+                                                         int64_t ars, int64_t aqs,
+                                                         const float *restrict bp,
+                                                         float *restrict c, int64_t ldc,
+                                                         int accumulate) {
     vec acc[MR][NV];
     /* out's tile is read (or written) only after kc steps: start fetching it now */
 #pragma GCC unroll 16
@@ -179,11 +187,11 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
         for (int j = 0; j < NV; j++) b[j] = vload(bp + j * VLEN);
 #pragma GCC unroll 16
         for (int i = 0; i < MR; i++) {
-            vec ai = vset1(ap[i]);
+            vec ai = vset1(a[i * ars]);
 #pragma GCC unroll 16
             for (int j = 0; j < NV; j++) acc[i][j] = vfma(ai, b[j], acc[i][j]);
         }
-        ap += MR;
+        a += aqs;
         bp += NR;
     }
 #pragma GCC unroll 16
@@ -193,6 +201,12 @@ static void micro_kernel(int64_t kc, const float *restrict ap, const float *rest
             float *cij = c + i * ldc + j * VLEN;
             vstoreu(cij, accumulate ? vadd(vloadu(cij), acc[i][j]) : acc[i][j]);
         }
+}
+
+/* The micro-kernel on a packed A panel: kc columns of MR floats. */
+static void micro_kernel(int64_t kc, const float *restrict ap, const float *restrict bp,
+                         float *restrict c, int64_t ldc, int accumulate) {
+    kernel(kc, ap, 1, MR, bp, c, ldc, accumulate);
 }
 
 /* One tile of out, mr x nr valid (<= MR x NR): full tiles go straight to out; edge tiles are
@@ -235,6 +249,8 @@ static void pack(operand X, int64_t r0, int64_t q0, int64_t rows, int64_t depth,
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) dst[i] = bf16_round(dst[i]);
 }
+
+#include "skinny.h"
 
 /* The block length that cuts n into ceil(n / max) near-equal blocks, rounded up to whole units
  * (max is a multiple of unit): K = 257 runs as 129 + 128, not 256 + 1 with a pass that is mostly
@@ -319,6 +335,12 @@ void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, i
         return;
     }
     int threads = gemm_threads(batch * M * N * K, PARALLEL_MIN_FMAS);
+    operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1, round};
+    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N, round};   /* rows: out's columns */
+    if (batch == 1 && M <= SKINNY_MAX_ROWS && transpose_b && !round) {
+        skinny(A, B, out, M, N, K, threads);
+        return;
+    }
     int64_t tm, tn;
     split(batch, M, N, threads, &tm, &tn);
     /* a piece: tm-th of the row tiles by tn-th of the column tiles */
@@ -336,8 +358,6 @@ void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, i
         for (int64_t i = 0; i < batch * M * N; i++) out[i] = NAN;
         return;
     }
-    operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1, round};
-    operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N, round};   /* rows: out's columns */
     int64_t pieces = batch * tm * tn;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {

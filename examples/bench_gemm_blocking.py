@@ -1,7 +1,11 @@
 """The fp32 GEMM's cache blocks (csrc/matmul.c: KC, NC, MC), side by side on one core.
 
   python examples/bench_gemm_blocking.py                                  # ours against MC=3072
-  python examples/bench_gemm_blocking.py --variants "" "-DKC=384" "-DMC=192 -DKC=384"
+  python examples/bench_gemm_blocking.py --variants "" " -DKC=384" " -DMC=192 -DKC=384"
+  python examples/bench_gemm_blocking.py --variants "" " -DSKINNY_MAX_ROWS=0" --shapes prefill
+  python examples/bench_gemm_blocking.py --shapes 32x1152x384:NT 2048x2048x2048
+
+(A variant's leading space keeps argparse from reading "-D..." as an option.)
 
 Each variant is csrc/matmul.c compiled with its -D flags into one program (matmul renamed per
 variant), which times every variant on each shape in turn, best of several, by the thread's
@@ -9,7 +13,8 @@ CPU time (a loaded machine's descheduled time is not counted), and times the CPU
 beside them: a register-only loop of independent FMAs (16 AVX-512 chains, or 12 AVX2 ones where
 the CPU has no AVX-512; two units of latency 4 need 8). "% peak" is GFLOP/s against that loop.
 The shapes are the training step's (the bench preset
-at batch 8: every Linear's forward, dx and dW) and squares. The default pair is the blocking
+at batch 8: every Linear's forward, dx and dW) and squares; --shapes prefill gives a 32-token
+prompt's Linears instead (csrc/skinny.h's rows), or name shapes. The default pair is the blocking
 in use against MC=3072, the A block in L3 as before (for N <= NC the same loop order).
 On one thread only: the variants differ in cache blocking, which a second thread would blur.
 
@@ -30,6 +35,10 @@ SHAPES = [(2048, 1152, 384, 0, 1), (2048, 384, 1152, 0, 0), (1152, 384, 2048, 1,
           (1536, 384, 2048, 1, 0), (2048, 384, 1536, 0, 1), (2048, 1536, 384, 0, 0),
           (384, 1536, 2048, 1, 0), (2048, 8192, 384, 0, 1), (2048, 384, 8192, 0, 0),
           (8192, 384, 2048, 1, 0), (1024, 1024, 1024, 0, 0), (2048, 2048, 2048, 0, 0)]
+# --shapes prefill: a 32-token prompt's Linears, x @ W^T at batch 1 and 8 (M = 32, 256), for
+# the bench preset (C 384), the 15M shape (C 288) and gpt2 (C 768): qkv, proj, fc, the MLP's proj
+PREFILL = [(M, N, K, 0, 1) for C in (384, 288, 768) for M in (32, 256)
+           for N, K in ((3 * C, C), (C, C), (4 * C, C), (C, 4 * C))]
 
 MAIN = r"""
 #include <stdio.h>
@@ -105,7 +114,25 @@ int main(void) {
 """
 
 
-def run(variants, cc):
+def parse_shapes(names):
+    """[(M, N, K, ta, tb)] of --shapes' words."""
+    shapes = []
+    for name in names:
+        if name in ("train", "prefill"):
+            shapes += SHAPES if name == "train" else PREFILL
+            continue
+        size, _, op = name.partition(":")
+        try:
+            M, N, K = map(int, size.split("x"))
+        except ValueError:
+            sys.exit(f"--shapes: {name!r} is not 'train', 'prefill' or MxNxK[:op], e.g. 32x1152x384:NT")
+        if op not in ("", "NN", "NT", "TN", "TT"):
+            sys.exit(f"--shapes: op {op!r} in {name!r} must be NN, NT, TN or TT")
+        shapes.append((M, N, K, op[:1] == "T", op[1:] == "T"))
+    return shapes
+
+
+def run(variants, cc, shapes=SHAPES):
     """-> (rows [(M, N, K, ta, tb, [seconds per variant])], peak FLOP/s)."""
     with tempfile.TemporaryDirectory() as tmp:
         objects = []
@@ -119,7 +146,7 @@ def run(variants, cc):
         decls = "\n".join(f"void matmul_v{i}(const float *, const float *, float *, int64_t, "
                           f"int64_t, int64_t, int64_t, int, int);" for i in range(len(variants)))
         source = MAIN % dict(decls=decls, fns=", ".join(f"matmul_v{i}" for i in range(len(variants))),
-                             shapes=", ".join("{%d, %d, %d, %d, %d}" % s for s in SHAPES))
+                             shapes=", ".join("{%d, %d, %d, %d, %d}" % s for s in shapes))
         main_c, exe = os.path.join(tmp, "main.c"), os.path.join(tmp, "bench")
         with open(main_c, "w") as f:
             f.write(source)
@@ -137,8 +164,11 @@ def main():
     p.add_argument("--variants", nargs="+", default=["", "-DMC=3072"],
                    help="-D flags of each build of csrc/matmul.c; '' is the one in use "
                         "(default: %(default)s)")
+    p.add_argument("--shapes", nargs="+", default=["train"],
+                   help="'train' (the training step's, default), 'prefill' (a 32-token prompt's), "
+                        "or MxNxK[:op] with op NN, NT, TN or TT (default NN)")
     args = p.parse_args()
-    rows, peak = run(args.variants, os.environ.get("CC", "cc"))
+    rows, peak = run(args.variants, os.environ.get("CC", "cc"), parse_shapes(args.shapes))
     names = [v or "(as built)" for v in args.variants]
     print(f"one thread, thread CPU time; fp32 peak by the FMA loop beside them: {peak / 1e9:.1f} "
           f"GFLOP/s (load average {os.getloadavg()[0]:.1f})")

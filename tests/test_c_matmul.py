@@ -68,14 +68,10 @@ def test_batched_matmul_matches_float64(batch, M, N, K, transpose_a, transpose_b
     check(batch, M, N, K, transpose_a, transpose_b)
 
 
-@pytest.mark.parametrize("batch, M, N, K", [(1, 1, 1, 1), (1, 15, 33, 1), (1, 257, 129, 300),
-                                            (4, 29, 70, 13)])
-@pytest.mark.parametrize("transpose_a, transpose_b", TRANSPOSES)
-def test_matmul_writes_every_output_and_nothing_else(batch, M, N, K, transpose_a, transpose_b):
-    """Called on NaN-filled memory (the wrapper allocates with np.empty, so it cannot show this):
-    every output must be written, and the NaN guards before and after the output must stay."""
-    rng = np.random.default_rng(K)
-    a, b = operands(rng, batch, M, N, K, transpose_a, transpose_b)
+def direct(a, b, batch, M, N, K, transpose_a, transpose_b):
+    """lib.matmul called on NaN-filled memory (the wrapper allocates with np.empty, so it cannot
+    show this), past the wrapper's routing of few rows to gemv: every output must be written,
+    and the NaN guards before and after the output must stay. -> out (batch, M, N)"""
     size, guard = batch * M * N, 64
     memory = np.full(guard + size + guard, np.nan, np.float32)
     out = memory[guard:guard + size]
@@ -84,7 +80,32 @@ def test_matmul_writes_every_output_and_nothing_else(batch, M, N, K, transpose_a
     assert not np.isnan(out).any(), f"{np.isnan(out).sum()} of {size} outputs were not written"
     assert np.isnan(memory[:guard]).all() and np.isnan(memory[guard + size:]).all(), \
         "matmul wrote outside out"
-    assert_close(out.reshape(batch, M, N), reference(a, b, transpose_a, transpose_b), "direct call")
+    return out.reshape(batch, M, N)
+
+
+@pytest.mark.parametrize("batch, M, N, K", [(1, 1, 1, 1), (1, 15, 33, 1), (1, 257, 129, 300),
+                                            (4, 29, 70, 13)])
+@pytest.mark.parametrize("transpose_a, transpose_b", TRANSPOSES)
+def test_matmul_writes_every_output_and_nothing_else(batch, M, N, K, transpose_a, transpose_b):
+    a, b = operands(np.random.default_rng(K), batch, M, N, K, transpose_a, transpose_b)
+    assert_close(direct(a, b, batch, M, N, K, transpose_a, transpose_b),
+                 reference(a, b, transpose_a, transpose_b), "direct call")
+
+
+@pytest.mark.parametrize("transpose_a, transpose_b", TRANSPOSES)
+def test_few_rows_match_float64(transpose_a, transpose_b):
+    """Few rows of out: with transpose_b, M <= SKINNY_MAX_ROWS runs csrc/skinny.h (op(b) read in
+    place, its last N % MR columns packed), the other transposes the packed GEMM. Every M of
+    1..70 (op(a)^T's 16-row panels whole, partial and several) and 255..257 (across the limit
+    of the AVX2 build, 256); N odd and around MR = 6 (edge panels alone, whole ones and both), K
+    odd; (40, 517, 263) is big enough for both threads and several chunks each."""
+    for M in [*range(1, 71), 255, 256, 257]:
+        for N, K in ((1, 3), (5, 17), (13, 1), (37, 65)) + (((517, 263),) if M == 40 else ()):
+            rng = np.random.default_rng([M, N, K])
+            a, b = operands(rng, None, M, N, K, transpose_a, transpose_b)
+            assert_close(direct(a, b, 1, M, N, K, transpose_a, transpose_b)[0],
+                         reference(a, b, transpose_a, transpose_b),
+                         f"({M}, {N}, {K}) transposes {transpose_a}, {transpose_b}")
 
 
 def test_empty_shapes():
@@ -96,20 +117,25 @@ def test_empty_shapes():
 
 def test_result_does_not_depend_on_thread_count(tmp_path):
     """Threads split out, never K, so each output's sum runs in the same order: bit-identical
-    results with OMP_NUM_THREADS=1 (in a subprocess) and the default thread count."""
+    results with OMP_NUM_THREADS=1 (in a subprocess) and the default thread count, also on the
+    skinny path (40 rows), whose pool splits out's columns."""
     a, b = operands(np.random.default_rng(1), 3, 301, 517, 263, False, True)
     np.savez(tmp_path / "ab.npz", a=a, b=b)
     script = ("import sys, numpy as np; from tinyllm.backends import c_kernels; "
               "d = np.load(sys.argv[1]); "
-              "np.save(sys.argv[2], c_kernels.matmul(d['a'], d['b'], False, True))")
+              "np.save(sys.argv[2], c_kernels.matmul(d['a'], d['b'], False, True)); "
+              "np.save(sys.argv[3], c_kernels.matmul(d['a'][0, :40], d['b'][0], False, True))")
     path = os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])
     done = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "ab.npz"), str(tmp_path / "out.npy")],
+        [sys.executable, "-c", script, str(tmp_path / "ab.npz"), str(tmp_path / "out.npy"),
+         str(tmp_path / "skinny.npy")],
         capture_output=True, text=True, cwd=ROOT,
         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path))
     assert done.returncode == 0, f"the OMP_NUM_THREADS=1 run failed:\n{done.stderr}"
     np.testing.assert_array_equal(c_kernels.matmul(a, b, False, True),
                                   np.load(tmp_path / "out.npy"))
+    np.testing.assert_array_equal(c_kernels.matmul(a[0, :40], b[0], False, True),   # skinny.h
+                                  np.load(tmp_path / "skinny.npy"))
 
 
 def test_wrapper_rejects_bad_arguments():
