@@ -131,13 +131,18 @@ $(EMU_DIR)/tinyllm_cuda.h: csrc/cuda/tinyllm_cuda.h
 # the CUDA tests run a second time on the emulation, where CI (no GPU) checks the kernels, and
 # the kernel tests a third time with the emulated threads in reverse order: a missing barrier
 # then usually changes a result (csrc/cuda/emu/README.md)
+# With pytest-xdist installed (.ci/run installs it) the test files run side by side, one
+# worker per core, each file's tests on one worker (its module fixtures build once); the
+# OpenMP threads of two workers then share the cores, so they sleep instead of spinning.
+PYTEST_JOBS = $(shell $(PYTHON) -c "import xdist" 2>/dev/null && echo "-n auto --dist loadfile")
+PYTEST = $(if $(PYTEST_JOBS),OMP_WAIT_POLICY=passive )$(PYTHON) -m pytest -q $(PYTEST_JOBS)
 test: all $(if $(CXX_FOUND),cuda-emu)
 	@$(PYTHON) -m pytest --version >/dev/null 2>&1 \
 		|| $(PYTHON) -m pip install --quiet --disable-pip-version-check pytest
-	$(PYTHON) -m pytest -q tests
+	$(PYTEST) tests
 ifneq ($(CXX_FOUND),)
-	TINYLLM_CUDA_LIB=$(EMU_LIB) $(PYTHON) -m pytest -q $(CUDA_TESTS)
-	TINYLLM_EMU_ORDER=reverse TINYLLM_CUDA_LIB=$(EMU_LIB) $(PYTHON) -m pytest -q \
+	TINYLLM_CUDA_LIB=$(EMU_LIB) $(PYTEST) $(CUDA_TESTS)
+	TINYLLM_EMU_ORDER=reverse TINYLLM_CUDA_LIB=$(EMU_LIB) $(PYTEST) \
 		$(filter-out tests/test_cuda.py,$(CUDA_TESTS))
 else
 	@echo "make test: no C++ compiler ($(CXX)), so the CUDA kernels were not tested on the emulation"
