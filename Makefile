@@ -170,7 +170,7 @@ mpi:
 # The CUDA kernels are checked too, on the emulation: an out-of-bounds read in a kernel stops it.
 SANITIZE_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 SANITIZE_RUN = LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	ASAN_OPTIONS=detect_leaks=0 $(PYTHON) -m pytest -q -p no:cacheprovider
+	ASAN_OPTIONS=detect_leaks=0 $(PYTEST) -p no:cacheprovider
 sanitize: install $(HEADER)
 	@mkdir -p build/sanitize
 	$(CC) $(SANITIZE_FLAGS) $(OMP) $(SIMD) $(WARN) -fPIC -shared -o $(SANITIZE_LIB) $(SRCS) -lm
