@@ -14,7 +14,8 @@
  * all four (transpose_a, transpose_b) cases run the same micro-kernel. Edge tiles are computed
  * whole into a scratch tile and only their valid part is written back.
  * Few rows of out against op(b) = b^T (a prefill's x @ W^T, M <= SKINNY_MAX_ROWS) take
- * skinny.h's path instead: W read in place by the same micro-kernel, never packed.
+ * skinny.h's path instead: W read in place by the same micro-kernel, never packed; the same
+ * path serves quant.c's matmul_q_f32, W's quantized rows widened a panel at a time.
  * Threads: out is cut into independent rectangles (per batch matrix, and within a matrix when
  * the batch alone does not keep every thread busy); each thread packs its own operands into
  * its own buffers, so there is no barrier and no shared writable state.
@@ -29,7 +30,9 @@
 #define _GNU_SOURCE   /* sysconf's cache sizes */
 #include <stdlib.h>
 #include <math.h>
+#include <string.h>
 #include <unistd.h>
+#include "dequant.h"
 #include "parallel.h"
 #include "tinyllm.h"
 #include "bf16.h"
@@ -338,7 +341,8 @@ void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, i
     operand A = {a, transpose_a ? 1 : K, transpose_a ? M : 1, round};
     operand B = {b, transpose_b ? K : 1, transpose_b ? 1 : N, round};   /* rows: out's columns */
     if (batch == 1 && M <= SKINNY_MAX_ROWS && transpose_b && !round) {
-        skinny(A, B, out, M, N, K, threads);
+        if (skinny(A, B, NULL, out, M, N, K, threads))   /* no error channel: never crash */
+            for (int64_t i = 0; i < M * N; i++) out[i] = NAN;
         return;
     }
     int64_t tm, tn;

@@ -11,6 +11,9 @@
  * out^T is written into out transposed, once: there are no K slices, so a tile's depth is
  * the whole K and out is never read back. A last panel of fewer than MR columns is packed
  * (zero-padded) so that the kernel never reads past b.
+ * A quantized weight (quant.c's matmul_q_f32, a QuantLinear's prefill) runs the same loops: b's
+ * rows are then widened from their q8_0 / q4_0 blocks MR at a time into a panel of each
+ * thread's, which the kernel reads as it would read b (skinny_work says why that is cheap).
  * Threads: OpenMP, chunks of out's columns claimed in turn (schedule dynamic), ~8 a thread.
  * The decode pool (pool.c), which never waits for a descheduled thread, was measured too: a
  * prefill runs the rest of its kernels on OpenMP, and the pool's helper spinning beside
@@ -18,7 +21,8 @@
  * against 0.95-1.48x on OpenMP (best of 6, two alternating runs each, load 1.2-1.6; 2 cores).
  *
  * What it is not: for many rows (the packed GEMM's reuse of op(b) from cache wins there), for
- * b (K, N) (see SKINNY_MAX_ROWS), for the bf16-rounded operands (matmul_rounded's round: b would be read unrounded) or batches.
+ * b (K, N) (see SKINNY_MAX_ROWS), for the bf16-rounded operands (matmul_rounded's round: b
+ * would be read unrounded) or batches.
  * Included by matmul.c alone, after its micro-kernel (kernel) and packing (pack).
  */
 #ifndef TINYLLM_SKINNY_H
@@ -38,10 +42,17 @@
 #endif
 #endif
 
+/* Where the rows of op(b)^T (out's columns) come from: b read in place (B), or a quantized
+ * weight (Q, dequant.h) widened MR rows at a time into the thread's panel, MR x K floats (18
+ * KiB at K = 768: L1/L2), which the kernel then reads as it would b's rows (ars K, aqs 1). Each
+ * float of the panel takes M multiply-adds and one widening (quant.c: a few instructions per 8):
+ * no float32 copy of W beyond one panel a thread ever exists. */
 typedef struct {
     operand B;           /* op(b): element (n, k) at b[n * rs + k * qs] */
+    const quant_rows *Q; /* or NULL: the rows of op(b)^T are B's */
     const float *at;     /* op(a)^T packed: ceil(M / NR) panels of K rows of NR floats */
-    const float *edge;   /* the last N % MR columns' panel of op(b)^T, packed (K x MR) */
+    float *side;         /* B: the last N % MR columns' panel of op(b)^T, packed (K x MR);
+                            Q: a panel of MR x K floats per thread */
     float *out;
     int64_t M, N, K, panels;   /* panels of MR columns of out per chunk */
 } skinny_work;
@@ -59,36 +70,56 @@ static void skinny_columns(const skinny_work *s, const float *a, int64_t ars, in
     }
 }
 
+/* Rows [n0, n0 + nr) of the quantized W widened into panel (MR rows of K); a short last panel's
+ * missing rows zeroed, so the kernel never reads uninitialized memory (their sums are dropped). */
+static void skinny_widen(const skinny_work *s, float *panel, int64_t n0, int64_t nr) {
+    const quant_rows *Q = s->Q;
+    for (int64_t i = 0; i < nr; i++) Q->row(Q->q, Q->scale, panel + i * s->K, n0 + i, s->K, Q->q4);
+    if (nr < MR) memset(panel + nr * s->K, 0, (size_t)((MR - nr) * s->K) * sizeof(float));
+}
+
 /* Chunk c: `panels` panels of MR columns of out. */
 static void skinny_chunk(void *ctx, int64_t c) {
     const skinny_work *s = ctx;
     int64_t whole = s->N / MR;
+    float *panel = s->Q ? s->side + thread_index() * MR * s->K : NULL;
     for (int64_t p = c * s->panels; p < (c + 1) * s->panels && p * MR < s->N; p++) {
-        if (p < whole)
+        int64_t nr = s->N - p * MR < MR ? s->N - p * MR : MR;
+        if (s->Q) {
+            skinny_widen(s, panel, p * MR, nr);
+            skinny_columns(s, panel, s->K, 1, p * MR, nr);
+        } else if (p < whole) {
             skinny_columns(s, s->B.x + p * MR * s->B.rs, s->B.rs, s->B.qs, p * MR, MR);
-        else
-            skinny_columns(s, s->edge, 1, MR, p * MR, s->N - p * MR);
+        } else {
+            skinny_columns(s, s->side, 1, MR, p * MR, nr);
+        }
     }
 }
 
-/* out (M, N) = op(a) @ op(b), one matrix; threads: the ones gemm_threads gives the product. */
-static void skinny(operand A, operand B, float *out, int64_t M, int64_t N, int64_t K,
-                   int threads) {
-    int64_t at_size = (M + NR - 1) / NR * NR * K, edge_size = MR * K;
-    at_size = (at_size + 15) / 16 * 16;   /* keeps the edge panel 64-byte aligned */
-    float *at = aligned_alloc(64, (size_t)(at_size + (edge_size + 15) / 16 * 16) * sizeof(float));
-    if (!at) {                      /* no error channel: make the failure visible, never crash */
-        for (int64_t i = 0; i < M * N; i++) out[i] = NAN;
-        return;
-    }
+/* out (M, N) = op(a) @ op(b), one matrix, op(b)'s rows from B or Q (skinny_work); threads: the
+ * ones gemm_threads gives the product. Returns -1 when its buffers could not be allocated. */
+static int skinny(operand A, operand B, const quant_rows *Q, float *out, int64_t M, int64_t N,
+                  int64_t K, int threads) {
+    int64_t at_size = (M + NR - 1) / NR * NR * K, side_size = (Q ? threads : 1) * MR * K;
+    at_size = (at_size + 15) / 16 * 16;   /* keeps the side panels 64-byte aligned */
+    float *at = aligned_alloc(64, (size_t)(at_size + (side_size + 15) / 16 * 16) * sizeof(float));
+    if (!at) return -1;
     pack(A, 0, 0, M, K, NR, at);    /* rows of op(a) = columns of op(a)^T, NR at a time */
-    if (N % MR) pack(B, N / MR * MR, 0, N % MR, K, MR, at + at_size);
+    if (!Q && N % MR) pack(B, N / MR * MR, 0, N % MR, K, MR, at + at_size);
     /* ~8 chunks per thread: a late helper then leaves little undone for the others */
     int64_t total = (N + MR - 1) / MR, panels = (total + 8 * threads - 1) / (8 * threads);
-    skinny_work s = {B, at, at + at_size, out, M, N, K, threads > 1 ? panels : total};
+    skinny_work s = {B, Q, at, at + at_size, out, M, N, K, threads > 1 ? panels : total};
     int64_t chunks = (total + s.panels - 1) / s.panels;
 #pragma omp parallel for schedule(dynamic) num_threads(threads) if (threads > 1)
     for (int64_t c = 0; c < chunks; c++) skinny_chunk(&s, c);
     free(at);
+    return 0;
+}
+
+int matmul_skinny_q(const float *x, const quant_rows *W, float *out, int64_t M, int64_t N,
+                    int64_t K) {
+    if (M > SKINNY_MAX_ROWS) return 1;
+    operand A = {x, K, 1, 0}, none = {NULL, 0, 0, 0};
+    return skinny(A, none, W, out, M, N, K, gemm_threads(M * N * K, PARALLEL_MIN_FMAS));
 }
 #endif

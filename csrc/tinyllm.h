@@ -83,10 +83,18 @@ void attention_decode(const float *q, const float *k_cache, const float *v_cache
                       int path);
 void gemv(const float *x, const float *w, float *out, int64_t M, int64_t N, int64_t K, int path);
 
-/* quant.c: out (N, K) = dequant(W), float32, for a weight W (N, K) held as blocks of 32 along
- * K (K % 32 == 0): q8_0 (q4 = 0): q the int8 values (N, K); q4_0 (q4 = 1): q uint8 (N, K / 2),
- * two 4-bit values a byte (tinyllm/quant/formats.py); scale: the fp16 bits (N, K / 32). */
-void dequantize_q(const void *q, const uint16_t *scale, float *out, int64_t N, int64_t K, int q4);
+/* quant.c, for a weight W (N, K) held as blocks of 32 along K (K % 32 == 0): q8_0 (q4 = 0): q
+ * the int8 values (N, K); q4_0 (q4 = 1): q uint8 (N, K / 2), two 4-bit values a byte
+ * (tinyllm/quant/formats.py); scale: the fp16 bits (N, K / 32); path one of QPATH_* (below:
+ * the instructions of the widening; every path gives the same bits).
+ * dequantize_q: out (N, K) = dequant(W), float32, bit for bit formats.dequantize.
+ * matmul_q_f32: out (M, N) = x (M, K) @ dequant(W)^T, x float32 unquantized (a prefill's
+ * product: the float32 GEMM's numbers on the widened W, which is never held whole). Returns 0,
+ * or -1 when its scratch (a panel of W per thread, or a chunk of rows) could not be allocated. */
+void dequantize_q(const void *q, const uint16_t *scale, float *out, int64_t N, int64_t K, int q4,
+                  int path);
+int matmul_q_f32(const float *x, const void *q, const uint16_t *scale, float *out, int64_t M,
+                 int64_t N, int64_t K, int q4, int path);
 
 /* quant_i8.c: out (M, N) = x (M, K) @ dequant(W)^T, W as above, for decoding: x quantized to
  * int8 per block of 32 first (tinyllm/quant/formats.py matmul_q_i8 is the definition); q4 = 0

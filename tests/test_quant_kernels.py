@@ -75,12 +75,14 @@ def test_int8_activations_err_within_their_bound(fmt):
     assert 0 < rel_err(matmul_q_i8(x, blocks), matmul_q(x, blocks)) < 0.02   # about 1/254 of x
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("N, K", [(1, 32), (37, 96), (1030, 160)])
-def test_dequantize_equals_definition(fmt, N, K):
+def test_dequantize_equals_definition(path, fmt, N, K):
     _, blocks = case(fmt, 1, N, K, seed=N)
-    # q * d is exact in float32 (an 8-bit integer times an fp16 scale): bit for bit
-    assert np.array_equal(getattr(C, f"dequantize_{fmt}")(blocks.q, blocks.scale), dequantize(blocks))
+    # q * d is exact in float32 (an 8-bit integer times an fp16 scale): bit for bit, every path
+    ours = getattr(C, f"dequantize_{fmt}")(blocks.q, blocks.scale, path=path)
+    assert np.array_equal(ours, dequantize(blocks))
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -92,7 +94,8 @@ def test_tiny_scales_convert_exactly(path, fmt):
     assert (blocks.scale.astype(np.float32) < 6.1e-5).all()
     ours = getattr(C, f"matmul_{fmt}")(x, blocks.q, blocks.scale, path=path)
     assert rel_err(ours, matmul_q_i8(x, blocks)) < TOL
-    assert np.array_equal(getattr(C, f"dequantize_{fmt}")(blocks.q, blocks.scale), dequantize(blocks))
+    ours = getattr(C, f"dequantize_{fmt}")(blocks.q, blocks.scale, path=path)
+    assert np.array_equal(ours, dequantize(blocks))
 
 
 def test_read_only_weights_are_fine():
@@ -124,11 +127,14 @@ def _against_a_guard_page(a):
 def test_no_read_past_the_last_row(path, fmt, K):
     # the vector paths read a row's blocks in pairs and groups; a row whose block count is odd
     # or not a multiple of 8 must stop at its last one, even where nothing readable follows
+    # (the prefill's widening too: a last panel of fewer than 6 rows reads only those)
     x, blocks = case(fmt, 2, 5, K, seed=K)
     q, keep_q = _against_a_guard_page(blocks.q)
     scale, keep_scale = _against_a_guard_page(blocks.scale)
     ours = getattr(C, f"matmul_{fmt}")(x, q, scale, path=path)
     assert rel_err(ours, matmul_q_i8(x, blocks)) < TOL
+    ours = getattr(C, f"matmul_f32_{fmt}")(x, q, scale, path=path)   # the prefill's widening
+    assert rel_err(ours, matmul_q(x, blocks)) < 1e-5   # a GEMM's sum, not block by block
     del q, scale, ours
     keep_q.close(), keep_scale.close()
 
@@ -162,3 +168,18 @@ def test_quant_linear_same_on_both_backends(fmt):
         assert ours.shape == (2, M // 2, 1500)
         assert rel_err(ours, ref) < TOL
         assert rel_err(ref.reshape(M, -1), definition(x, blocks)) < TOL
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("M, N, K", [(17, 37, 32), (31, 101, 96), (64, 6, 288), (255, 13, 96),
+                                     (256, 101, 32), (257, 37, 96), (300, 7, 64), (40, 1100, 64)])
+def test_prefill_product_equals_the_gemm_on_the_widened_weight(path, fmt, M, N, K):
+    # matmul_f32: x unquantized times W widened, as x @ dequantize(W).T. M <= 256 runs the skinny
+    # path (a widened panel of 6 rows, N % 6 != 0 leaves a short last one), 257 and 300 the
+    # chunked GEMM, N = 1100 more than one chunk of 1024 rows. Both are float32 sums over K in
+    # another order than NumPy's: a few roundings of 6e-8 relative to the largest output
+    x, blocks = case(fmt, M, N, K, seed=M + N)
+    ours = getattr(C, f"matmul_f32_{fmt}")(x, blocks.q, blocks.scale, path=path)
+    assert ours.shape == (M, N)
+    assert rel_err(ours, matmul_q(x, blocks)) < 1e-5

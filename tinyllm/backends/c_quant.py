@@ -6,7 +6,9 @@ buffer (c_kernels.py's rules). The weight's arrays may be read-only (a memory-ma
 checkpoint): C only reads them.
   matmul_q8_0, matmul_q4_0   decoding: x quantized to int8 per block, integer dot products
                              (formats.matmul_q_i8), on a path chosen at run time (QUANT_PATHS)
-  dequantize_q8_0, _q4_0     W widened to float32 (formats.dequantize), for a prefill's GEMM
+  matmul_f32_q8_0, _q4_0     prefill: x kept float32, W widened a panel (or chunk) at a time
+                             inside C's float32 GEMM (csrc/quant.c, csrc/skinny.h)
+  dequantize_q8_0, _q4_0     W widened to float32 (formats.dequantize), bit for bit
   quantize_activations       the C quantization of x, for the bit-for-bit test
 
 Not here: the layers that call them (tinyllm/quant/layers.py picks this module for the "c"
@@ -48,13 +50,24 @@ def matmul_q4_0(x, q, scale, path=None):
     return _blocks("matmul", q, scale, 1, x, path)
 
 
-def dequantize_q8_0(q, scale):
-    """As tinyllm.quant.formats.dequantize: W as float32 (N, K)."""
-    return _blocks("dequantize", q, scale, 0)
+def matmul_f32_q8_0(x, q, scale, path=None):
+    """x (M, K) float32 @ dequant(W)^T -> (M, N), x unquantized: the float32 GEMM's numbers on
+    W widened (as x @ formats.dequantize(W).T, to float32 rounding), W never held whole in
+    float32; W as matmul_q8_0's, widened on `path`'s instructions (the bits are the same)."""
+    return _blocks("matmul_f32", q, scale, 0, x, path)
 
 
-def dequantize_q4_0(q, scale):
-    return _blocks("dequantize", q, scale, 1)
+def matmul_f32_q4_0(x, q, scale, path=None):
+    return _blocks("matmul_f32", q, scale, 1, x, path)
+
+
+def dequantize_q8_0(q, scale, path=None):
+    """As tinyllm.quant.formats.dequantize, bit for bit on every path: W as float32 (N, K)."""
+    return _blocks("dequantize", q, scale, 0, path=path)
+
+
+def dequantize_q4_0(q, scale, path=None):
+    return _blocks("dequantize", q, scale, 1, path=path)
 
 
 def _blocks(kind, q, scale, q4, x=None, path=None):
@@ -70,10 +83,14 @@ def _blocks(kind, q, scale, q4, x=None, path=None):
         _contiguous(f"{name} {part}", a)
     qp, sp = ffi.from_buffer(q), ffi.from_buffer("uint16_t[]", scale)
     out = np.empty((N, K) if x is None else (x.shape[0], N), np.float32)
+    chosen = QUANT_PATHS[quant_path(path) if path else QUANT_PATH]
     if x is None:
-        lib.dequantize_q(qp, sp, _p(out), N, K, q4)
-    elif lib.matmul_q_i8(_p(x), qp, sp, _p(out), x.shape[0], N, K, q4,
-                         QUANT_PATHS[quant_path(path) if path else QUANT_PATH]):
+        lib.dequantize_q(qp, sp, _p(out), N, K, q4, chosen)
+    elif kind == "matmul_f32":
+        if lib.matmul_q_f32(_p(x), qp, sp, _p(out), x.shape[0], N, K, q4, chosen):
+            raise MemoryError(f"{name}: no memory for the weight's widened panels or chunks "
+                              f"({N}, {K})")
+    elif lib.matmul_q_i8(_p(x), qp, sp, _p(out), x.shape[0], N, K, q4, chosen):
         raise MemoryError(f"{name}: no memory for x quantized ({x.nbytes // 2:,} bytes)")
     return out
 

@@ -3,9 +3,11 @@
 QuantLinear is a Linear whose weight is held as formats.Blocks: forward is x @ dequant(W)^T.
 A decoding step (at most FUSED_MAX_ROWS rows of x) quantizes x to int8 per block and takes
 integer dot products (formats.matmul_q_i8; in C backends/c_quant.matmul_q8_0 / _q4_0, the
-weight read as blocks, never widened). A prefill dequantizes CHUNK_ROWS rows of W at a time
-(in C, c_quant.dequantize_q8_0 / _q4_0) into the backend's float32 GEMM, x unquantized (the
-GEMM's cache tiling wins once x has many rows; bench_quant.py). On the CUDA backend the same
+weight read as blocks, never widened). A prefill keeps x float32 and multiplies it by W widened
+(the GEMM's reuse of each widened float over x's many rows wins there; bench_quant.py): in C
+one call, c_quant.matmul_f32_q8_0 / _q4_0, which widens W a panel of 6 rows at a time inside
+the float32 GEMM's skinny path (csrc/skinny.h; M <= 256 on AVX2) or CHUNK_ROWS rows at a time
+into the ordinary GEMM; on the NumPy backend the CHUNK_ROWS loop here. On the CUDA backend the same
 runs on the GPU (backends/cuda_quant.py; the blocks are copied there at the first forward).
 QuantEmbedding looks up rows and dequantizes only those. Both are inference only: they hold no Parameter, and a forward
 that would record a graph raises (run under tinyllm.tensor.no_grad(), as generate does).
@@ -29,7 +31,7 @@ from tinyllm.quant.formats import Blocks, dequantize, matmul_q_i8, quantize
 from tinyllm.tensor import Tensor, is_grad_enabled
 
 RECIPES = ("q8_0", "q4_0", "q4_mixed")
-CHUNK_ROWS = 1024   # rows of W dequantized at once by the GEMM path: 1024 x K floats
+CHUNK_ROWS = 1024   # rows of W dequantized at once by the NumPy GEMM path: 1024 x K floats
 FUSED_MAX_ROWS = 16   # as c_kernels.GEMV_MAX_ROWS: past it the GEMM's reuse of W wins
 _WIDE = ("lm_head", "transformer.wte")   # q8_0 in q4_mixed
 
@@ -79,13 +81,14 @@ class QuantLinear(_Quantized):
         if x2.shape[0] <= FUSED_MAX_ROWS:
             y = (getattr(fast, f"matmul_{self.blocks.fmt}")(x2, self.blocks.q, self.blocks.scale)
                  if fast is not None else matmul_q_i8(x2, self.blocks))         # (M, out)
+        elif fast is not None:
+            y = getattr(fast, f"matmul_f32_{self.blocks.fmt}")(x2, self.blocks.q,
+                                                              self.blocks.scale)  # (M, out)
         else:
-            widen = getattr(fast, f"dequantize_{self.blocks.fmt}", None)
             y = np.empty((x2.shape[0], N), np.float32)
             for r in range(0, N, CHUNK_ROWS):
                 rows = slice(r, min(r + CHUNK_ROWS, N))
-                w = (widen(self.blocks.q[rows], self.blocks.scale[rows]) if widen is not None
-                     else dequantize(self.blocks, rows))                        # (rows, in)
+                w = dequantize(self.blocks, rows)                                 # (rows, in)
                 y[:, rows] = kernels.matmul(x2, w, transpose_b=True)
         return Tensor(y.reshape(x.shape[:-1] + (N,)))
 
