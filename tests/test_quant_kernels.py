@@ -169,17 +169,3 @@ def test_quant_linear_same_on_both_backends(fmt):
         assert rel_err(ours, ref) < TOL
         assert rel_err(ref.reshape(M, -1), definition(x, blocks)) < TOL
 
-
-@pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("M, N, K", [(17, 37, 32), (31, 101, 96), (64, 6, 288), (255, 13, 96),
-                                     (256, 101, 32), (257, 37, 96), (300, 7, 64), (40, 1100, 64)])
-def test_prefill_product_equals_the_gemm_on_the_widened_weight(path, fmt, M, N, K):
-    # matmul_f32: x unquantized times W widened, as x @ dequantize(W).T. M <= 256 runs the skinny
-    # path (a widened panel of 6 rows, N % 6 != 0 leaves a short last one), 257 and 300 the
-    # chunked GEMM, N = 1100 more than one chunk of 1024 rows. Both are float32 sums over K in
-    # another order than NumPy's: a few roundings of 6e-8 relative to the largest output
-    x, blocks = case(fmt, M, N, K, seed=M + N)
-    ours = getattr(C, f"matmul_f32_{fmt}")(x, blocks.q, blocks.scale, path=path)
-    assert ours.shape == (M, N)
-    assert rel_err(ours, matmul_q(x, blocks)) < 1e-5
