@@ -9,25 +9,30 @@
  * Packing rounds the float32 operands to bf16 (bf16.h's bf16_bits: round to nearest even,
  * subnormals to zero, the rounding of every bf16 path) and lays them out as tiles read them:
  *   B: each 32-column panel as pairs of K steps (a 32-bit word holds op(b)[2p][n] low and
- *      op(b)[2p + 1][n] high), 32 words a row: a tile of 16 columns is 16 rows at stride 128 B;
- *   A: each 32-row block row by row, pairs along K: a tile is 16 rows at stride kpad words.
- * K is padded with zero pairs to a multiple of 32, rows and columns to whole blocks; edge
- * blocks go through a scratch block and are clipped. All of op(b) is packed once (in
- * parallel), then each thread packs one 32-row block of A at a time and sweeps every panel.
- * The tile configuration is per thread: each thread loads it before its first tile and
- * releases the tiles after its last.
+ *      op(b)[2p + 1][n] high), 32 words a row: a tile of 16 columns is 16 rows at stride 128 B
+ *      (bf16_pack_panel's layout, the one the AVX512-BF16 kernel reads);
+ *   A: each 32-row block row by row, pairs along K: a tile is 16 rows at stride kp words.
+ * Blocking, as matmul_bf16.c's: K in slices of KC (256 pairs, zero-padded to whole tiles), all of
+ * op(b) packed once (in parallel) slice by slice; each thread takes row blocks of out, packs its
+ * A block for one K slice (32 x KC bf16 = 32 KiB a 32-row block: stays in L1 while it sweeps
+ * the B panels, 32 KiB each, of an NC-wide block in L2), and adds the slice's sums into out
+ * through the accumulator tiles. Edge blocks go through a scratch block and are clipped.
+ * Packing is vectorized (vcvtne2ps2bf16) where the CPU has AVX512-BF16, which every AMX CPU
+ * has; the plain C packing below is what amx.h's emulation runs on other CPUs, bit for bit the
+ * same layout. The tile configuration is per thread: each thread loads it before its first
+ * tile and releases the tiles after its last.
  *
- * What it is not: tuned. There is no K blocking (an A block is 32 x K, a B panel K x 32, read
- * from L2 and L3) and the packing is plain C; this was written and checked on a CPU without
- * AMX, against amx.h's emulation of the instructions (tests/test_c_matmul_amx.py), so its
- * speed has not been measured. The sums run in another order than NumPy's: results agree with
- * the float64 product of the rounded operands to float32 rounding, not bit for bit.
+ * What it is not: bit-identical to NumPy. The sums run in another order: results agree with
+ * the float64 product of the rounded operands to float32 rounding (tests/test_c_matmul_bf16.py,
+ * and tests/test_c_matmul_amx.py through the emulation on any CPU).
  *
  * Read next: amx.h (the tiles), matmul_bf16.c (the AVX512-BF16 twin and the dispatch).
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 #include "amx.h"
+#include "avx512.h"
 #include "bf16.h"
 #include "parallel.h"
 #include "tinyllm.h"
@@ -35,6 +40,9 @@
 #ifdef AMX_BUILT
 #define TB 32                       /* rows of an A block, columns of a B panel */
 #define TKP 16                      /* K pairs in one tile row: 32 bf16 = 64 bytes */
+#define KCP 256                     /* K pairs in one slice */
+#define NC 1024                     /* columns of out per sweep of an A block: B block 1 MiB */
+#define MC (TB * 8)                 /* rows of out per piece of work at most */
 #define PARALLEL_MIN_FMAS (1 << 18)
 
 typedef struct {                    /* op(x)(r, q) = x[r * rs + q * qs]: r along M or N, q along K */
@@ -48,20 +56,75 @@ static uint32_t pair(operand o, int64_t r, int64_t q, int64_t depth) {
     return lo | hi << 16;
 }
 
-/* B panel j (columns j*TB ..): dst[p * TB + c] = pair (2p, 2p + 1) of column c; zero padded. */
-static void pack_b_panel(operand b, int64_t N, int64_t K, int64_t kpad, int64_t j, uint32_t *dst) {
-    for (int64_t p = 0; p < kpad; p++)
-        for (int64_t c = 0; c < TB; c++) {
-            int64_t n = j * TB + c;
-            dst[p * TB + c] = n < N && 2 * p < K ? pair(b, n, 2 * p, K) : 0;
-        }
+/* The plain C packers: n rows (of w) x depth values of o, kp >= ceil(depth / 2) pairs, zero
+ * padded. B: dst[p * w + r]; A: dst[r * kp + p]. */
+static void pack_b_c(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
+    for (int64_t p = 0; p < kp; p++)
+        for (int64_t r = 0; r < TB; r++) dst[p * TB + r] = r < n && 2 * p < depth ? pair(o, r, 2 * p, depth) : 0;
 }
 
-/* A rows m0 ..: dst[r * kpad + p] = pair (2p, 2p + 1) of row m0 + r; zero padded. */
-static void pack_a_block(operand a, int64_t M, int64_t K, int64_t kpad, int64_t m0, uint32_t *dst) {
+static void pack_a_c(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
     for (int64_t r = 0; r < TB; r++)
-        for (int64_t p = 0; p < kpad; p++)
-            dst[r * kpad + p] = m0 + r < M && 2 * p < K ? pair(a, m0 + r, 2 * p, K) : 0;
+        for (int64_t p = 0; p < kp; p++) dst[r * kp + p] = r < n && 2 * p < depth ? pair(o, r, 2 * p, depth) : 0;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+/* pack_a_c's layout with vcvtne2ps2bf16. K along memory (qs 1): a row's 32 values convert to
+ * 16 consecutive pair words. Rows along memory: 16 rows x 2 K steps interleave into 16 words
+ * (one per row) for each of 16 pairs, then a 16 x 16 transpose puts each row's pairs together. */
+TARGET_BF16 static void pack_a_avx512(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
+    if (o.qs == 1) {
+        for (int64_t r = 0; r < TB; r++)
+            for (int64_t q = 0; q < 2 * kp; q += 32) {
+                const float *row = o.x + r * o.rs + q;
+                int64_t nq = r < n ? depth - q : 0;
+                __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lanes(nq - 16), row + 16),
+                                                 _mm512_maskz_loadu_ps(lanes(nq), row));
+                _mm512_storeu_si512(dst + r * kp + q / 2, (__m512i)v);
+            }
+        return;
+    }
+    const __m512i interleave = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    for (int r0 = 0; r0 < TB; r0 += 16) {
+        __mmask16 valid = lanes(n - r0);
+        for (int64_t p0 = 0; p0 < kp; p0 += 16) {
+            __m512 v[16];
+            for (int i = 0; i < 16; i++) {
+                int64_t q = 2 * (p0 + i);
+                __m512 lo = q < depth ? _mm512_maskz_loadu_ps(valid, o.x + q * o.qs + r0) : _mm512_setzero_ps();
+                __m512 hi = q + 1 < depth ? _mm512_maskz_loadu_ps(valid, o.x + (q + 1) * o.qs + r0)
+                                          : _mm512_setzero_ps();
+                v[i] = _mm512_castsi512_ps(_mm512_permutexvar_epi16(
+                    interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+            }
+            transpose16(v);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (r0 + i) * kp + p0, v[i]);
+        }
+    }
+}
+#endif
+
+static void pack_a(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst, int vector) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (vector) {
+        pack_a_avx512(o, n, depth, kp, dst);
+        return;
+    }
+#endif
+    pack_a_c(o, n, depth, kp, dst);
+}
+
+static void pack_b(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst, int vector) {
+    if (!vector) {
+        pack_b_c(o, n, depth, kp, dst);
+        return;
+    }
+    int64_t written = (depth + 1) / 2;
+    bf16_pack_panel(o.x, o.rs, o.qs, n, depth, TB, dst);
+    memset(dst + written * TB, 0, (size_t)((kp - written) * TB) * 4);
 }
 
 TARGET_AMX static void set_tiles(void) {
@@ -73,13 +136,27 @@ TARGET_AMX static void set_tiles(void) {
     _tile_loadconfig(&cfg);
 }
 
-/* c (row stride ldc, mr x nr valid) = the A block ap @ the B panel bp over kpad pairs. */
-TARGET_AMX static void block(const uint32_t *ap, const uint32_t *bp, int64_t kpad, float *c,
-                             int64_t ldc, int64_t mr, int64_t nr) {
-    _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
-    for (int64_t p0 = 0; p0 < kpad; p0 += TKP) {
-        _tile_loadd(4, ap + p0, kpad * 4);
-        _tile_loadd(5, ap + TKP * kpad + p0, kpad * 4);
+/* c (row stride ldc, mr x nr valid) (+)= the A block ap @ the B panel bp over kp pairs. */
+TARGET_AMX static void block(const uint32_t *ap, const uint32_t *bp, int64_t kp, float *c,
+                             int64_t ldc, int64_t mr, int64_t nr, int accumulate) {
+    _Alignas(64) float scratch[TB * TB];
+    int edge = mr < TB || nr < TB;
+    float *dst = edge ? scratch : c;
+    int64_t ld = edge ? TB : ldc;
+    if (accumulate) {
+        if (edge)
+            for (int64_t i = 0; i < TB; i++)
+                for (int64_t j = 0; j < TB; j++) scratch[i * TB + j] = i < mr && j < nr ? c[i * ldc + j] : 0;
+        _tile_loadd(0, dst, ld * 4);
+        _tile_loadd(1, dst + 16, ld * 4);
+        _tile_loadd(2, dst + 16 * ld, ld * 4);
+        _tile_loadd(3, dst + 16 * ld + 16, ld * 4);
+    } else {
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+    }
+    for (int64_t p0 = 0; p0 < kp; p0 += TKP) {
+        _tile_loadd(4, ap + p0, kp * 4);
+        _tile_loadd(5, ap + TKP * kp + p0, kp * 4);
         _tile_loadd(6, bp + p0 * TB, TB * 4);
         _tile_loadd(7, bp + p0 * TB + 16, TB * 4);
         _tile_dpbf16ps(0, 4, 6);
@@ -87,49 +164,76 @@ TARGET_AMX static void block(const uint32_t *ap, const uint32_t *bp, int64_t kpa
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-    _Alignas(64) float scratch[TB * TB];
-    int edge = mr < TB || nr < TB;
-    float *dst = edge ? scratch : c;
-    int64_t ld = (edge ? TB : ldc) * 4;   /* bytes */
-    _tile_stored(0, dst, ld);
-    _tile_stored(1, dst + 16, ld);
-    _tile_stored(2, dst + 16 * ld / 4, ld);
-    _tile_stored(3, dst + 16 * ld / 4 + 16, ld);
+    _tile_stored(0, dst, ld * 4);
+    _tile_stored(1, dst + 16, ld * 4);
+    _tile_stored(2, dst + 16 * ld, ld * 4);
+    _tile_stored(3, dst + 16 * ld + 16, ld * 4);
     if (!edge) return;
     for (int64_t i = 0; i < mr; i++)
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = scratch[i * TB + j];
 }
 
+/* out rows m0 .. m1 (N columns) = op(a) rows m0 .. m1 @ op(b); bp holds op(b) packed slice by
+ * slice (slice s: its pairs x 32 words for each of the panels, back to back), ap room for
+ * MC rows x KCP pairs. */
+TARGET_AMX static void row_block(operand oa, const uint32_t *bp, float *out, int64_t N, int64_t K,
+                                 int64_t kpad, int64_t m0, int64_t m1, uint32_t *ap, int vector) {
+    int64_t panels = (N + TB - 1) / TB;
+    for (int64_t s0 = 0; s0 < kpad; s0 += KCP) {   /* s0: the slice's first pair */
+        int64_t kp = kpad - s0 < KCP ? kpad - s0 : KCP, q0 = 2 * s0;
+        int64_t depth = K - q0 < 2 * kp ? K - q0 : 2 * kp;
+        for (int64_t r = m0; r < m1; r += TB) {
+            operand o = {oa.x + r * oa.rs + q0 * oa.qs, oa.rs, oa.qs};
+            pack_a(o, m1 - r < TB ? m1 - r : TB, depth, kp, ap + (r - m0) * kp, vector);
+        }
+        const uint32_t *bs = bp + s0 * panels * TB;
+        for (int64_t jc = 0; jc < N; jc += NC)
+            for (int64_t r = m0; r < m1; r += TB)
+                for (int64_t j = jc / TB; j < panels && j * TB < jc + NC; j++)
+                    block(ap + (r - m0) * kp, bs + j * kp * TB, kp, out + r * N + j * TB, N,
+                          m1 - r < TB ? m1 - r : TB, N - j * TB < TB ? N - j * TB : TB, s0 > 0);
+    }
+}
+
 TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t batch, int64_t M,
                            int64_t N, int64_t K, int transpose_a, int transpose_b) {
     int threads = gemm_threads(batch * M * N * K, PARALLEL_MIN_FMAS);
+    int vector = (cpu_features() & CPU_AVX512_BF16) != 0;
     int64_t kpad = ((K + 1) / 2 + TKP - 1) / TKP * TKP;
-    int64_t panels = (N + TB - 1) / TB, blocks = (M + TB - 1) / TB;
-    int64_t b_size = panels * kpad * TB, a_size = TB * kpad;
+    int64_t panels = (N + TB - 1) / TB, slices = (kpad + KCP - 1) / KCP;
+    /* row blocks: whole 32-row blocks, at most MC rows, enough of them for every thread */
+    int64_t per_matrix = (threads + batch - 1) / batch, mt = (M + TB - 1) / TB;
+    int64_t rows = (mt + per_matrix - 1) / per_matrix * TB;
+    rows = rows < MC ? rows : MC;
+    int64_t blocks = (M + rows - 1) / rows;
+    int64_t b_size = panels * kpad * TB, a_size = MC * KCP;
     uint32_t *bp = aligned_alloc(64, (size_t)(batch * b_size + threads * a_size) * 4);
     if (!bp) {   /* no error channel: make the failure visible */
         for (int64_t i = 0; i < batch * M * N; i++) out[i] = NAN;
         return;
     }
+    int64_t brs = transpose_b ? K : 1, bqs = transpose_b ? 1 : N;   /* op(b)(k, n): rows are n */
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         int t = thread_index();
 #pragma omp for schedule(static) collapse(2)
-        for (int64_t bi = 0; bi < batch; bi++)
-            for (int64_t j = 0; j < panels; j++) {   /* op(b)(k, n): b's (n, k) or (k, n) */
-                operand ob = {b + bi * K * N, transpose_b ? K : 1, transpose_b ? 1 : N};
-                pack_b_panel(ob, N, K, kpad, j, bp + bi * b_size + j * kpad * TB);
+        for (int64_t bs = 0; bs < batch * slices; bs++)
+            for (int64_t j = 0; j < panels; j++) {
+                int64_t bi = bs / slices, s0 = bs % slices * KCP, q0 = 2 * s0;
+                int64_t kp = kpad - s0 < KCP ? kpad - s0 : KCP;
+                int64_t depth = K - q0 < 2 * kp ? K - q0 : 2 * kp;
+                operand ob = {b + bi * K * N + j * TB * brs + q0 * bqs, brs, bqs};
+                pack_b(ob, N - j * TB < TB ? N - j * TB : TB, depth, kp,
+                       bp + bi * b_size + s0 * panels * TB + j * kp * TB, vector);
             }
         uint32_t *ap = bp + batch * b_size + t * a_size;
         set_tiles();
 #pragma omp for schedule(static)
         for (int64_t piece = 0; piece < batch * blocks; piece++) {
-            int64_t bi = piece / blocks, m0 = piece % blocks * TB;
+            int64_t bi = piece / blocks, m0 = piece % blocks * rows;
+            int64_t m1 = m0 + rows < M ? m0 + rows : M;
             operand oa = {a + bi * M * K, transpose_a ? 1 : K, transpose_a ? M : 1};
-            pack_a_block(oa, M, K, kpad, m0, ap);
-            for (int64_t j = 0; j < panels; j++)
-                block(ap, bp + bi * b_size + j * kpad * TB, kpad, out + bi * M * N + m0 * N + j * TB,
-                      N, M - m0 < TB ? M - m0 : TB, N - j * TB < TB ? N - j * TB : TB);
+            row_block(oa, bp + bi * b_size, out + bi * M * N, N, K, kpad, m0, m1, ap, vector);
         }
         _tile_release();
     }

@@ -54,8 +54,8 @@ void f32_to_bf16(const float *x, uint16_t *y, int64_t n) {
 /* Pack a rows x depth block (element (r, q) at x[r * rs + q * qs], one of rs, qs is 1) as
  * ceil(rows / w) panels of ceil(depth / 2) pair words x w, zero-padded: the order the
  * micro-kernel reads. Panel of n <= w rows: */
-TARGET_BF16 static void pack_panel(const float *restrict x, int64_t rs, int64_t qs, int64_t n,
-                                   int64_t depth, int w, uint32_t *restrict dst) {
+TARGET_BF16 void bf16_pack_panel(const float *restrict x, int64_t rs, int64_t qs, int64_t n,
+                                 int64_t depth, int w, uint32_t *restrict dst) {
     /* word j of the result = (lo[j], hi[j]): even lanes from lo, odd from hi */
     const __m512i interleave = _mm512_set_epi16(
         31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
@@ -95,7 +95,7 @@ TARGET_BF16 static void pack(const float *x, int64_t rs, int64_t qs, int64_t row
                              int w, uint32_t *dst) {
     int64_t pairs = (depth + 1) / 2;
     for (int64_t r0 = 0; r0 < rows; r0 += w)
-        pack_panel(x + r0 * rs, rs, qs, rows - r0 < w ? rows - r0 : w, depth, w, dst + r0 * pairs);
+        bf16_pack_panel(x + r0 * rs, rs, qs, rows - r0 < w ? rows - r0 : w, depth, w, dst + r0 * pairs);
 }
 
 /* c[0:mr, 0:NR] (row stride ldc) = (accumulate ? c : 0) + ap @ bp over kp pairs of K; mr is a
@@ -194,7 +194,7 @@ TARGET_BF16 static void avx512_bf16(const float *a, const float *b, float *out, 
             for (int64_t j = 0; j < panels; j++) {
                 int64_t bi = bk / kblocks, pc = bk % kblocks * KC;
                 int64_t kc = K - pc < KC ? K - pc : KC, n = N - j * NR < NR ? N - j * NR : NR;
-                pack_panel(b + bi * K * N + j * NR * brs + pc * bqs, brs, bqs, n, kc, NR,
+                bf16_pack_panel(b + bi * K * N + j * NR * brs + pc * bqs, brs, bqs, n, kc, NR,
                            bp + bi * b_size + pc / 2 * np + j * NR * ((kc + 1) / 2));
             }
         uint32_t *ap = bp + batch * b_size + t * a_size;
@@ -232,6 +232,8 @@ TARGET_BF16 void bf16_gemm_acc(const float *a, int64_t a_rs, int64_t a_ks, const
     }
 }
 #else
+void bf16_pack_panel(const float *x, int64_t rs, int64_t qs, int64_t n, int64_t depth, int w,
+                     uint32_t *dst) {}
 void bf16_gemm_acc(const float *a, int64_t a_rs, int64_t a_ks, const float *b, int64_t b_ks,
                    int64_t b_js, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K) {}
 #endif
