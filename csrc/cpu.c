@@ -37,7 +37,7 @@ static uint64_t xcr0(void) {
     return ((uint64_t)hi << 32) | lo;
 }
 
-int cpu_features(void) {
+static int detect(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return 0;
     /* XCR0: SSE, AVX, opmask and both halves of the zmm file saved by the OS (0xE6); for AMX
@@ -66,6 +66,18 @@ int cpu_features(void) {
     features |= CPU_AMX_BF16;
 #endif
     return features;
+}
+
+/* Detected once: under a hypervisor each cpuid is a trap into it (microseconds), and the
+ * kernels ask on every call. Threads that race here compute the same value. */
+int cpu_features(void) {
+    static int known = -1;
+    int f = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (f < 0) {
+        f = detect();
+        __atomic_store_n(&known, f, __ATOMIC_RELAXED);
+    }
+    return f;
 }
 
 /* The loops: ACC independent accumulators, so each unit starts a new multiply-add every
