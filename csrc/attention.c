@@ -349,9 +349,14 @@ void attention_backward(const float *dout, const float *q, const float *k, const
 /* The precision `path` (matmul_bf16's argument) runs at on this CPU. Without vdpbf16ps the
  * float32 kernels run, unrounded: rounding q, k, v, dout (copies), p and ds there bought no
  * speed and made the kernels 1.2x slower than float32 (Zen 3, BENCHMARKS.md); matmul_bf16's
- * fp32 path still rounds, as it packs, where that costs nothing. */
+ * fp32 path still rounds, as it packs, where that costs nothing. On the AMX path too: the
+ * Intel cores that have AMX issue vdpbf16ps at half their float32 FMA rate (cpu.c's peak
+ * loops: 240 against 481 GFLOP/s on 2 threads), and the bf16 tiles took 1.1-1.2x float32's
+ * time there (BENCHMARKS.md); avx512_bf16, asked for by name, still rounds. */
 static int bf16_precision(int path) {
-    return path && (cpu_features() & CPU_AVX512_BF16) ? BF16_AVX512 : FP32;
+    int features = cpu_features();
+    if (path == CPU_AMX_BF16 && (features & CPU_AMX_BF16)) return FP32;
+    return path && (features & CPU_AVX512_BF16) ? BF16_AVX512 : FP32;
 }
 
 void attention_forward_bf16(const float *q, const float *k, const float *v, float *out,

@@ -7,9 +7,10 @@ What it checks:
   - the C kernels on each path of c_kernels.BF16_PATHS, forced, at awkward sizes: one key, odd
     head sizes, hs past the bf16 tile GEMM's 128-deep blocks, several 64-row tiles, Tq < Tk, and
     B * nh below the thread count (the backward's two-pass split). With vdpbf16ps (avx512_bf16,
-    and amx_bf16 on a CPU that has both) against the definition; without it (the fp32 path, and
-    every path on a CPU without AVX512-BF16) the kernels are the float32 ones, bit for bit: there
-    rounding bought no speed and cost 1.2x the time (csrc/attention.c's bf16_precision);
+    and amx_bf16 on a CPU with AVX512-BF16 but no AMX) against the definition; otherwise (the
+    fp32 path, amx_bf16 where AMX exists, every path on a CPU without AVX512-BF16) the kernels
+    are the float32 ones, bit for bit: there rounding bought no speed and cost 1.1-1.2x the time
+    (csrc/attention.c's bf16_precision);
   - that the bf16 path is taken where it exists (the numbers differ from fp32's, within bf16's
     error) and that a path bit the CPU may lack (AMX) passed straight to C falls back instead of
     crashing.
@@ -48,8 +49,13 @@ PATHS = list(c_kernels.BF16_PATHS)
 
 
 def rounds(path):
-    """Whether attention_*_bf16 on `path` multiplies in bf16 here, not as the float32 kernel."""
-    return path != "fp32" and bool(c_kernels.FEATURES & c_kernels.lib.CPU_AVX512_BF16)
+    """Whether attention_*_bf16 on `path` multiplies in bf16 here, not as the float32 kernel:
+    on avx512_bf16, or on amx_bf16 where the CPU has no AMX and falls back to it (with AMX the
+    float32 kernels run: its cores issue vdpbf16ps at half their FMA rate)."""
+    lib, features = c_kernels.lib, c_kernels.FEATURES
+    if path == "fp32" or (path == "amx_bf16" and features & lib.CPU_AMX_BF16):
+        return False
+    return bool(features & lib.CPU_AVX512_BF16)
 # (B, nh, Tq, Tk, hs)
 SHAPES = [(1, 1, 1, 1, 1), (2, 3, 67, 67, 24), (1, 2, 130, 130, 64), (1, 1, 5, 77, 100),
           (3, 1, 64, 64, 130), (1, 1, 200, 200, 33)]
@@ -128,13 +134,14 @@ def test_c_matches_the_definition(shape, path):
 def test_bf16_differs_from_fp32_within_its_rounding():
     """The bf16 kernels really round (so they are the ones running) and stay near float32's:
     the largest difference is a few bf16 steps of the largest value, nowhere near O(1)."""
-    if not rounds(c_kernels.BF16_PATH):
-        pytest.skip(f"bf16 path {c_kernels.BF16_PATH}: attention runs the float32 kernels here")
+    path = next((p for p in (c_kernels.BF16_PATH, "avx512_bf16") if rounds(p)), None)
+    if path is None:
+        pytest.skip("no AVX512-BF16 here: attention runs the float32 kernels on every path")
     q, k, v, dout = inputs((2, 3, 67, 67, 24), seed=1)
     fp32 = c_kernels.attention_forward(q, k, v)
-    bf16 = c_kernels.attention_forward_bf16(q, k, v)
+    bf16 = c_kernels.attention_forward_bf16(q, k, v, path=path)
     grads32 = c_kernels.attention_backward(dout, q, k, v, *fp32)
-    grads16 = c_kernels.attention_backward_bf16(dout, q, k, v, *fp32)
+    grads16 = c_kernels.attention_backward_bf16(dout, q, k, v, *fp32, path=path)
     for got, want, name in zip((bf16[0], *grads16), (fp32[0], *grads32), ("out", "dq", "dk", "dv")):
         err = np.abs(got - want).max() / np.abs(want).max()
         assert 0 < err < 8 * STEP, f"{name}: bf16 vs fp32 {err:.3g}"
