@@ -146,8 +146,6 @@ def run(sizes=None, repeats=5, peak=True, cpu_time=False):
     import numpy as np
 
     from tinyllm.backends import c_kernels
-    from tinyllm.malloc import keep_freed_memory
-    keep_freed_memory()   # as train.py runs: a product's fresh output reuses freed pages, unfaulted
     sizes = [512, 1024, 2048, 4096] if sizes is None else sizes
     threads = c_kernels.num_threads()
     if cpu_time and threads != 1:   # the other threads' work would not be counted
@@ -219,6 +217,8 @@ def main():
                         "OMP_NUM_THREADS=1: then ours, NumPy's BLAS and torch all run on it): a "
                         "loaded machine's descheduled time is not counted")
     args = p.parse_args()
+    from tinyllm.malloc import keep_freed_memory
+    keep_freed_memory()   # as train.py runs: a product's fresh output reuses freed pages, unfaulted
     run(args.sizes, args.repeats, peak=not args.no_peak, cpu_time=args.cpu_time)
 
 
