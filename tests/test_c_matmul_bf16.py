@@ -37,9 +37,10 @@ ROUNDING = 2.0**-7 + 2.0**-15   # one product of two rounded operands, relative
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATHS = list(c_kernels.BF16_PATHS)
 # single rows and columns, odd K (a zero partner in the last pair), primes around the 12 x 32
-# tile, and (1600, 530, 1100), which crosses the row (1536), column (512) and K (512) blocks
+# tile, (1600, 530, 1100), which crosses the row (1536), column (512) and K (512) blocks, and
+# (70, 1100, 1300), which crosses the AMX kernel's 1024-column block and three of its K slices
 SHAPES = [(1, 1, 1), (7, 13, 5), (63, 65, 257), (257, 129, 67), (1, 511, 3), (300, 1, 200),
-          (1600, 530, 1100)]
+          (1600, 530, 1100), (70, 1100, 1300)]
 
 
 def bits(values):
