@@ -140,6 +140,7 @@ def run(variants, cc, shapes=SHAPES):
             obj = os.path.join(tmp, f"v{i}.o")
             subprocess.run([cc, "-O3", "-march=native", "-std=c11", "-ffp-contract=fast", "-c",
                             f"-Dmatmul=matmul_v{i}", f"-Dmatmul_rounded=matmul_rounded_v{i}",
+                            f"-Dmatmul_skinny_q=matmul_skinny_q_v{i}",   # every extern symbol
                             *flags.split(), "-I", os.path.join(ROOT, "csrc"),
                             os.path.join(ROOT, "csrc", "matmul.c"), "-o", obj], check=True)
             objects.append(obj)
