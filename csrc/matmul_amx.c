@@ -71,8 +71,8 @@ static void pack_a_c(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *
 #if defined(__x86_64__) && defined(__GNUC__)
 #define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 /* pack_a_c's layout with vcvtne2ps2bf16. K along memory (qs 1): a row's 32 values convert to
- * 16 consecutive pair words. Rows along memory: 16 rows x 2 K steps interleave into 16 words
- * (one per row) for each of 16 pairs, then a 16 x 16 transpose puts each row's pairs together. */
+ * 16 consecutive pair words. Rows along memory: bf16_pack_panel lays 16 rows x 16 pairs out
+ * pair by pair (B's layout), and a 16 x 16 transpose puts each row's pairs together. */
 TARGET_BF16 static void pack_a_avx512(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
     if (o.qs == 1) {
         for (int64_t r = 0; r < TB; r++)
@@ -85,31 +85,27 @@ TARGET_BF16 static void pack_a_avx512(operand o, int64_t n, int64_t depth, int64
             }
         return;
     }
-    const __m512i interleave = _mm512_set_epi16(
-        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
-        23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    for (int r0 = 0; r0 < TB; r0 += 16) {
-        __mmask16 valid = lanes(n - r0);
+    for (int r0 = 0; r0 < TB; r0 += 16)
         for (int64_t p0 = 0; p0 < kp; p0 += 16) {
-            __m512 v[16];
-            for (int i = 0; i < 16; i++) {
-                int64_t q = 2 * (p0 + i);
-                __m512 lo = q < depth ? _mm512_maskz_loadu_ps(valid, o.x + q * o.qs + r0) : _mm512_setzero_ps();
-                __m512 hi = q + 1 < depth ? _mm512_maskz_loadu_ps(valid, o.x + (q + 1) * o.qs + r0)
-                                          : _mm512_setzero_ps();
-                v[i] = _mm512_castsi512_ps(_mm512_permutexvar_epi16(
-                    interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
-            }
+            int64_t rows = n - r0 < 16 ? n - r0 : 16, left = depth - 2 * p0;
+            __m512 v[16];   /* v[p]: pair p0 + p of the 16 rows, then row r0 + i's 16 pairs */
+            memset(v, 0, sizeof v);
+            if (rows > 0 && left > 0)
+                bf16_pack_panel(o.x + 2 * p0 * o.qs + r0, 1, o.qs, rows, left < 32 ? left : 32, 16,
+                                (uint32_t *)v);
             transpose16(v);
             for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (r0 + i) * kp + p0, v[i]);
         }
-    }
 }
 #endif
 
-static void pack_a(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst, int vector) {
+static int vector_packing(void) {   /* every AMX CPU has AVX512-BF16; the emulation may not */
+    return (cpu_features() & CPU_AVX512_BF16) != 0;
+}
+
+static void pack_a(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (vector) {
+    if (vector_packing()) {
         pack_a_avx512(o, n, depth, kp, dst);
         return;
     }
@@ -117,8 +113,8 @@ static void pack_a(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *ds
     pack_a_c(o, n, depth, kp, dst);
 }
 
-static void pack_b(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst, int vector) {
-    if (!vector) {
+static void pack_b(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
+    if (!vector_packing()) {
         pack_b_c(o, n, depth, kp, dst);
         return;
     }
@@ -177,14 +173,14 @@ TARGET_AMX static void block(const uint32_t *ap, const uint32_t *bp, int64_t kp,
  * slice (slice s: its pairs x 32 words for each of the panels, back to back), ap room for
  * MC rows x KCP pairs. */
 TARGET_AMX static void row_block(operand oa, const uint32_t *bp, float *out, int64_t N, int64_t K,
-                                 int64_t kpad, int64_t m0, int64_t m1, uint32_t *ap, int vector) {
+                                 int64_t kpad, int64_t m0, int64_t m1, uint32_t *ap) {
     int64_t panels = (N + TB - 1) / TB;
     for (int64_t s0 = 0; s0 < kpad; s0 += KCP) {   /* s0: the slice's first pair */
         int64_t kp = kpad - s0 < KCP ? kpad - s0 : KCP, q0 = 2 * s0;
         int64_t depth = K - q0 < 2 * kp ? K - q0 : 2 * kp;
         for (int64_t r = m0; r < m1; r += TB) {
             operand o = {oa.x + r * oa.rs + q0 * oa.qs, oa.rs, oa.qs};
-            pack_a(o, m1 - r < TB ? m1 - r : TB, depth, kp, ap + (r - m0) * kp, vector);
+            pack_a(o, m1 - r < TB ? m1 - r : TB, depth, kp, ap + (r - m0) * kp);
         }
         const uint32_t *bs = bp + s0 * panels * TB;
         for (int64_t jc = 0; jc < N; jc += NC)
@@ -198,7 +194,6 @@ TARGET_AMX static void row_block(operand oa, const uint32_t *bp, float *out, int
 TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t batch, int64_t M,
                            int64_t N, int64_t K, int transpose_a, int transpose_b) {
     int threads = gemm_threads(batch * M * N * K, PARALLEL_MIN_FMAS);
-    int vector = (cpu_features() & CPU_AVX512_BF16) != 0;
     int64_t kpad = ((K + 1) / 2 + TKP - 1) / TKP * TKP;
     int64_t panels = (N + TB - 1) / TB, slices = (kpad + KCP - 1) / KCP;
     /* row blocks: whole 32-row blocks, at most MC rows, enough of them for every thread */
@@ -224,7 +219,7 @@ TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t b
                 int64_t depth = K - q0 < 2 * kp ? K - q0 : 2 * kp;
                 operand ob = {b + bi * K * N + j * TB * brs + q0 * bqs, brs, bqs};
                 pack_b(ob, N - j * TB < TB ? N - j * TB : TB, depth, kp,
-                       bp + bi * b_size + s0 * panels * TB + j * kp * TB, vector);
+                       bp + bi * b_size + s0 * panels * TB + j * kp * TB);
             }
         uint32_t *ap = bp + batch * b_size + t * a_size;
         set_tiles();
@@ -233,7 +228,7 @@ TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t b
             int64_t bi = piece / blocks, m0 = piece % blocks * rows;
             int64_t m1 = m0 + rows < M ? m0 + rows : M;
             operand oa = {a + bi * M * K, transpose_a ? 1 : K, transpose_a ? M : 1};
-            row_block(oa, bp + bi * b_size, out + bi * M * N, N, K, kpad, m0, m1, ap, vector);
+            row_block(oa, bp + bi * b_size, out + bi * M * N, N, K, kpad, m0, m1, ap);
         }
         _tile_release();
     }
