@@ -25,7 +25,7 @@ BF16_PATHS = {"amx_bf16": lib.CPU_AMX_BF16, "avx512_bf16": lib.CPU_AVX512_BF16, 
 DECODE_PATHS = {"avx512": lib.CPU_AVX512, "avx2": lib.CPU_AVX2, "portable": 0}
 # name -> matmul_q_i8's path argument (csrc/quant_i8.c), fastest first, as c_quant.py names them.
 # avx2 before avx512_vnni, measured: since quant_avx2.c's rewrite (fewer instructions a block,
-# eight blocks a group) it decodes gpt2 1.2-1.4x faster than the VNNI kernel on the one CPU
+# eight blocks a group) it decodes gpt2 1.2-1.5x faster than the VNNI kernel on the one CPU
 # with both that has run them side by side (an Intel Xeon, BENCHMARKS.md); VNNI stays, by name
 QUANT_PATHS = {"avx2": lib.QPATH_AVX2, "avx512_vnni": lib.QPATH_AVX512_VNNI,
                "portable": lib.QPATH_PORTABLE}
