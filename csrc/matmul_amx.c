@@ -63,9 +63,9 @@ static void pack_b_c(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *
         for (int64_t r = 0; r < TB; r++) dst[p * TB + r] = r < n && 2 * p < depth ? pair(o, r, 2 * p, depth) : 0;
 }
 
-static void pack_a_c(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
+static void pack_a_c(operand o, int64_t n, int64_t depth, int64_t kp, int64_t ld, uint32_t *dst) {
     for (int64_t r = 0; r < TB; r++)
-        for (int64_t p = 0; p < kp; p++) dst[r * kp + p] = r < n && 2 * p < depth ? pair(o, r, 2 * p, depth) : 0;
+        for (int64_t p = 0; p < kp; p++) dst[r * ld + p] = r < n && 2 * p < depth ? pair(o, r, 2 * p, depth) : 0;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -73,7 +73,8 @@ static void pack_a_c(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *
 /* pack_a_c's layout with vcvtne2ps2bf16. K along memory (qs 1): a row's 32 values convert to
  * 16 consecutive pair words. Rows along memory: bf16_pack_panel lays 16 rows x 16 pairs out
  * pair by pair (B's layout), and a 16 x 16 transpose puts each row's pairs together. */
-TARGET_BF16 static void pack_a_avx512(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
+TARGET_BF16 static void pack_a_avx512(operand o, int64_t n, int64_t depth, int64_t kp, int64_t ld,
+                                      uint32_t *dst) {
     if (o.qs == 1) {
         for (int64_t r = 0; r < TB; r++)
             for (int64_t q = 0; q < 2 * kp; q += 32) {
@@ -81,7 +82,7 @@ TARGET_BF16 static void pack_a_avx512(operand o, int64_t n, int64_t depth, int64
                 int64_t nq = r < n ? depth - q : 0;
                 __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(lanes(nq - 16), row + 16),
                                                  _mm512_maskz_loadu_ps(lanes(nq), row));
-                _mm512_storeu_si512(dst + r * kp + q / 2, (__m512i)v);
+                _mm512_storeu_si512(dst + r * ld + q / 2, (__m512i)v);
             }
         return;
     }
@@ -94,7 +95,7 @@ TARGET_BF16 static void pack_a_avx512(operand o, int64_t n, int64_t depth, int64
                 bf16_pack_panel(o.x + 2 * p0 * o.qs + r0, 1, o.qs, rows, left < 32 ? left : 32, 16,
                                 (uint32_t *)v);
             transpose16(v);
-            for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (r0 + i) * kp + p0, v[i]);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (r0 + i) * ld + p0, v[i]);
         }
 }
 #endif
@@ -103,14 +104,14 @@ static int vector_packing(void) {   /* every AMX CPU has AVX512-BF16; the emulat
     return (cpu_features() & CPU_AVX512_BF16) != 0;
 }
 
-static void pack_a(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
+static void pack_a(operand o, int64_t n, int64_t depth, int64_t kp, int64_t ld, uint32_t *dst) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (vector_packing()) {
-        pack_a_avx512(o, n, depth, kp, dst);
+        pack_a_avx512(o, n, depth, kp, ld, dst);
         return;
     }
 #endif
-    pack_a_c(o, n, depth, kp, dst);
+    pack_a_c(o, n, depth, kp, ld, dst);
 }
 
 static void pack_b(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *dst) {
@@ -118,8 +119,8 @@ static void pack_b(operand o, int64_t n, int64_t depth, int64_t kp, uint32_t *ds
         pack_b_c(o, n, depth, kp, dst);
         return;
     }
-    int64_t written = (depth + 1) / 2;
-    bf16_pack_panel(o.x, o.rs, o.qs, n, depth, TB, dst);
+    int64_t written = depth > 0 ? (depth + 1) / 2 : 0;
+    if (written) bf16_pack_panel(o.x, o.rs, o.qs, n, depth, TB, dst);
     memset(dst + written * TB, 0, (size_t)((kp - written) * TB) * 4);
 }
 
@@ -169,6 +170,47 @@ TARGET_AMX static void block(const uint32_t *ap, const uint32_t *bp, int64_t kp,
         for (int64_t j = 0; j < nr; j++) c[i * ldc + j] = scratch[i * TB + j];
 }
 
+/* An operand whose rows run along memory (rs 1: a transposed a, as dy^T in a dW product, or
+ * b (K, N)) is packed CHUNK pairs of K steps at a time across all its blocks or panels, not
+ * block by block over the whole slice: each K step is a run of rows read qs floats apart, and
+ * block by block every step touched a new page (qs = 8192 at the lm_head's dW) and each cache
+ * line was read again for the next block. The same reordering as matmul.c's pack(). */
+#define CHUNK TKP
+
+/* rows x one K slice (depth values, kp pairs) of op(a) into ap: 32-row blocks, kp words a row. */
+static void pack_a_block(operand o, int64_t rows, int64_t depth, int64_t kp, uint32_t *ap) {
+    int64_t chunk = o.rs == 1 ? CHUNK : kp;
+    for (int64_t c = 0; c < kp; c += chunk) {
+        int64_t pairs = kp - c < chunk ? kp - c : chunk, left = depth - 2 * c;
+        for (int64_t r = 0; r < rows; r += TB) {
+            operand oc = {o.x + r * o.rs + 2 * c * o.qs, o.rs, o.qs};
+            pack_a(oc, rows - r < TB ? rows - r : TB, left < 2 * pairs ? left : 2 * pairs, pairs, kp,
+                   ap + r * kp + c);
+        }
+    }
+}
+
+/* Item `item` of op(b)'s packing (matmul_amx deals them out over the threads): one matrix's one
+ * K slice, and of it one chunk of pairs for every panel (rows along memory) or the whole slice
+ * for one panel (K along memory: a panel's rows are then read in order). */
+static void pack_b_item(const float *b, int64_t brs, int64_t bqs, int64_t N, int64_t K,
+                        int64_t kpad, int64_t item, uint32_t *bp) {
+    int64_t panels = (N + TB - 1) / TB, slices = (kpad + KCP - 1) / KCP;
+    int64_t chunk = brs == 1 ? CHUNK : KCP, group = brs == 1 ? panels : 1;
+    int64_t chunks = KCP / chunk, groups = panels / group;
+    int64_t bi = item / (slices * chunks * groups), s0 = item / (chunks * groups) % slices * KCP;
+    int64_t p0 = item / groups % chunks * chunk, g = item % groups;
+    int64_t kp = kpad - s0 < KCP ? kpad - s0 : KCP;
+    if (p0 >= kp) return;
+    int64_t pairs = kp - p0 < chunk ? kp - p0 : chunk, q0 = 2 * (s0 + p0), left = K - q0;
+    uint32_t *dst = bp + bi * panels * kpad * TB + s0 * panels * TB + p0 * TB;
+    for (int64_t j = g * group; j < (g + 1) * group; j++) {
+        operand ob = {b + bi * K * N + j * TB * brs + q0 * bqs, brs, bqs};
+        pack_b(ob, N - j * TB < TB ? N - j * TB : TB, left < 2 * pairs ? left : 2 * pairs, pairs,
+               dst + j * kp * TB);
+    }
+}
+
 /* out rows m0 .. m1 (N columns) = op(a) rows m0 .. m1 @ op(b); bp holds op(b) packed slice by
  * slice (slice s: its pairs x 32 words for each of the panels, back to back), ap room for
  * MC rows x KCP pairs. */
@@ -178,10 +220,8 @@ TARGET_AMX static void row_block(operand oa, const uint32_t *bp, float *out, int
     for (int64_t s0 = 0; s0 < kpad; s0 += KCP) {   /* s0: the slice's first pair */
         int64_t kp = kpad - s0 < KCP ? kpad - s0 : KCP, q0 = 2 * s0;
         int64_t depth = K - q0 < 2 * kp ? K - q0 : 2 * kp;
-        for (int64_t r = m0; r < m1; r += TB) {
-            operand o = {oa.x + r * oa.rs + q0 * oa.qs, oa.rs, oa.qs};
-            pack_a(o, m1 - r < TB ? m1 - r : TB, depth, kp, ap + (r - m0) * kp);
-        }
+        operand o = {oa.x + m0 * oa.rs + q0 * oa.qs, oa.rs, oa.qs};
+        pack_a_block(o, m1 - m0, depth, kp, ap);
         const uint32_t *bs = bp + s0 * panels * TB;
         for (int64_t jc = 0; jc < N; jc += NC)
             for (int64_t r = m0; r < m1; r += TB)
@@ -208,19 +248,13 @@ TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t b
         return;
     }
     int64_t brs = transpose_b ? K : 1, bqs = transpose_b ? 1 : N;   /* op(b)(k, n): rows are n */
+    int64_t b_items = batch * slices * (brs == 1 ? KCP / CHUNK : panels);
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         int t = thread_index();
-#pragma omp for schedule(static) collapse(2)
-        for (int64_t bs = 0; bs < batch * slices; bs++)
-            for (int64_t j = 0; j < panels; j++) {
-                int64_t bi = bs / slices, s0 = bs % slices * KCP, q0 = 2 * s0;
-                int64_t kp = kpad - s0 < KCP ? kpad - s0 : KCP;
-                int64_t depth = K - q0 < 2 * kp ? K - q0 : 2 * kp;
-                operand ob = {b + bi * K * N + j * TB * brs + q0 * bqs, brs, bqs};
-                pack_b(ob, N - j * TB < TB ? N - j * TB : TB, depth, kp,
-                       bp + bi * b_size + s0 * panels * TB + j * kp * TB);
-            }
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < b_items; item++)
+            pack_b_item(b, brs, bqs, N, K, kpad, item, bp);
         uint32_t *ap = bp + batch * b_size + t * a_size;
         set_tiles();
 #pragma omp for schedule(static)
