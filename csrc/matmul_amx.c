@@ -184,8 +184,8 @@ static void pack_a_block(operand o, int64_t rows, int64_t depth, int64_t kp, uin
         int64_t pairs = kp - c < chunk ? kp - c : chunk, left = depth - 2 * c;
         for (int64_t r = 0; r < rows; r += TB) {
             operand oc = {o.x + r * o.rs + 2 * c * o.qs, o.rs, o.qs};
-            pack_a(oc, rows - r < TB ? rows - r : TB, left < 2 * pairs ? left : 2 * pairs, pairs, kp,
-                   ap + r * kp + c);
+            pack_a(oc, rows - r < TB ? rows - r : TB, left < 2 * pairs ? left : 2 * pairs, pairs,
+                   kp, ap + r * kp + c);
         }
     }
 }

@@ -33,6 +33,7 @@ Record what it prints in BENCHMARKS.md.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -104,14 +105,22 @@ def measure_torch(config_name, batch_size, steps, warmup, device, precision, dty
 
 
 def _time(step, steps, warmup):
-    """(seconds per timed step, the loss of the last step)."""
+    """(the median timed step's seconds, the loss of the last step). The median, not the mean:
+    a step that faults fresh pages in is no step of a long run. Measured on the bench preset
+    (Intel Xeon, 2 threads): PyTorch's second step still took 1,049 ms (autocast) and 1,365 ms
+    (fp32) against ~480 and ~950 later, with 50,000-65,000 page faults, and its fp32 steps
+    fault again now and then (step 7: 1,090 ms); tinyllm's second step 593 against ~478. With
+    one warm-up step and the mean of three, that had put c-bf16 / torch-bf16 at 1.08-1.29x
+    where the steady steps give 1.02x."""
     loss = None
     for _ in range(warmup):
         loss = step()
-    t0 = time.perf_counter()
+    seconds = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         loss = step()
-    return (time.perf_counter() - t0) / max(steps, 1), loss
+        seconds.append(time.perf_counter() - t0)
+    return (statistics.median(seconds) if seconds else 0.0), loss
 
 
 def run_case(args):
@@ -166,8 +175,8 @@ def print_row(r, baseline):
 def bench_train(args):
     from tinyllm.model import preset
     who, torch_note = contenders(args.who)
-    print(f"training step, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
-          f"warm-up, best of {args.rounds} round(s) of every case, matmul precision "
+    print(f"training step, batch {args.batch_size}, {args.steps} timed steps (the median) after "
+          f"{args.warmup} warm-up, best of {args.rounds} round(s) of every case, matmul precision "
           f"{args.matmul_precision}; {os.cpu_count()} CPUs; {torch_note}; {bf16_note()}")
     print(f"{'config':<8} {'params':>8} {'who':<10} {'ms/step':>9} {'tokens/s':>10} {'GFLOP/s':>8} "
           f"{'peak MB':>8} {'GPU MB':>7} {'loss':>8} {'speed vs ' + who[0]:>15}")
