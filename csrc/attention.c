@@ -9,8 +9,9 @@
  *
  * attention_forward_bf16 / attention_backward_bf16 are the same kernels with every tile
  * product in mixed precision (numpy_kernels.attention_forward_bf16 defines them): operands
- * rounded to bfloat16, float32 sums, by bf16.h's vdpbf16ps GEMM. The softmax (scores scaled,
- * running max and sum, lse, D) stays float32. On a CPU without vdpbf16ps they are the float32
+ * rounded to bfloat16, float32 sums, by bf16.h's GEMMs (AMX tiles, else vdpbf16ps). The
+ * softmax (scores scaled, running max and sum, lse, D) stays float32. On a CPU without either
+ * they are the float32
  * kernels, unrounded: rounding there buys no speed and cost 1.2x the time (bf16_precision).
  *
  * Not here: the KV cache (generate.py keeps it), attention of a decoding step's few queries
@@ -33,8 +34,9 @@
 
 typedef float Block[TILE][TILE];
 
-/* How the tile products multiply: float32, or bf16 on vdpbf16ps (bf16_gemm_acc). */
-enum { FP32, BF16_AVX512 };
+/* How the tile products multiply: float32, or bf16 on vdpbf16ps (bf16_gemm_acc) or on AMX
+ * tiles (amx_gemm_acc). */
+enum { FP32, BF16_AVX512, BF16_AMX };
 
 /* One (batch, head): its slices of every array, and the sizes they share. */
 typedef struct {
@@ -159,17 +161,22 @@ static void tile_scores(const float *a, int64_t na, const float *b, int64_t nb, 
  * tile_scores; c (M, N) += a (M, K) @ b (K, N), as gemm_acc. */
 static void scores(const Head *h, const float *a, int64_t na, const float *b, int64_t nb,
                    Block s) {
-    if (h->precision != BF16_AVX512) {
+    if (h->precision == FP32) {
         tile_scores(a, na, b, nb, h->hs, s);
         return;
     }
     for (int64_t i = 0; i < na; i++) memset(s[i], 0, sizeof(s[i]));
-    bf16_gemm_acc(a, h->hs, 1, b, 1, h->hs, &s[0][0], TILE, na, nb, h->hs);
+    if (h->precision == BF16_AMX)
+        amx_gemm_acc(a, h->hs, 1, b, 1, h->hs, &s[0][0], TILE, na, nb, h->hs);
+    else
+        bf16_gemm_acc(a, h->hs, 1, b, 1, h->hs, &s[0][0], TILE, na, nb, h->hs);
 }
 
 static void product(const Head *h, const float *a, int64_t a_rs, int64_t a_cs, const float *b,
                     int64_t ldb, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K) {
-    if (h->precision == BF16_AVX512)
+    if (h->precision == BF16_AMX)
+        amx_gemm_acc(a, a_rs, a_cs, b, ldb, 1, c, ldc, M, N, K);
+    else if (h->precision == BF16_AVX512)
         bf16_gemm_acc(a, a_rs, a_cs, b, ldb, 1, c, ldc, M, N, K);
     else
         gemm_acc(a, a_rs, a_cs, b, ldb, c, ldc, M, N, K);
@@ -349,13 +356,14 @@ void attention_backward(const float *dout, const float *q, const float *k, const
 /* The precision `path` (matmul_bf16's argument) runs at on this CPU. Without vdpbf16ps the
  * float32 kernels run, unrounded: rounding q, k, v, dout (copies), p and ds there bought no
  * speed and made the kernels 1.2x slower than float32 (Zen 3, BENCHMARKS.md); matmul_bf16's
- * fp32 path still rounds, as it packs, where that costs nothing. On the AMX path too: the
- * Intel cores that have AMX issue vdpbf16ps at half their float32 FMA rate (cpu.c's peak
- * loops: 240 against 481 GFLOP/s on 2 threads), and the bf16 tiles took 1.1-1.2x float32's
- * time there (BENCHMARKS.md); avx512_bf16, asked for by name, still rounds. */
+ * fp32 path still rounds, as it packs, where that costs nothing. On the AMX path the tiles
+ * multiply (amx_gemm_acc), not vdpbf16ps: the Intel cores that have AMX issue vdpbf16ps at half
+ * their float32 FMA rate (cpu.c's peak loops: 240 against 481 GFLOP/s on 2 threads), and its
+ * tiles took 1.1-1.2x float32's time there, where the AMX tiles take 0.48-0.70x (BENCHMARKS.md,
+ * the bench preset's heads and T = 2048). */
 static int bf16_precision(int path) {
     int features = cpu_features();
-    if (path == CPU_AMX_BF16 && (features & CPU_AMX_BF16)) return FP32;
+    if (path == CPU_AMX_BF16 && (features & CPU_AMX_BF16)) return BF16_AMX;
     return path && (features & CPU_AVX512_BF16) ? BF16_AVX512 : FP32;
 }
 

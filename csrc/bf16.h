@@ -9,6 +9,8 @@
  *   b[k * b_ks + j * b_js] (of each pair of strides one is 1), c's row stride ldc;
  * A and B rounded to bf16 while packed, float32 sums (vdpbf16ps). Call it only when
  * cpu_features() has CPU_AVX512_BF16: it is those instructions and nothing else.
+ * amx_gemm_acc (matmul_amx.c): bf16_gemm_acc's product on AMX tiles, the same rounding; only
+ *   with CPU_AMX_BF16 (the tile permission, cpu.c, granted).
  * bf16_pack_panel (matmul_bf16.c): n <= w rows x depth of x (element (r, q) at x[r * rs + q * qs],
  * one stride 1) as ceil(depth / 2) words of w lanes: dst[p * w + r] holds (2p, 2p + 1) of row r,
  * rows n .. w and an odd K's partner zero. The layout of vdpbf16ps's B panels and of AMX's B
@@ -38,6 +40,8 @@ static inline float bf16_round(float f) {
 
 void bf16_gemm_acc(const float *a, int64_t a_rs, int64_t a_ks, const float *b, int64_t b_ks,
                    int64_t b_js, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K);
+void amx_gemm_acc(const float *a, int64_t a_rs, int64_t a_ks, const float *b, int64_t b_ks,
+                  int64_t b_js, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K);
 void bf16_pack_panel(const float *x, int64_t rs, int64_t qs, int64_t n, int64_t depth, int w,
                      uint32_t *dst);
 void matmul_rounded(const float *a, const float *b, float *out, int64_t batch, int64_t M,

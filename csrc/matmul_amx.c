@@ -231,6 +231,40 @@ TARGET_AMX static void row_block(operand oa, const uint32_t *bp, float *out, int
     }
 }
 
+/* amx_gemm_acc (bf16.h): bf16_gemm_acc's product on the tiles, on the calling thread, for
+ * attention's tile products (64 x 64 x 64 and the like): both operands packed per call into
+ * blocks on the stack, SMALL rows or columns by at most SMALL_KP pairs of K (16 KiB each). */
+#define SMALL 64
+#define SMALL_KP 64
+static int64_t least(int64_t x, int64_t y) { return x < y ? x : y; }
+
+TARGET_AMX void amx_gemm_acc(const float *a, int64_t a_rs, int64_t a_ks, const float *b,
+                             int64_t b_ks, int64_t b_js, float *c, int64_t ldc, int64_t M,
+                             int64_t N, int64_t K) {
+    _Alignas(64) uint32_t ap[SMALL * SMALL_KP], bp[SMALL * SMALL_KP];
+    set_tiles();
+    for (int64_t q0 = 0; q0 < K; q0 += 2 * SMALL_KP) {
+        int64_t depth = least(K - q0, 2 * SMALL_KP), kp = ((depth + 1) / 2 + TKP - 1) / TKP * TKP;
+        for (int64_t j0 = 0; j0 < N; j0 += SMALL) {
+            int64_t nc = least(N - j0, SMALL);
+            for (int64_t j = 0; j < nc; j += TB) {   /* panel j / TB at bp + j * kp */
+                operand ob = {b + q0 * b_ks + (j0 + j) * b_js, b_js, b_ks};
+                pack_b(ob, least(nc - j, TB), depth, kp, bp + j * kp);
+            }
+            for (int64_t i0 = 0; i0 < M; i0 += SMALL) {
+                int64_t mc = least(M - i0, SMALL);
+                operand oa = {a + i0 * a_rs + q0 * a_ks, a_rs, a_ks};
+                pack_a_block(oa, mc, depth, kp, ap);
+                for (int64_t i = 0; i < mc; i += TB)
+                    for (int64_t j = 0; j < nc; j += TB)
+                        block(ap + i * kp, bp + j * kp, kp, c + (i0 + i) * ldc + j0 + j, ldc,
+                              least(mc - i, TB), least(nc - j, TB), 1);
+            }
+        }
+    }
+    _tile_release();
+}
+
 TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t batch, int64_t M,
                            int64_t N, int64_t K, int transpose_a, int transpose_b) {
     int threads = gemm_threads(batch * M * N * K, PARALLEL_MIN_FMAS);
@@ -268,7 +302,9 @@ TARGET_AMX void matmul_amx(const float *a, const float *b, float *out, int64_t b
     }
     free(bp);
 }
-#else   /* not x86-64: cpu_features() never reports AMX, so matmul_bf16 never calls this */
+#else   /* not x86-64: cpu_features() never reports AMX, so nothing calls these */
 void matmul_amx(const float *a, const float *b, float *out, int64_t batch, int64_t M, int64_t N,
                 int64_t K, int transpose_a, int transpose_b) {}
+void amx_gemm_acc(const float *a, int64_t a_rs, int64_t a_ks, const float *b, int64_t b_ks,
+                  int64_t b_js, float *c, int64_t ldc, int64_t M, int64_t N, int64_t K) {}
 #endif

@@ -6,10 +6,11 @@ What it checks:
     tile, s = bf16(q) bf16(k)^T / sqrt(hs), p = exp(s - max), out = bf16(p) bf16(v) / sum(p);
   - the C kernels on each path of c_kernels.BF16_PATHS, forced, at awkward sizes: one key, odd
     head sizes, hs past the bf16 tile GEMM's 128-deep blocks, several 64-row tiles, Tq < Tk, and
-    B * nh below the thread count (the backward's two-pass split). With vdpbf16ps (avx512_bf16,
-    and amx_bf16 on a CPU with AVX512-BF16 but no AMX) against the definition; otherwise (the
-    fp32 path, amx_bf16 where AMX exists, every path on a CPU without AVX512-BF16) the kernels
-    are the float32 ones, bit for bit: there rounding bought no speed and cost 1.1-1.2x the time
+    B * nh below the thread count (the backward's two-pass split). With AMX tiles (amx_bf16 where
+    AMX exists; tests/test_c_matmul_amx.py runs them through the emulation on any CPU) or
+    vdpbf16ps (avx512_bf16, and amx_bf16 on a CPU with AVX512-BF16 but no AMX) against the
+    definition; otherwise (the fp32 path, every path on a CPU without either) the kernels are the
+    float32 ones, bit for bit: there rounding bought no speed and cost 1.1-1.2x the time
     (csrc/attention.c's bf16_precision);
   - that the bf16 path is taken where it exists (the numbers differ from fp32's, within bf16's
     error) and that a path bit the CPU may lack (AMX) passed straight to C falls back instead of
@@ -50,11 +51,13 @@ PATHS = list(c_kernels.BF16_PATHS)
 
 def rounds(path):
     """Whether attention_*_bf16 on `path` multiplies in bf16 here, not as the float32 kernel:
-    on avx512_bf16, or on amx_bf16 where the CPU has no AMX and falls back to it (with AMX the
-    float32 kernels run: its cores issue vdpbf16ps at half their FMA rate)."""
+    on amx_bf16 where the CPU has AMX (tiles), else on avx512_bf16 or amx_bf16 where it has
+    AVX512-BF16 (vdpbf16ps)."""
     lib, features = c_kernels.lib, c_kernels.FEATURES
-    if path == "fp32" or (path == "amx_bf16" and features & lib.CPU_AMX_BF16):
+    if path == "fp32":
         return False
+    if path == "amx_bf16" and features & lib.CPU_AMX_BF16:
+        return True
     return bool(features & lib.CPU_AVX512_BF16)
 # (B, nh, Tq, Tk, hs)
 SHAPES = [(1, 1, 1, 1, 1), (2, 3, 67, 67, 24), (1, 2, 130, 130, 64), (1, 1, 5, 77, 100),
@@ -120,15 +123,25 @@ def test_c_matches_the_definition(shape, path):
                              (*out32, *c_kernels.attention_backward(dout, q, k, v, *out32))):
             np.testing.assert_array_equal(got, want)
         return
-    ref_out, ref_lse = ref_kernels.attention_forward_bf16(q, k, v, tile=C_TILE)
-    ref_grads = ref_kernels.attention_backward_bf16(dout, q, k, v, ref_out, ref_lse, tile=C_TILE)
+    ref = definition(q, k, v, dout)
     out, lse = c_kernels.attention_forward_bf16(q, k, v, path=path)
-    grads = c_kernels.attention_backward_bf16(dout, q, k, v, ref_out, ref_lse, path=path)
+    grads = c_kernels.attention_backward_bf16(dout, q, k, v, ref[0], ref[1], path=path)
+    assert_matches(q, k, v, dout, (out, lse, *grads), ref, path)
+
+
+def definition(q, k, v, dout):
+    """(out, lse, dq, dk, dv) of the NumPy definition with the C kernel's tile; the backward
+    from the definition's own out and lse, which the C backward is given too."""
+    out, lse = ref_kernels.attention_forward_bf16(q, k, v, tile=C_TILE)
+    return (out, lse, *ref_kernels.attention_backward_bf16(dout, q, k, v, out, lse, tile=C_TILE))
+
+
+def assert_matches(q, k, v, dout, ours, ref, what):
+    """ours and ref: (out, lse, dq, dk, dv), within the module docstring's bounds."""
     pv, ptdo, dsk, dstq = magnitudes(q, k, v, dout)
-    assert_within(out, ref_out, pv, f"{path} out")
-    assert_within(lse, ref_lse, np.zeros_like(ref_lse), f"{path} lse")   # float32 throughout
-    for got, want, magnitude, name in zip(grads, ref_grads, (dsk, dstq, ptdo), ("dq", "dk", "dv")):
-        assert_within(got, want, magnitude, f"{path} {name}")
+    magnitude = (pv, np.zeros_like(ref[1]), dsk, dstq, ptdo)   # lse: float32 throughout
+    for got, want, m, name in zip(ours, ref, magnitude, ("out", "lse", "dq", "dk", "dv")):
+        assert_within(got, want, m, f"{what} {name}")
 
 
 def test_bf16_differs_from_fp32_within_its_rounding():
