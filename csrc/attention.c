@@ -21,54 +21,72 @@
 #include <math.h>
 #include <string.h>
 
+#include "attention_tiles.h"
 #include "bf16.h"
 #include "fastmath.h"
 #include "parallel.h"
 #include "tinyllm.h"
 
-/* Query rows and key rows per tile. A (TILE, TILE) block of scores is 16 KiB,
- * so the blocks of one tile pair stay in L1/L2 while hs-long rows stream by. */
-#define TILE 64
-/* Head dimensions per transposed key chunk in tile_scores (TILE*HS_CHUNK floats). */
-#define HS_CHUNK 64
-
-typedef float Block[TILE][TILE];
-
 /* How the tile products multiply: float32, or bf16 on vdpbf16ps (bf16_gemm_acc) or on AMX
  * tiles (amx_gemm_acc). */
 enum { FP32, BF16_AVX512, BF16_AMX };
+
+/* Where an array's heads sit, in floats: row t of head (b, h) starts at
+ * b * batch + h * head + t * row. (B, nh, T, hs) arrays: {nh * T * hs, T * hs, hs}; q, k and v
+ * read in place from the fused projection's qkv (B, T, 3C): {T * 3C, hs, 3C}. */
+typedef struct { int64_t batch, head, row; } Layout;
+
+static Layout heads_layout(int64_t nh, int64_t T, int64_t hs) {
+    return (Layout){nh * T * hs, T * hs, hs};
+}
+
+static Layout rows_layout(int64_t T, int64_t width, int64_t hs) {
+    return (Layout){T * width, hs, width};
+}
 
 /* One (batch, head): its slices of every array, and the sizes they share. */
 typedef struct {
     const float *q, *dout, *out, *lse;            // (Tq, hs), (Tq, hs), (Tq, hs), (Tq,)
     const float *k, *v;                           // (Tk, hs) each
     float *dq, *dk, *dv;                          // (Tq, hs), (Tk, hs), (Tk, hs)
-    int64_t Tq, Tk, hs;
+    Layout lq, lk, lo;                            // q, dq; k, v, dk, dv; out, dout
+    int64_t nh, Tq, Tk, hs;
     float scale;
     int precision;
 } Head;
 
-/* Every head at once (the arrays' starts): what head_at slices. The forward has no gradients:
- * dout, dq, dk, dv NULL. */
+/* Every head at once (the arrays' starts): what head_at slices, in the (B, nh, T, hs) layout
+ * (qkv_heads changes it). The forward has no gradients: dout, dq, dk, dv NULL. */
 static Head all_heads(const float *q, const float *k, const float *v, const float *dout,
                       const float *out, const float *lse, float *dq, float *dk, float *dv,
-                      int64_t Tq, int64_t Tk, int64_t hs) {
+                      int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
     Head h = {.q = q, .dout = dout, .out = out, .lse = lse, .k = k, .v = v,
-              .dq = dq, .dk = dk, .dv = dv, .Tq = Tq, .Tk = Tk, .hs = hs,
+              .dq = dq, .dk = dk, .dv = dv, .lq = heads_layout(nh, Tq, hs),
+              .lk = heads_layout(nh, Tk, hs), .lo = heads_layout(nh, Tq, hs),
+              .nh = nh, .Tq = Tq, .Tk = Tk, .hs = hs,
               .scale = 1.0f / sqrtf((float)hs), .precision = FP32};
     return h;
 }
 
+/* The offset of head bh = b * nh + h in an array of layout l. */
+static int64_t head_offset(Layout l, int64_t nh, int64_t bh) {
+    return bh / nh * l.batch + bh % nh * l.head;
+}
+
 static Head head_at(const Head *all, int64_t bh) {
     Head h = *all;
-    int64_t at_q = bh * h.Tq * h.hs, at_k = bh * h.Tk * h.hs;
-    h.q += at_q, h.out += at_q, h.lse += bh * h.Tq, h.k += at_k, h.v += at_k;
+    int64_t at_q = head_offset(h.lq, h.nh, bh), at_k = head_offset(h.lk, h.nh, bh);
+    int64_t at_o = head_offset(h.lo, h.nh, bh);
+    h.q += at_q, h.out += at_o, h.lse += bh * h.Tq, h.k += at_k, h.v += at_k;
     if (h.dout)   // NULL stays NULL (offsetting it would be undefined)
-        h.dout += at_q, h.dq += at_q, h.dk += at_k, h.dv += at_k;
+        h.dout += at_o, h.dq += at_q, h.dk += at_k, h.dv += at_k;
     return h;
 }
 
-static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+/* n rows of hs floats, ld apart, set to 0. */
+static void zero_rows(float *x, int64_t n, int64_t ld, int64_t hs) {
+    for (int64_t i = 0; i < n; i++) memset(x + i * ld, 0, (size_t)hs * sizeof(float));
+}
 
 /* How many keys of the tile starting at k0 (nk keys) query row `pos` sees:
  * key k0 + j is visible when k0 + j <= pos. Between 0 and nk. */
@@ -77,99 +95,19 @@ static int64_t visible_keys(int64_t pos, int64_t k0, int64_t nk) {
     return n < 0 ? 0 : min64(n, nk);
 }
 
-/* c (M, N) += a (M, K) @ b (K, N): every tile matmul below. a's element (i, k)
- * is a[i * a_rs + k * a_cs], so a block is used as it is (a_rs = TILE, a_cs = 1)
- * or transposed (1, TILE) without a copy; b and c have row strides ldb, ldc.
- * An mr x NR block of c stays in registers while k runs (NR floats are one
- * AVX-512 register, two AVX2 ones; MR rows hide the FMA latency): 2x the speed of a
- * row-at-a-time axpy, which still takes the edges that do not fill a block.
- * MR fills the register file without spilling: AVX-512's 32 registers hold 8 rows
- * (8 sums); AVX2's 16 hold 6 rows (12 sums, 2 of b, 1 of a): at 8 rows GCC spilled 3 sums
- * to the stack on every k (Zen 3). 64-row tiles then end in a block of 4 rows (60 + 4).
- * On AVX2 the k loop is also unrolled 4 times: 64^3 in L1 went 65 -> 77 GFLOP/s on one Zen 3
- * core (8 rows: 48).
- * fmaf, not a * b + c: -std=c11 turns off GCC's contraction into FMA. */
-#ifdef __AVX512F__
-#define MR 8
-#define UNROLL_K
-#else
-#define MR 6
-#define UNROLL_K _Pragma("GCC unroll 4")
-#endif
-#define NR 16
-
-/* The mr x NR block of c at row i0, column j0 (mr a constant where inlined: its loops unroll). */
-static inline __attribute__((always_inline)) void gemm_block(
-        const float *restrict a, int64_t a_rs, int64_t a_cs, const float *restrict b, int64_t ldb,
-        float *restrict c, int64_t ldc, int64_t i0, int64_t j0, int64_t K, const int mr) {
-    float acc[MR][NR];                                             // (mr, NR) block of c
-    for (int r = 0; r < mr; r++)
-#pragma omp simd
-        for (int j = 0; j < NR; j++) acc[r][j] = c[(i0 + r) * ldc + j0 + j];
-    UNROLL_K
-    for (int64_t k = 0; k < K; k++) {
-        const float *bk = b + k * ldb + j0;
-        for (int r = 0; r < mr; r++) {
-            float ark = a[(i0 + r) * a_rs + k * a_cs];
-#pragma omp simd
-            for (int j = 0; j < NR; j++) acc[r][j] = fmaf(ark, bk[j], acc[r][j]);
-        }
-    }
-    for (int r = 0; r < mr; r++)
-#pragma omp simd
-        for (int j = 0; j < NR; j++) c[(i0 + r) * ldc + j0 + j] = acc[r][j];
-}
-
-static void gemm_acc(const float *restrict a, int64_t a_rs, int64_t a_cs, const float *restrict b,
-                     int64_t ldb, float *restrict c, int64_t ldc, int64_t M, int64_t N, int64_t K) {
-    int64_t M_full = 0, N_full = N - N % NR;
-    for (; M_full + MR <= M; M_full += MR)
-        for (int64_t j0 = 0; j0 < N_full; j0 += NR)
-            gemm_block(a, a_rs, a_cs, b, ldb, c, ldc, M_full, j0, K, MR);
-    for (; M_full + 4 <= M; M_full += 4)                           // AVX2: a tile's last 4 rows
-        for (int64_t j0 = 0; j0 < N_full; j0 += NR)
-            gemm_block(a, a_rs, a_cs, b, ldb, c, ldc, M_full, j0, K, 4);
-    for (int64_t i = 0; i < M; i++) {                             // the edges: rows past M_full,
-        int64_t j_start = i < M_full ? N_full : 0;                 // columns past N_full
-        float *ci = c + i * ldc;
-        for (int64_t k = 0; k < K; k++) {
-            float aik = a[i * a_rs + k * a_cs];
-            const float *bk = b + k * ldb;
-#pragma omp simd
-            for (int64_t j = j_start; j < N; j++) ci[j] = fmaf(aik, bk[j], ci[j]);
-        }
-    }
-}
-
-/* s (na, TILE) = a (na, hs) @ b (nb, hs)^T, columns past nb 0: the scores Q K^T
- * or dp = dout V^T of one tile pair. b is transposed HS_CHUNK dimensions at a
- * time so that gemm_acc runs along TILE contiguous columns. */
-static void tile_scores(const float *a, int64_t na, const float *b, int64_t nb, int64_t hs,
-                        Block s) {
-    float bt[HS_CHUNK][TILE];                                      // (HS_CHUNK, TILE) b^T chunk
-    for (int64_t i = 0; i < na; i++) memset(s[i], 0, sizeof(s[i]));
-    for (int64_t d0 = 0; d0 < hs; d0 += HS_CHUNK) {
-        int64_t nd = min64(HS_CHUNK, hs - d0);
-        if (nb < TILE) memset(bt, 0, sizeof(bt));                  // columns past nb score 0
-        for (int64_t j = 0; j < nb; j++)
-            for (int64_t d = 0; d < nd; d++) bt[d][j] = b[j * hs + d0 + d];
-        gemm_acc(a + d0, hs, 1, &bt[0][0], TILE, &s[0][0], TILE, na, TILE, nd);
-    }
-}
-
-/* The tile products in the head's precision: s (na, TILE) = a (na, hs) @ b (nb, hs)^T, as
- * tile_scores; c (M, N) += a (M, K) @ b (K, N), as gemm_acc. */
-static void scores(const Head *h, const float *a, int64_t na, const float *b, int64_t nb,
-                   Block s) {
+/* The tile products in the head's precision: s (na, TILE) = a (na, hs) @ b (nb, hs)^T, rows
+ * lda and ldb apart, as tile_scores; c (M, N) += a (M, K) @ b (K, N), as gemm_acc. */
+static void scores(const Head *h, const float *a, int64_t lda, int64_t na, const float *b,
+                   int64_t ldb, int64_t nb, Block s) {
     if (h->precision == FP32) {
-        tile_scores(a, na, b, nb, h->hs, s);
+        tile_scores(a, lda, na, b, ldb, nb, h->hs, s);
         return;
     }
     for (int64_t i = 0; i < na; i++) memset(s[i], 0, sizeof(s[i]));
     if (h->precision == BF16_AMX)
-        amx_gemm_acc(a, h->hs, 1, b, 1, h->hs, &s[0][0], TILE, na, nb, h->hs);
+        amx_gemm_acc(a, lda, 1, b, 1, ldb, &s[0][0], TILE, na, nb, h->hs);
     else
-        bf16_gemm_acc(a, h->hs, 1, b, 1, h->hs, &s[0][0], TILE, na, nb, h->hs);
+        bf16_gemm_acc(a, lda, 1, b, 1, ldb, &s[0][0], TILE, na, nb, h->hs);
 }
 
 static void product(const Head *h, const float *a, int64_t a_rs, int64_t a_cs, const float *b,
@@ -185,18 +123,19 @@ static void product(const Head *h, const float *a, int64_t a_rs, int64_t a_cs, c
 /* ---------------------------------------------------------------------------
  * forward: one query tile [q0, q0 + nq) of one head */
 
-/* out and lse are the head's (Tq, hs) and (Tq,) outputs. */
+/* out and lse are the head's (Tq, hs) and (Tq,) outputs, out's rows h->lo.row apart. */
 static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0, int64_t nq) {
-    const int64_t hs = h->hs, offset = h->Tk - h->Tq;
-    out += q0 * hs;                                                // (nq, hs) the accumulator
+    const int64_t hs = h->hs, offset = h->Tk - h->Tq, ldq = h->lq.row, ldk = h->lk.row;
+    const int64_t ldo = h->lo.row;
+    out += q0 * ldo;                                               // (nq, hs) the accumulator
     Block s;                                                       // (nq, nk) scores, then p
     float m[TILE], l[TILE];                                        // running max, running sum
     for (int64_t i = 0; i < nq; i++) m[i] = -INFINITY, l[i] = 0.0f;
-    memset(out, 0, (size_t)(nq * hs) * sizeof(float));
+    zero_rows(out, nq, ldo, hs);
     int64_t k_end = offset + q0 + nq;                              // the last query sees k < k_end
     for (int64_t k0 = 0; k0 < k_end; k0 += TILE) {
         int64_t nk = min64(TILE, k_end - k0);
-        scores(h, h->q + q0 * hs, nq, h->k + k0 * hs, nk, s);
+        scores(h, h->q + q0 * ldq, ldq, nq, h->k + k0 * ldk, ldk, nk, s);
         for (int64_t i = 0; i < nq; i++) {
             int64_t n = visible_keys(offset + q0 + i, k0, nk);
             float *si = s[i], row_max = -INFINITY;
@@ -214,33 +153,34 @@ static void forward_query_tile(const Head *h, float *out, float *lse, int64_t q0
             l[i] = l[i] * correction + sum;
             m[i] = m_new;
             if (correction != 1.0f)
-                for (int64_t d = 0; d < hs; d++) out[i * hs + d] *= correction;
+                for (int64_t d = 0; d < hs; d++) out[i * ldo + d] *= correction;
         }
-        product(h, &s[0][0], TILE, 1, h->v + k0 * hs, hs, out, hs, nq, hs, nk);   // acc += p v
+        product(h, &s[0][0], TILE, 1, h->v + k0 * ldk, ldk, out, ldo, nq, hs, nk);   // acc += p v
     }
     for (int64_t i = 0; i < nq; i++) {
         float inv = 1.0f / l[i];
-        for (int64_t d = 0; d < hs; d++) out[i * hs + d] *= inv;
+        for (int64_t d = 0; d < hs; d++) out[i * ldo + d] *= inv;
         lse[q0 + i] = m[i] + logf(l[i]);
     }
 }
 
 static void forward(const Head *all, float *out, float *lse, int64_t BH) {
-    int64_t Tq = all->Tq, hs = all->hs, n_qt = (Tq + TILE - 1) / TILE;
+    int64_t Tq = all->Tq, n_qt = (Tq + TILE - 1) / TILE;
     // query tiles near the end see more keys: handed out longest first, on demand
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t bh = 0; bh < BH; bh++) {
         for (int64_t qt = 0; qt < n_qt; qt++) {
             Head h = head_at(all, bh);
             int64_t q0 = (n_qt - 1 - qt) * TILE;                   // the longest rows first
-            forward_query_tile(&h, out + bh * Tq * hs, lse + bh * Tq, q0, min64(TILE, Tq - q0));
+            forward_query_tile(&h, out + head_offset(all->lo, all->nh, bh), lse + bh * Tq, q0,
+                               min64(TILE, Tq - q0));
         }
     }
 }
 
 void attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
                        int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
-    Head all = all_heads(q, k, v, NULL, out, lse, NULL, NULL, NULL, Tq, Tk, hs);
+    Head all = all_heads(q, k, v, NULL, out, lse, NULL, NULL, NULL, nh, Tq, Tk, hs);
     forward(&all, out, lse, B * nh);
 }
 
@@ -251,11 +191,12 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
  * into dq when with_dq, into dk and dv when with_dkdv. */
 static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
                                int with_dq, int with_dkdv) {
-    const int64_t hs = h->hs, offset = h->Tk - h->Tq;
-    const float *q = h->q + q0 * hs, *dout = h->dout + q0 * hs;   // (nq, hs)
-    const float *k = h->k + k0 * hs, *v = h->v + k0 * hs;          // (nk, hs)
+    const int64_t hs = h->hs, offset = h->Tk - h->Tq, ldq = h->lq.row, ldk = h->lk.row;
+    const int64_t ldo = h->lo.row;
+    const float *q = h->q + q0 * ldq, *dout = h->dout + q0 * ldo; // (nq, hs)
+    const float *k = h->k + k0 * ldk, *v = h->v + k0 * ldk;        // (nk, hs)
     Block p, ds;                                                   // (nq, nk) each
-    scores(h, q, nq, k, nk, p);
+    scores(h, q, ldq, nq, k, ldk, nk, p);
     for (int64_t i = 0; i < nq; i++) {                             // forward: p = exp(s - m) / l
         int64_t n = visible_keys(offset + q0 + i, k0, nk);
         float lse_i = h->lse[q0 + i];
@@ -263,9 +204,9 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
         for (int64_t j = 0; j < n; j++) p[i][j] = exp_nonpositive(fmaf(p[i][j], h->scale, -lse_i));
         for (int64_t j = n; j < nk; j++) p[i][j] = 0.0f;
     }
-    scores(h, dout, nq, v, nk, ds);                                // dp = dout v^T
+    scores(h, dout, ldo, nq, v, ldk, nk, ds);                      // dp = dout v^T
     for (int64_t i = 0; i < nq; i++) {                             // forward: p = softmax(s)
-        const float *o = h->out + (q0 + i) * hs, *g = dout + i * hs;
+        const float *o = h->out + (q0 + i) * ldo, *g = dout + i * ldo;
         float D = 0.0f;                                            // rowsum(dout * out) = p . dp
 #pragma omp simd reduction(+ : D)
         for (int64_t d = 0; d < hs; d++) D += g[d] * o[d];
@@ -273,11 +214,11 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
         for (int64_t j = 0; j < nk; j++) ds[i][j] = p[i][j] * (ds[i][j] - D) * h->scale;
     }
     if (with_dkdv)                                                 // forward: out = p v
-        product(h, &p[0][0], 1, TILE, dout, hs, h->dv + k0 * hs, hs, nk, hs, nq);  // dv += p^T dout
+        product(h, &p[0][0], 1, TILE, dout, ldo, h->dv + k0 * ldk, ldk, nk, hs, nq);  // dv += p^T dout
     if (with_dq)                                                   // s = q k^T: dq += ds k
-        product(h, &ds[0][0], TILE, 1, k, hs, h->dq + q0 * hs, hs, nq, hs, nk);
+        product(h, &ds[0][0], TILE, 1, k, ldk, h->dq + q0 * ldq, ldq, nq, hs, nk);
     if (with_dkdv)                                                 //            dk += ds^T q
-        product(h, &ds[0][0], 1, TILE, q, hs, h->dk + k0 * hs, hs, nk, hs, nq);
+        product(h, &ds[0][0], 1, TILE, q, ldq, h->dk + k0 * ldk, ldk, nk, hs, nq);
 }
 
 /* Query tiles that see key tile [k0, ...) start at the tile of query k0 - offset. */
@@ -289,8 +230,8 @@ static int64_t first_query_tile(const Head *h, int64_t k0) {
 /* dk and dv of key tile kt (and dq as well when with_dq: the caller owns the whole head). */
 static void backward_key_tile(const Head *h, int64_t kt, int with_dq) {
     int64_t k0 = kt * TILE, nk = min64(TILE, h->Tk - k0);
-    memset(h->dk + k0 * h->hs, 0, (size_t)(nk * h->hs) * sizeof(float));
-    memset(h->dv + k0 * h->hs, 0, (size_t)(nk * h->hs) * sizeof(float));
+    zero_rows(h->dk + k0 * h->lk.row, nk, h->lk.row, h->hs);
+    zero_rows(h->dv + k0 * h->lk.row, nk, h->lk.row, h->hs);
     for (int64_t q0 = first_query_tile(h, k0) * TILE; q0 < h->Tq; q0 += TILE)
         backward_tile_pair(h, q0, min64(TILE, h->Tq - q0), k0, nk, with_dq, 1);
 }
@@ -299,7 +240,7 @@ static void backward_key_tile(const Head *h, int64_t kt, int with_dq) {
 static void backward_query_tile(const Head *h, int64_t qt) {
     int64_t q0 = qt * TILE, nq = min64(TILE, h->Tq - q0);
     int64_t k_end = h->Tk - h->Tq + q0 + nq;                      // as in forward_query_tile
-    memset(h->dq + q0 * h->hs, 0, (size_t)(nq * h->hs) * sizeof(float));
+    zero_rows(h->dq + q0 * h->lq.row, nq, h->lq.row, h->hs);
     for (int64_t k0 = 0; k0 < k_end; k0 += TILE)
         backward_tile_pair(h, q0, nq, k0, min64(TILE, k_end - k0), 1, 0);
 }
@@ -318,7 +259,7 @@ static void backward(const Head *all, int64_t BH) {
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++) {
             Head h = head_at(all, bh);
-            memset(h.dq, 0, (size_t)(Tq * h.hs) * sizeof(float));
+            zero_rows(h.dq, Tq, h.lq.row, h.hs);
             for (int64_t kt = 0; kt < n_kt; kt++) backward_key_tile(&h, kt, 1);
         }
         return;
@@ -346,7 +287,7 @@ static void backward(const Head *all, int64_t BH) {
 void attention_backward(const float *dout, const float *q, const float *k, const float *v,
                         const float *out, const float *lse, float *dq, float *dk, float *dv,
                         int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs) {
-    Head all = all_heads(q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+    Head all = all_heads(q, k, v, dout, out, lse, dq, dk, dv, nh, Tq, Tk, hs);
     backward(&all, B * nh);
 }
 
@@ -370,7 +311,7 @@ static int bf16_precision(int path) {
 void attention_forward_bf16(const float *q, const float *k, const float *v, float *out,
                             float *lse, int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs,
                             int path) {
-    Head all = all_heads(q, k, v, NULL, out, lse, NULL, NULL, NULL, Tq, Tk, hs);
+    Head all = all_heads(q, k, v, NULL, out, lse, NULL, NULL, NULL, nh, Tq, Tk, hs);
     all.precision = bf16_precision(path);
     forward(&all, out, lse, B * nh);
 }
@@ -378,7 +319,36 @@ void attention_forward_bf16(const float *q, const float *k, const float *v, floa
 void attention_backward_bf16(const float *dout, const float *q, const float *k, const float *v,
                              const float *out, const float *lse, float *dq, float *dk, float *dv,
                              int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs, int path) {
-    Head all = all_heads(q, k, v, dout, out, lse, dq, dk, dv, Tq, Tk, hs);
+    Head all = all_heads(q, k, v, dout, out, lse, dq, dk, dv, nh, Tq, Tk, hs);
     all.precision = bf16_precision(path);
+    backward(&all, B * nh);
+}
+
+/* ---------------------------------------------------------------------------
+ * the fused projection's layout: q, k and v read in place from qkv, no head copies */
+
+/* qkv (B, T, 3C) holds q, k, v side by side in each row, head h at columns h * hs of each;
+ * out and dout are (B, T, C) and dqkv (B, T, 3C) the same way: split_heads' layouts, unsplit. */
+static Head qkv_heads(const float *qkv, const float *dout, const float *out, const float *lse,
+                      float *dqkv, int64_t nh, int64_t T, int64_t hs, int path) {
+    int64_t C = nh * hs;
+    float *dk = dqkv ? dqkv + C : NULL, *dv = dqkv ? dqkv + 2 * C : NULL;
+    Head all = all_heads(qkv, qkv + C, qkv + 2 * C, dout, out, lse, dqkv, dk, dv, nh, T, T, hs);
+    all.lq = all.lk = rows_layout(T, 3 * C, hs);
+    all.lo = rows_layout(T, C, hs);
+    all.precision = bf16_precision(path);
+    return all;
+}
+
+void attention_qkv_forward(const float *qkv, float *out, float *lse, int64_t B, int64_t T,
+                           int64_t nh, int64_t hs, int path) {
+    Head all = qkv_heads(qkv, NULL, out, lse, NULL, nh, T, hs, path);
+    forward(&all, out, lse, B * nh);
+}
+
+void attention_qkv_backward(const float *dout, const float *qkv, const float *out,
+                            const float *lse, float *dqkv, int64_t B, int64_t T, int64_t nh,
+                            int64_t hs, int path) {
+    Head all = qkv_heads(qkv, dout, out, lse, dqkv, nh, T, hs, path);
     backward(&all, B * nh);
 }

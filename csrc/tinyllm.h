@@ -71,6 +71,15 @@ void attention_forward_bf16(const float *q, const float *k, const float *v, floa
 void attention_backward_bf16(const float *dout, const float *q, const float *k, const float *v,
                              const float *out, const float *lse, float *dq, float *dk, float *dv,
                              int64_t B, int64_t nh, int64_t Tq, int64_t Tk, int64_t hs, int path);
+/* attention.c: causal self-attention (Tq = Tk = T) on the fused projection's layout, the head
+ * copies of split_heads / merge_heads left out: q, k, v read in place from qkv (B, T, 3C),
+ * C = nh * hs, head h at columns h * hs of each part; out (B, T, C), lse (B, nh, T); dout
+ * (B, T, C) and dqkv (B, T, 3C), overwritten. path as attention_forward_bf16's (0: float32). */
+void attention_qkv_forward(const float *qkv, float *out, float *lse, int64_t B, int64_t T,
+                           int64_t nh, int64_t hs, int path);
+void attention_qkv_backward(const float *dout, const float *qkv, const float *out,
+                            const float *lse, float *dqkv, int64_t B, int64_t T, int64_t nh,
+                            int64_t hs, int path);
 /* decode.c: the kernels of a decoding step. path picks the instructions: CPU_AVX512, CPU_AVX2
  * (with FMA) or 0 (portable C); a path the CPU lacks runs as the best one below it that it has.
  * attention_decode: the newest Tq queries q (B, nh, Tq, hs) against a KV cache k_cache, v_cache

@@ -4,8 +4,9 @@ What it checks: the forward (out, lse) and the backward (dq, dk, dv) on float32 
 awkward sizes: T of 1, primes and tile edges +- 1 (the kernels take 64 rows per tile, 32 at
 hs > 64), Tq < Tk (decoding with a KV cache: query i sits at position Tk - Tq + i), head sizes
 1, 8, 13, 16, 32, 64, 100 and 128 (the kernels pad hs to 16, 32, 64 or 128 with zeros), large
-scores, that the backward repeats bit for bit (no atomics), no queries at all, and the error
-for a head size past 128.
+scores, that the backward repeats bit for bit (no atomics), no queries at all, the error
+for a head size past 128, and attention_qkv_* (the fused projection's layout, these kernels
+composed with split_heads and merge_heads).
 
 Tolerances, as max|ours - ref| / max|ref| per array:
   - forward, 1e-5: out and lse are float32 sums of up to T terms (u = 6e-8 per rounding).
@@ -113,3 +114,18 @@ def test_attention_rejects_head_sizes_past_128(cuda):
     lse = cuda.to_device(np.zeros((1, 1, 2), np.float32))
     with pytest.raises(cuda.CudaError, match=r"attention_backward: head size hs = 129"):
         cuda.attention_backward(x, x, x, x, x, lse)
+
+
+def test_attention_on_the_fused_layout_matches_numpy(cuda):
+    """attention_qkv_forward / _backward: split_heads, the kernels and merge_heads on the device."""
+    for B, T, nh, hs in [(1, 1, 1, 1), (2, 7, 3, 8), (1, 33, 2, 16)]:
+        rng = np.random.default_rng(B * T + nh)
+        qkv, dout = randn(rng, B, T, 3 * nh * hs), randn(rng, B, T, nh * hs)
+        out, lse = cuda.attention_qkv_forward(cuda.to_device(qkv), nh)
+        dqkv = cuda.attention_qkv_backward(cuda.to_device(dout), cuda.to_device(qkv), out, lse, nh)
+        out, lse, dqkv = out.numpy(), lse.numpy(), dqkv.numpy()
+        ref_out, ref_lse = K.attention_qkv_forward(qkv.astype(np.float64), nh)
+        ref_dqkv = K.attention_qkv_backward(*(a.astype(np.float64) for a in (dout, qkv, out, lse)), nh)
+        assert relative_error(out, ref_out) <= FORWARD_TOL
+        assert relative_error(lse, ref_lse) <= FORWARD_TOL
+        assert relative_error(dqkv, ref_dqkv) <= BACKWARD_TOL

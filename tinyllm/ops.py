@@ -357,11 +357,12 @@ def layernorm(x, weight, bias, eps=1e-5):
 def causal_self_attention(qkv, n_head, kv_cache=None, dtype="fp32"):
     """The attention of a GPT block: qkv (B, T, 3C) from the fused projection -> (B, T, C).
 
-    Splits q, k, v into heads (B, nh, T, hs), runs the fused causal attention kernel and merges
-    the heads back, each a backend kernel, so on CUDA nothing leaves the device. kv_cache, at
-    inference only, is a function (q, k, v) -> out that stores the new keys and values and
-    attends the newest queries over the cached past (generate.KVCache.attend); no graph then.
-    dtype "bf16": the kernels' products in mixed precision (attention_*_bf16), as linear's."""
+    One backend kernel each way, attention_qkv_forward / _backward: q, k, v split into heads
+    (B, nh, T, hs), the fused causal attention, the heads merged back (numpy_kernels defines it
+    so; C reads the heads in place from qkv, without the copies; on CUDA nothing leaves the
+    device). kv_cache, at inference only, is a function (q, k, v) -> out that stores the new keys
+    and values and attends the newest queries over the cached past (generate.KVCache.attend); no
+    graph then. dtype "bf16": the kernels' products in mixed precision (*_bf16), as linear's."""
     if qkv.ndim != 3 or qkv.shape[-1] % (3 * n_head):
         raise ValueError(f"causal_self_attention: expected qkv (B, T, 3C) with C a multiple of "
                          f"n_head={n_head}, got {qkv.shape}")
@@ -369,22 +370,14 @@ def causal_self_attention(qkv, n_head, kv_cache=None, dtype="fp32"):
         raise ValueError(f"causal_self_attention: dtype {dtype!r}; choose one of {MATMUL_DTYPES}")
     kernels = get_backend()
     suffix = "_bf16" if dtype == "bf16" else ""
-    forward, backward_kernel = (getattr(kernels, f"attention_{s}{suffix}") for s in ("forward", "backward"))
-    q, k, v = kernels.split_heads(qkv.data, 3, n_head)          # (B, nh, T, hs) each
     if kv_cache is not None:
+        q, k, v = kernels.split_heads(qkv.data, 3, n_head)      # (B, nh, T, hs) each
         out = kv_cache(q, k, v)                                 # (B, nh, T, hs)
         return Tensor(kernels.merge_heads([out]), dtype=out.dtype)
-    out, lse = forward(q, k, v)                                 # (B, nh, T, hs), (B, nh, T)
-    merged = kernels.merge_heads([out])                         # (B, T, C)
-    # the backward splits qkv and merged again: the graph holds both anyway, copies would double them
-
-    def backward(g):
-        (dout,) = kernels.split_heads(g, 1, n_head)             # (B, nh, T, hs)
-        q, k, v = kernels.split_heads(qkv.data, 3, n_head)      # (B, nh, T, hs) each
-        (out,) = kernels.split_heads(merged, 1, n_head)         # (B, nh, T, hs)
-        dq, dk, dv = backward_kernel(dout, q, k, v, out, lse)
-        return (kernels.merge_heads([dq, dk, dv]),)             # (B, T, 3C)
-    return Tensor.from_op(merged, (qkv,), backward, "causal_self_attention")
+    forward, backward = (getattr(kernels, f"attention_qkv_{s}{suffix}") for s in ("forward", "backward"))
+    out, lse = forward(qkv.data, n_head)                        # (B, T, C), (B, nh, T)
+    return Tensor.from_op(out, (qkv,), lambda g: (backward(g, qkv.data, out, lse, n_head),),
+                          "causal_self_attention")
 
 
 def dropout(a, p, rng, training=True):

@@ -19,12 +19,12 @@ import numpy as np
 
 from tinyllm.backends import numpy_kernels as _reference
 from tinyllm.backends.c_paths import (BF16_PATH, BF16_PATHS, DECODE_PATH, DECODE_PATHS,  # noqa: F401
-                                      FEATURES, GEMV_MAX_ROWS, QUANT_PATHS, _decode_bits,
-                                      bf16_path, decode_path, describe_cpu)
+                                      FEATURES, GEMV_MAX_ROWS, QUANT_PATHS, _bf16_bits,
+                                      _decode_bits, bf16_path, decode_path, describe_cpu)
 from tinyllm.backends.c_library import (HEADER_PATH, LIB_PATH, _contiguous, _f32, _ids, _p,  # noqa: F401
                                         _pi, _writable, check_available, ffi, lib)
-from tinyllm.backends.checks import (attention_sizes, matmul_sizes, merge_sizes, rows,
-                                     shape as _shape, split_sizes)
+from tinyllm.backends.checks import (attention_sizes, matmul_sizes, merge_sizes, qkv_sizes,
+                                     rows, shape as _shape, split_sizes)
 
 NAME = "c"
 
@@ -66,7 +66,7 @@ def matmul_bf16(a, b, transpose_a=False, transpose_b=False, path=None):
     batch, M, N, K = sizes
     out = np.empty(a.shape[:-2] + (M, N), np.float32)
     lib.matmul_bf16(_p(a), _p(b), _p(out), batch, M, N, K, int(transpose_a), int(transpose_b),
-                    BF16_PATHS[bf16_path(path) if path else BF16_PATH])
+                    _bf16_bits(path))
     return out
 
 
@@ -94,7 +94,7 @@ def attention_forward(q, k, v, _bf16=None):
 
 def attention_forward_bf16(q, k, v, path=None):
     """As numpy_kernels.attention_forward_bf16, on `path` (as matmul_bf16's)."""
-    return attention_forward(q, k, v, BF16_PATHS[bf16_path(path) if path else BF16_PATH])
+    return attention_forward(q, k, v, _bf16_bits(path))
 
 
 def attention_decode(q, k_cache, v_cache, Tk, path=None):
@@ -129,7 +129,38 @@ def attention_backward(dout, q, k, v, out, lse, _bf16=None):
 
 
 def attention_backward_bf16(dout, q, k, v, out, lse, path=None):
-    return attention_backward(dout, q, k, v, out, lse, BF16_PATHS[bf16_path(path) if path else BF16_PATH])
+    return attention_backward(dout, q, k, v, out, lse, _bf16_bits(path))
+
+
+def attention_qkv_forward(qkv, n_head, _bf16=0):
+    """As numpy_kernels.attention_qkv_forward: q, k, v read in place from qkv, the output
+    written merged; _bf16 (a path bit, 0 float32): attention_qkv_forward_bf16."""
+    qkv = _f32("attention_qkv qkv", np.ascontiguousarray(qkv))
+    B, T, hs = qkv_sizes(qkv, n_head)
+    out = np.empty((B, T, n_head * hs), np.float32)               # (B, T, C)
+    lse = np.empty((B, n_head, T), np.float32)                    # (B, nh, T)
+    lib.attention_qkv_forward(_p(qkv), _p(out), _p(lse), B, T, n_head, hs, _bf16)
+    return out, lse
+
+
+def attention_qkv_forward_bf16(qkv, n_head, path=None):
+    """As numpy_kernels.attention_qkv_forward_bf16, on `path` (as matmul_bf16's)."""
+    return attention_qkv_forward(qkv, n_head, _bf16_bits(path))
+
+
+def attention_qkv_backward(dout, qkv, out, lse, n_head, _bf16=0):
+    """As numpy_kernels.attention_qkv_backward: dqkv (B, T, 3C) written in place of the heads."""
+    dout, qkv, out, lse = (_f32(f"attention_qkv_backward {n}", np.ascontiguousarray(x)) for n, x in
+                           (("dout", dout), ("qkv", qkv), ("out", out), ("lse", lse)))
+    B, T, hs = qkv_sizes(qkv, n_head, dout, out, lse)
+    dqkv = np.empty_like(qkv)                                     # (B, T, 3C)
+    lib.attention_qkv_backward(_p(dout), _p(qkv), _p(out), _p(lse), _p(dqkv), B, T, n_head, hs,
+                               _bf16)
+    return dqkv
+
+
+def attention_qkv_backward_bf16(dout, qkv, out, lse, n_head, path=None):
+    return attention_qkv_backward(dout, qkv, out, lse, n_head, _bf16_bits(path))
 
 
 def split_heads(x, n_parts, n_head):

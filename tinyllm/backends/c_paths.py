@@ -45,6 +45,10 @@ def decode_path(wanted=None):
 BF16_PATH, DECODE_PATH = bf16_path(), decode_path()
 
 
+def _bf16_bits(path):
+    return BF16_PATHS[bf16_path(path) if path else BF16_PATH]
+
+
 def _decode_bits(path):
     return DECODE_PATHS[decode_path(path) if path else DECODE_PATH]
 

@@ -87,6 +87,17 @@ def split_sizes(x, n_parts, n_head):
     return B, T, width // (n_parts * n_head)
 
 
+def qkv_sizes(qkv, n_head, dout=None, out=None, lse=None):
+    """(B, T, hs) of attention_qkv's qkv (B, T, 3 * n_head * hs), and of the backward's dout and
+    out (B, T, n_head * hs) and lse (B, n_head, T) when given."""
+    B, T, hs = split_sizes(qkv, 3, n_head)
+    for name, x, expected in (("dout", dout, (B, T, n_head * hs)), ("out", out, (B, T, n_head * hs)),
+                              ("lse", lse, (B, n_head, T))):
+        if x is not None:
+            shape(f"attention_qkv {name}", x, expected)
+    return B, T, hs
+
+
 def merge_sizes(parts):
     """(B, nh, T, hs) of merge_heads' parts, each (B, nh, T, hs)."""
     if not parts or parts[0].ndim != 4:

@@ -136,6 +136,11 @@ def merge_heads(parts):
     return out
 
 
+# attention on qkv (B, T, 3C): split, attend, merge on the device, as numpy_kernels defines it
+attention_qkv_forward, attention_qkv_backward = _reference.qkv_attention(
+    split_heads, merge_heads, attention_forward, attention_backward)
+
+
 # ----------------------------------------------------------------------------
 # softmax, rmsnorm, silu
 

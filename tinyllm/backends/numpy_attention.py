@@ -7,7 +7,10 @@ cache's attention_decode and kv_write. Every product of the tiled kernels goes t
 matmul argument `mm`, (a, b) -> a @ b: NumPy's by default, numpy_kernels.matmul_bf16 for the
 mixed-precision twins attention_forward_bf16 / attention_backward_bf16 defined there.
 
-Not here: the heads' layout (split_heads, merge_heads) and the autograd op (ops.py,
+qkv_attention builds a backend's attention_qkv_forward / attention_qkv_backward, the same
+attention on the fused projection's layout (split, attend, merge), from its kernels.
+
+Not here: the heads' layout itself (split_heads, merge_heads) and the autograd op (ops.py,
 causal_self_attention). Read csrc/attention.c next, the C kernel that must equal these.
 """
 import math
@@ -126,3 +129,21 @@ def attention_decode(q, k_cache, v_cache, Tk):
 def kv_write(cache, x, start):
     """cache (B, nh, Tmax, hs)[:, :, start:start + T] = x (B, nh, T, hs), in place."""
     cache[:, :, start:start + x.shape[2]] = x
+
+
+def qkv_attention(split_heads, merge_heads, forward, backward):
+    """A backend's attention_qkv_forward and attention_qkv_backward, from its split_heads,
+    merge_heads and attention kernels: causal self-attention of qkv (B, T, 3C), the fused
+    projection's output, -> out (B, T, C), and its backward -> dqkv (B, T, 3C). This is their
+    definition; C's attention_qkv_* compute it reading q, k, v in place, without the copies."""
+    def attention_qkv_forward(qkv, n_head):
+        q, k, v = split_heads(qkv, 3, n_head)                     # (B, nh, T, hs) each
+        out, lse = forward(q, k, v)                               # (B, nh, T, hs), (B, nh, T)
+        return merge_heads([out]), lse                            # (B, T, C), (B, nh, T)
+
+    def attention_qkv_backward(dout, qkv, out, lse, n_head):
+        (dout,) = split_heads(dout, 1, n_head)                    # (B, nh, T, hs)
+        q, k, v = split_heads(qkv, 3, n_head)                     # (B, nh, T, hs) each
+        (out,) = split_heads(out, 1, n_head)                      # (B, nh, T, hs)
+        return merge_heads(list(backward(dout, q, k, v, out, lse)))   # (B, T, 3C)
+    return attention_qkv_forward, attention_qkv_backward

@@ -23,7 +23,8 @@ import numpy as np
 
 from tinyllm.backends.bits import bf16_bits, bf16_round, dropout_constants, dropout_keep  # noqa: F401
 from tinyllm.backends.numpy_attention import (ATTN_TILE, attention_backward, attention_decode,  # noqa: F401
-                                              attention_forward, attention_naive, kv_write)
+                                              attention_forward, attention_naive, kv_write,
+                                              qkv_attention)
 
 NAME = "numpy"
 
@@ -118,6 +119,13 @@ def merge_heads(parts):
     """P arrays (B, nh, T, hs) -> (B, T, P*nh*hs): split_heads undone (and its backward)."""
     B, nh, T, hs = parts[0].shape
     return np.stack(parts, axis=2).transpose(0, 3, 2, 1, 4).reshape(B, T, len(parts) * nh * hs)
+
+
+# attention on qkv (B, T, 3C) -> (B, T, C): the three above composed (numpy_attention.qkv_attention)
+attention_qkv_forward, attention_qkv_backward = qkv_attention(
+    split_heads, merge_heads, attention_forward, attention_backward)
+attention_qkv_forward_bf16, attention_qkv_backward_bf16 = qkv_attention(
+    split_heads, merge_heads, attention_forward_bf16, attention_backward_bf16)
 
 
 # ----------------------------------------------------------------------------
