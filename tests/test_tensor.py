@@ -46,6 +46,25 @@ def test_graph_is_freed_after_backward():
     assert y._parents == () and y._backward is None
 
 
+def test_leaf_gradients_never_share_memory():
+    """A gradient nothing else holds becomes .grad as it is (tensor._unshared); a shared one is
+    copied: an add hands both parents one array, and clipping scales every .grad in place."""
+    from tinyllm.optim import clip_grad_norm
+    a, b = (Tensor(np.ones(3, np.float32), requires_grad=True) for _ in range(2))
+    (a + b).sum().backward()
+    assert not np.shares_memory(a.grad, b.grad)
+    clip_grad_norm([a, b], 1.0)                                     # norm sqrt(6): each scaled once
+    np.testing.assert_allclose(np.concatenate([a.grad, b.grad]), 1 / np.sqrt(6), rtol=1e-5)
+    x = Tensor(np.ones(3, np.float32), requires_grad=True)
+    g = np.full(3, 2.0, np.float32)
+    x.backward(g)                                                   # a leaf: g itself arrives
+    assert not np.shares_memory(x.grad, g)                          # the caller's array stays theirs
+    w = Tensor(np.ones((2, 3), np.float32), requires_grad=True)
+    for _ in range(2):                                              # accumulated across calls
+        (w * 2.0).sum().backward()
+    np.testing.assert_array_equal(w.grad, 4.0)
+
+
 def test_long_chains_do_not_hit_the_recursion_limit():
     x = Tensor(np.ones(1), requires_grad=True)
     y = x
