@@ -6,7 +6,9 @@
  * head's T rows are contiguous for attention.c. split_heads gathers part p out of x;
  * merge_heads scatters it back. Plain copies of hs floats, in parallel over (batch, head):
  * NumPy did them on one thread, with two copies for a merge (np.stack, then the transpose).
- * Read attention.c next.
+ * A training step's attention on the C backend no longer calls them: attention_qkv_* read the
+ * heads in place from qkv. They remain for decoding (the KV cache takes (B, nh, T, hs) heads)
+ * and as the definition the in-place kernels are tested against. Read attention.c next.
  */
 #include <string.h>
 
