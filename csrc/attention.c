@@ -208,10 +208,22 @@ void attention_forward(const float *q, const float *k, const float *v, float *ou
 /* ---------------------------------------------------------------------------
  * backward: FlashAttention-2's, per tile pair, in one of two race-free orders */
 
-/* The gradient contributions of query tile [q0, q0 + nq) x key tile [k0, k0 + nk):
- * into dq when with_dq, into dk and dv when with_dkdv. */
+/* D[i] = rowsum(dout * out) = p . dp of the query tile's rows [q0, q0 + nq): the softmax
+ * backward's shift, one per query row, computed once a query tile rather than once a pair. */
+static void row_dots(const Head *h, int64_t q0, int64_t nq, float *D) {
+    for (int64_t i = 0; i < nq; i++) {
+        const float *o = h->out + (q0 + i) * h->lo.row, *g = h->dout + (q0 + i) * h->lo.row;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t d = 0; d < h->hs; d++) sum += g[d] * o[d];
+        D[i] = sum;
+    }
+}
+
+/* The gradient contributions of query tile [q0, q0 + nq) x key tile [k0, k0 + nk), D its
+ * row_dots: into dq when with_dq, into dk and dv when with_dkdv. */
 static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0, int64_t nk,
-                               int with_dq, int with_dkdv) {
+                               const float *D, int with_dq, int with_dkdv) {
     const int64_t hs = h->hs, offset = h->Tk - h->Tq, ldq = h->lq.row, ldk = h->lk.row;
     const int64_t ldo = h->lo.row;
     const float *q = h->q + q0 * ldq, *dout = h->dout + q0 * ldo; // (nq, hs)
@@ -223,14 +235,9 @@ static void backward_tile_pair(const Head *h, int64_t q0, int64_t nq, int64_t k0
         exp_row(p[i], n, nk, h->scale, h->lse[q0 + i]);
     }
     scores(h, dout, ldo, nq, v, ldk, nk, ds);                      // dp = dout v^T
-    for (int64_t i = 0; i < nq; i++) {                             // forward: p = softmax(s)
-        const float *o = h->out + (q0 + i) * ldo, *g = dout + i * ldo;
-        float D = 0.0f;                                            // rowsum(dout * out) = p . dp
-#pragma omp simd reduction(+ : D)
-        for (int64_t d = 0; d < hs; d++) D += g[d] * o[d];
+    for (int64_t i = 0; i < nq; i++)                               // forward: p = softmax(s)
 #pragma omp simd
-        for (int64_t j = 0; j < nk; j++) ds[i][j] = p[i][j] * (ds[i][j] - D) * h->scale;
-    }
+        for (int64_t j = 0; j < nk; j++) ds[i][j] = p[i][j] * (ds[i][j] - D[i]) * h->scale;
     if (with_dkdv)                                                 // forward: out = p v
         product(h, &p[0][0], 1, TILE, dout, ldo, h->dv + k0 * ldk, ldk, nk, hs, nq);  // dv += p^T dout
     if (with_dq)                                                   // s = q k^T: dq += ds k
@@ -245,28 +252,35 @@ static int64_t first_query_tile(const Head *h, int64_t k0) {
     return i > 0 ? i / TILE : 0;
 }
 
-/* dk and dv of key tile kt (and dq as well when with_dq: the caller owns the whole head). */
-static void backward_key_tile(const Head *h, int64_t kt, int with_dq) {
+/* dk and dv of key tile kt alone. */
+static void backward_key_tile(const Head *h, int64_t kt) {
     int64_t k0 = kt * TILE, nk = min64(TILE, h->Tk - k0);
+    float D[TILE];
     zero_rows(h->dk + k0 * h->lk.row, nk, h->lk.row, h->hs);
     zero_rows(h->dv + k0 * h->lk.row, nk, h->lk.row, h->hs);
-    for (int64_t q0 = first_query_tile(h, k0) * TILE; q0 < h->Tq; q0 += TILE)
-        backward_tile_pair(h, q0, min64(TILE, h->Tq - q0), k0, nk, with_dq, 1);
+    for (int64_t q0 = first_query_tile(h, k0) * TILE; q0 < h->Tq; q0 += TILE) {
+        int64_t nq = min64(TILE, h->Tq - q0);
+        row_dots(h, q0, nq, D);
+        backward_tile_pair(h, q0, nq, k0, nk, D, 0, 1);
+    }
 }
 
-/* dq of query tile qt alone. */
-static void backward_query_tile(const Head *h, int64_t qt) {
+/* dq of query tile qt, and its share of dk and dv as well when with_dkdv (the caller owns the
+ * whole head and has zeroed them). */
+static void backward_query_tile(const Head *h, int64_t qt, int with_dkdv) {
     int64_t q0 = qt * TILE, nq = min64(TILE, h->Tq - q0);
     int64_t k_end = h->Tk - h->Tq + q0 + nq;                      // as in forward_query_tile
+    float D[TILE];
     zero_rows(h->dq + q0 * h->lq.row, nq, h->lq.row, h->hs);
+    row_dots(h, q0, nq, D);
     for (int64_t k0 = 0; k0 < k_end; k0 += TILE)
-        backward_tile_pair(h, q0, nq, k0, min64(TILE, k_end - k0), 1, 0);
+        backward_tile_pair(h, q0, nq, k0, min64(TILE, k_end - k0), D, 1, with_dkdv);
 }
 
 /* Race-free parallelism. dq sums over key tiles and dk, dv over query tiles, so
  * no single split of the tile pairs lets threads write disjoint rows of all three.
- *  - B*nh >= threads: a thread owns whole heads and does every tile pair once
- *    (5 tile matmuls per pair).
+ *  - B*nh >= threads: a thread owns whole heads and does every tile pair once, query tile
+ *    by query tile (5 tile matmuls per pair).
  *  - fewer heads than threads (small batch, decoding): two passes, one parallel
  *    over (head, key tile) for dk and dv, one over (head, query tile) for dq;
  *    the second recomputes the scores and dp (7 tile matmuls per pair), which
@@ -277,8 +291,9 @@ static void backward(const Head *all, int64_t BH) {
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++) {
             Head h = head_at(all, bh);
-            zero_rows(h.dq, Tq, h.lq.row, h.hs);
-            for (int64_t kt = 0; kt < n_kt; kt++) backward_key_tile(&h, kt, 1);
+            zero_rows(h.dk, h.Tk, h.lk.row, h.hs);
+            zero_rows(h.dv, h.Tk, h.lk.row, h.hs);
+            for (int64_t qt = 0; qt < n_qt; qt++) backward_query_tile(&h, qt, 1);
         }
         return;
     }
@@ -291,13 +306,13 @@ static void backward(const Head *all, int64_t BH) {
         for (int64_t bh = 0; bh < BH; bh++)
             for (int64_t kt = 0; kt < n_kt; kt++) {
                 Head h = head_at(all, bh);
-                backward_key_tile(&h, kt, 0);
+                backward_key_tile(&h, kt);
             }
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int64_t bh = 0; bh < BH; bh++)
             for (int64_t qt = 0; qt < n_qt; qt++) {
                 Head h = head_at(all, bh);
-                backward_query_tile(&h, n_qt - 1 - qt);
+                backward_query_tile(&h, n_qt - 1 - qt, 0);
             }
     }
 }

@@ -57,7 +57,8 @@ def assert_close(name, ours, ref, tol):
 ATTENTION_SHAPES = [   # (B, nh, Tq, Tk, hs): tile edges (64) and Tq < Tk (KV-cache decoding)
     (1, 1, 1, 1, 1), (1, 2, 7, 7, 8), (2, 1, 63, 63, 64), (1, 1, 65, 65, 64), (2, 3, 130, 130, 8),
     (1, 1, 130, 130, 64), (3, 1, 1, 130, 64), (1, 2, 7, 65, 1), (1, 1, 65, 130, 64),
-    (2, 1, 63, 130, 8), (1, 2, 65, 65, 100)]                    # hs = 100: two hs chunks, ragged
+    (2, 1, 63, 130, 8), (1, 2, 65, 65, 100),                    # hs = 100: two hs chunks, ragged
+    (1, 2, 70, 70, 24)]                                         # hs = 24: 16 + 8 columns
 # the backward's dS = P * (dP - D) subtracts two float32 sums (of hs and of up to T
 # terms) that nearly cancel, and dq, dk then sum T such differences: its error is
 # ~10x the forward's, measured against the largest gradient
