@@ -108,7 +108,8 @@ typedef struct {
  *       block packed once per 3072 rows, the order before) the training step's shapes ran 4-7%
  *       slower, most on N = 384 with a long K (lm_head's dx, 2048 x 384 x 8192: 159 against 175
  *       GFLOP/s on one Zen 5 core; BENCHMARKS.md, "fp32 GEMM").
- * Another CPU can be tuned without editing: make CFLAGS="-O3 -march=native -DKC=384". */
+ * Another CPU can be tuned without editing: make CFLAGS="-O3 -march=native -DKC=384"; with
+ * -DB_PANEL_IN_L1=1 (the BLIS order) one Intel Xeon core ran 0.96x this order's speed. */
 #ifndef KC
 #define KC 256
 #endif
@@ -118,7 +119,10 @@ typedef struct {
 #ifndef MC
 #define MC (MR * 20)
 #endif
-static blocks cache_blocks(void) { return (blocks){KC, NC, MC, 0}; }
+#ifndef B_PANEL_IN_L1
+#define B_PANEL_IN_L1 0
+#endif
+static blocks cache_blocks(void) { return (blocks){KC, NC, MC, B_PANEL_IN_L1}; }
 #else
 /* AVX2 (and portable), chosen at run time from this CPU's caches, B panel in L1. On Zen 3 (32 KiB
  * L1d, 512 KiB L2) the AVX-512 order's B block (256 x 512 floats, 512 KiB) filled the whole L2,
